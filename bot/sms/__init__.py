@@ -1,0 +1,70 @@
+"""The shared Alibaba Cloud SMS client (international API 2018-05-01). Knows nothing of Slack.
+
+from bot.sms import SmsClient, SmsSettings
+async with SmsClient(SmsSettings()) as sms:
+    resp = await sms.send(to="+852 5123 4567", message="Your parcel ships today")
+"""
+
+from .client import SmsClient
+from .config import SmsSettings
+from .encoding import MessageError, MessageInfo, analyse, validate_message
+from .errors import (
+    ConfigurationError,
+    ConnectError,
+    CredentialError,
+    InvalidRequestError,
+    NotSentError,
+    OutcomeUnknownError,
+    ProviderRejectedError,
+    ServiceUnavailableError,
+    SmsError,
+    ThrottledError,
+    describe_code,
+)
+from .models import (
+    BatchSendRequest,
+    BatchSendResponse,
+    MessageType,
+    QueryRequest,
+    QueryResponse,
+    SendRequest,
+    SendResponse,
+)
+from .pacing import Hooks, Outcome, Status, batch_send_all, fan_out
+from .phone import InvalidNumber, PhoneNumber, mask, parse_number
+
+__all__ = [
+    "BatchSendRequest",
+    "BatchSendResponse",
+    "ConfigurationError",
+    "ConnectError",
+    "CredentialError",
+    "Hooks",
+    "InvalidNumber",
+    "InvalidRequestError",
+    "MessageError",
+    "MessageInfo",
+    "MessageType",
+    "NotSentError",
+    "Outcome",
+    "OutcomeUnknownError",
+    "PhoneNumber",
+    "ProviderRejectedError",
+    "QueryRequest",
+    "QueryResponse",
+    "SendRequest",
+    "SendResponse",
+    "ServiceUnavailableError",
+    "SmsClient",
+    "SmsError",
+    "SmsSettings",
+    "Status",
+    "ThrottledError",
+    "analyse",
+    "batch_send_all",
+    "describe_code",
+    "fan_out",
+    "mask",
+    "parse_number",
+    "validate_message",
+]

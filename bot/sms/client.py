@@ -1,0 +1,379 @@
+"""`SmsClient`: signed calls to Alibaba Cloud SMS (international, 2018-05-01), retried only where safe.
+
+Every call waits for the account's rate limiter, signs with a fresh date and nonce, and classifies what
+came back into a response or a typed error (errors.py). Retries happen only when the provider certainly
+did not take the request (connect errors, `Throttling*`, 503), with exponential backoff and full jitter,
+honouring `x-acs-retry-after`, bounded by attempts and by time. A request whose outcome is unknown
+(read timeout, reset after sending, 500, unparsable body) is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from . import signing
+from .config import SmsSettings
+from .errors import (
+    AMBIGUOUS_CODES,
+    CREDENTIAL_CODES,
+    ConfigurationError,
+    ConnectError,
+    CredentialError,
+    InvalidRequestError,
+    OutcomeUnknownError,
+    ProviderRejectedError,
+    ServiceUnavailableError,
+    SmsError,
+    ThrottledError,
+    describe_code,
+)
+from .limits import AccountLimiter, RateLimiter, account_limiter
+from .models import (
+    BatchSendRequest,
+    BatchSendResponse,
+    QueryRequest,
+    QueryResponse,
+    SendRequest,
+    SendResponse,
+    first_error,
+)
+from .phone import mask
+from .transport import AiohttpTransport
+
+log = logging.getLogger("bot.sms")
+
+API_VERSION = "2018-05-01"
+SEND = "SendMessageToGlobe"
+BATCH_SEND = "BatchSendMessageToGlobe"
+QUERY = "QueryMessage"
+USER_AGENT = "sms-ops-bot/0.1 (+httpx)"
+# Longer query strings go in a form body instead (the common 8 KB request-line limit).
+MAX_QUERY_BYTES = 4096
+
+R = TypeVar("R", bound=BaseModel)
+Hook = Callable[[], Awaitable[None]]
+
+
+class SmsClient:
+    """One client per process and account; share it. Use as `async with SmsClient(...) as sms:`."""
+
+    def __init__(
+        self,
+        settings: SmsSettings | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: AccountLimiter | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings or SmsSettings()
+        parts = urlsplit(self.settings.endpoint)
+        self._base = f"{parts.scheme}://{parts.netloc}/"
+        self._host = parts.netloc
+        self._transport = transport or AiohttpTransport(max_connections=self.settings.max_connections)
+        self._timeout = httpx.Timeout(
+            connect=self.settings.connect_timeout,
+            read=self.settings.read_timeout,
+            write=self.settings.read_timeout,
+            pool=self.settings.connect_timeout,
+        ).as_dict()
+        self._limiter = limiter
+        self._sleep = sleep
+        self.stats = {"attempts": 0, "throttled": 0, "retries": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> SmsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    @property
+    def limiter(self) -> AccountLimiter:
+        if self._limiter is None:
+            s = self.settings
+            self._limiter = account_limiter(
+                f"{s.access_key_id}@{self._host}",
+                single_rate=s.single_rate,
+                batch_rate=s.batch_rate,
+                query_rate=s.query_rate,
+                margin=s.rate_margin,
+            )
+        return self._limiter
+
+    # ------------------------------------------------------------------ operations
+    def send_request(self, **fields: Any) -> SendRequest:
+        """Build a validated `SendRequest`, with the configured sender ID and message limit as defaults."""
+        fields.setdefault("sender_id", self.settings.sender_id)
+        fields.setdefault("max_chars", self.settings.max_message_chars)
+        return _build(SendRequest, fields)
+
+    def batch_request(self, **fields: Any) -> BatchSendRequest:
+        fields.setdefault("sender_id", self.settings.sender_id)
+        fields.setdefault("max_chars", self.settings.max_message_chars)
+        return _build(BatchSendRequest, fields)
+
+    async def send(
+        self, request: SendRequest | None = None, /, *, on_dispatch: Hook | None = None, **fields: Any
+    ) -> SendResponse:
+        """SendMessageToGlobe. Returns the accepted response or raises an `SmsError`.
+
+        `on_dispatch` is awaited once, after the rate limiter let the call through and just before the
+        request leaves (the moment to record "in flight").
+        """
+        req = request or self.send_request(**fields)
+        body = await self._call(
+            SEND, req.params(), self.limiter.single, log_to=req.to, on_dispatch=on_dispatch
+        )
+        resp = _parse(SendResponse, body)
+        self._raise_for_code(resp.response_code, resp.response_description, resp.request_id)
+        return resp
+
+    async def batch_send(
+        self, request: BatchSendRequest | None = None, /, *, on_dispatch: Hook | None = None, **fields: Any
+    ) -> BatchSendResponse:
+        """BatchSendMessageToGlobe (≤ 1,000 numbers). A non-empty `failed_list` is a partial success."""
+        req = request or self.batch_request(**fields)
+        body = await self._call(
+            BATCH_SEND,
+            req.params(),
+            self.limiter.batch,
+            form=True,
+            count=len(req.to),
+            on_dispatch=on_dispatch,
+        )
+        resp = _parse(BatchSendResponse, body)
+        self._raise_for_code(resp.response_code, resp.response_description, resp.request_id)
+        return resp
+
+    async def query(self, message_id: str) -> QueryResponse:
+        """QueryMessage: the delivery status of one message."""
+        req = _build(QueryRequest, {"message_id": message_id})
+        body = await self._call(QUERY, req.params(), self.limiter.query)
+        resp = _parse(QueryResponse, body)
+        self._raise_for_code(resp.response_code, resp.response_description, resp.request_id)
+        return resp
+
+    # ------------------------------------------------------------------ internals
+    def _raise_for_code(self, code: str, description: str | None, request_id: str | None) -> None:
+        if code == "OK":
+            return
+        message = describe_code(code, description)
+        if code in AMBIGUOUS_CODES or not code:
+            raise OutcomeUnknownError(
+                message if code else "The provider's answer had no ResponseCode.",
+                code=code or None,
+                http_status=200,
+                request_id=request_id,
+            )
+        cls = CredentialError if code in CREDENTIAL_CODES else ProviderRejectedError
+        raise cls(message, code=code, http_status=200, request_id=request_id)
+
+    async def _call(
+        self,
+        action: str,
+        params: dict[str, str],
+        limiter: RateLimiter,
+        *,
+        form: bool = False,
+        log_to: str | None = None,
+        count: int | None = None,
+        on_dispatch: Hook | None = None,
+    ) -> dict[str, Any]:
+        s = self.settings
+        missing = s.missing_credentials()
+        if missing:
+            raise ConfigurationError(f"Provider credentials are not set: {', '.join(missing)}.")
+        secret = s.access_key_secret.get_secret_value()
+        token = s.security_token.get_secret_value() if s.security_token else None
+
+        query: dict[str, str] = {}
+        body = b""
+        if not form:
+            wire = signing.wire_query(params)
+            if len(wire) > MAX_QUERY_BYTES:
+                form = True
+            else:
+                query = params
+        if form:
+            body = signing.form_body(params)
+        url = self._base + ("?" + signing.wire_query(query) if query else "")
+        started = time.monotonic()
+        deadline = started + s.retry_max_seconds
+        attempt = 0
+        what = f"{action} to {mask(log_to)}" if log_to else f"{action} ({count} numbers)" if count else action
+        while True:
+            attempt += 1
+            await limiter.acquire()
+            if on_dispatch is not None and attempt == 1:
+                await on_dispatch()
+            headers = signing.sign(
+                method="POST",
+                host=self._host,
+                action=action,
+                version=API_VERSION,
+                access_key_id=s.access_key_id,
+                access_key_secret=secret,
+                query=query,
+                body=body,
+                content_type=signing.FORM_CONTENT_TYPE if body else None,
+                security_token=token,
+                extra_headers={"accept": "application/json"},
+            )
+            headers["user-agent"] = USER_AGENT
+            request = httpx.Request(
+                "POST", url, headers=headers, content=body, extensions={"timeout": self._timeout}
+            )
+            t0 = time.monotonic()
+            self.stats["attempts"] += 1
+            try:
+                result = await self._attempt(request)
+            except SmsError as exc:
+                elapsed = time.monotonic() - t0
+                retry_in = self._retry_delay(exc, attempt, deadline)
+                log.info(
+                    "sms %s attempt=%d result=%s code=%s status=%s ms=%.0f%s",
+                    what,
+                    attempt,
+                    type(exc).__name__,
+                    exc.code,
+                    exc.http_status,
+                    elapsed * 1000,
+                    f" retry_in={retry_in:.2f}s" if retry_in is not None else "",
+                )
+                if isinstance(exc, ThrottledError):
+                    self.stats["throttled"] += 1
+                if retry_in is None:
+                    raise
+                self.stats["retries"] += 1
+                await self._sleep(retry_in)
+                continue
+            log.debug("sms %s attempt=%d ok ms=%.0f", what, attempt, (time.monotonic() - t0) * 1000)
+            return result
+
+    def _retry_delay(self, exc: SmsError, attempt: int, deadline: float) -> float | None:
+        if not exc.retryable or attempt >= self.settings.max_attempts:
+            return None
+        backoff = random.uniform(0, min(8.0, 0.2 * 2 ** (attempt - 1)))  # full jitter
+        hint = getattr(exc, "retry_after", None)
+        delay = max(backoff, hint or 0.0)
+        if time.monotonic() + delay > deadline:
+            return None
+        return delay
+
+    async def _attempt(self, request: httpx.Request) -> dict[str, Any]:
+        try:
+            response = await self._transport.handle_async_request(request)
+            raw = await response.aread()
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise ConnectError(
+                f"Could not connect to the provider ({_reason(exc)}); nothing was sent."
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise OutcomeUnknownError(
+                "No answer from the provider in time after the request was sent; "
+                "it may or may not have been accepted."
+            ) from exc
+        except httpx.TransportError as exc:
+            raise OutcomeUnknownError(
+                f"The connection failed after the request was sent ({_reason(exc)}); "
+                "it may or may not have been accepted."
+            ) from exc
+        status = response.status_code
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if status == 503:
+                raise ServiceUnavailableError(
+                    "The provider is temporarily unavailable (HTTP 503).",
+                    http_status=status,
+                    retry_after=_retry_after(response),
+                ) from None
+            raise OutcomeUnknownError(
+                f"The provider's answer could not be read (HTTP {status}); the message may or may not "
+                "have been accepted.",
+                http_status=status,
+            ) from None
+        if status == 200:
+            return data
+        code = data.get("Code") or data.get("code")
+        request_id = data.get("RequestId")
+        message = describe_code(code, data.get("Message"))
+        if code and str(code).startswith("Throttling"):
+            raise ThrottledError(
+                message,
+                code=code,
+                http_status=status,
+                request_id=request_id,
+                retry_after=_retry_after(response),
+            )
+        if status == 503:
+            raise ServiceUnavailableError(
+                message,
+                code=code,
+                http_status=status,
+                request_id=request_id,
+                retry_after=_retry_after(response),
+            )
+        if status >= 500:
+            raise OutcomeUnknownError(
+                f"{message} (HTTP {status}); the message may or may not have been accepted.",
+                code=code,
+                http_status=status,
+                request_id=request_id,
+            )
+        cls = CredentialError if code in CREDENTIAL_CODES else ProviderRejectedError
+        raise cls(message, code=code, http_status=status, request_id=request_id)
+
+
+def _build(model: type[R], fields: dict[str, Any]) -> R:
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise InvalidRequestError(first_error(exc)) from None
+
+
+def _parse(model: type[R], body: dict[str, Any]) -> R:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise OutcomeUnknownError(
+            f"The provider's answer was not in the documented shape ({first_error(exc)}); "
+            "the message may or may not have been accepted.",
+            code=str(body.get("ResponseCode") or "") or None,
+            http_status=200,
+            request_id=body.get("RequestId"),
+        ) from None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("x-acs-retry-after")
+    if value is None:
+        value = response.headers.get("retry-after")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+    try:
+        return float(value) / 1000.0  # milliseconds
+    except ValueError:
+        return None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,77 @@
+"""Per-account rate limiting at the provider's limits: ≤ 1 batch call/s, single sends ≤ N/s.
+
+A GCRA ("virtual scheduling") limiter measured on actual send times, so a late wake-up of the event loop
+never turns into a burst above the limit. Intervals carry a small margin (SMS_RATE_MARGIN, default 2%)
+for network jitter between our clock and the provider's; the burst tolerance is derived from that
+margin so that any one-second window holds at most `rate` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        rate: float,
+        *,
+        margin: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.interval = (1.0 + margin) / rate
+        # Burst tolerance: with GCRA, any window of length 1 s holds at most 1 + (1 + tau) / interval
+        # calls. Keeping that ≤ rate gives tau ≤ margin - (1 + margin) / rate; use half of it.
+        self.tau = max(0.0, (margin - (1.0 + margin) / rate) / 2)
+        self._clock = clock
+        self._tat = float("-inf")  # theoretical arrival time of the next call
+        self._lock = asyncio.Lock()
+        self.waited = 0.0
+
+    async def acquire(self) -> None:
+        """Wait until one more call is allowed, then count it as made now."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = self._tat - self.tau - now
+                if wait <= 0:
+                    self._tat = max(self._tat, now) + self.interval
+                    return
+                self.waited += wait
+                await asyncio.sleep(wait)
+
+
+@dataclass
+class AccountLimiter:
+    single: RateLimiter
+    batch: RateLimiter
+    query: RateLimiter
+
+
+_registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AccountLimiter]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def account_limiter(
+    account: str, *, single_rate: float, batch_rate: float, query_rate: float, margin: float
+) -> AccountLimiter:
+    """The one limiter of `account` in this process (per event loop); created on first use."""
+    loop = asyncio.get_running_loop()
+    per_loop = _registry.setdefault(loop, {})
+    limiter = per_loop.get(account)
+    if limiter is None:
+        limiter = AccountLimiter(
+            single=RateLimiter(single_rate, margin=margin),
+            batch=RateLimiter(batch_rate, margin=margin),
+            query=RateLimiter(query_rate, margin=margin),
+        )
+        per_loop[account] = limiter
+    return limiter

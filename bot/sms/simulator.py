@@ -1,0 +1,485 @@
+"""A local stand-in for Alibaba Cloud SMS: the tests' fake provider, the benchmarks' peer, the dry-run mode.
+
+It checks what the real gateway checks (V3 signature following `SignedHeaders`, query decoded with
+form semantics, body hash, 15-minute clock window, nonce reuse), enforces the account limits
+(2,000/s single, 1/s batch, 300/s query, sliding one-second windows, `Throttling.User` with HTTP 400),
+answers with the documented bodies (all strings, lists as JSON inside strings), and can inject faults.
+
+Run alone: `python -m bot.sms.simulator --port 8090 --latency 0.05`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import calendar
+import hashlib
+import hmac
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qsl
+
+import phonenumbers
+from aiohttp import web
+from phonenumbers import carrier, geocoder
+
+from . import signing
+from .encoding import analyse
+
+ACTIONS = {"SendMessageToGlobe": "single", "BatchSendMessageToGlobe": "batch", "QueryMessage": "query"}
+
+
+@dataclass
+class Fault:
+    """One injected fault for the next request of `action` (any action when None).
+
+    kind: throttle | unavailable (503) | internal (500) | garbage (200, not JSON) | html502 |
+          timeout (answer after `delay` s) | reset (drop the connection after reading the request) |
+          code (200 with ResponseCode `code`) | gateway (HTTP `status` with Code `code`)
+    """
+
+    kind: str
+    action: str | None = None
+    code: str | None = None
+    status: int = 400
+    delay: float = 0.0
+    retry_after_ms: int | None = None
+    times: int = 1
+
+
+@dataclass
+class Received:
+    action: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    at: float
+    answered: str = ""
+
+
+@dataclass
+class FakeProvider:
+    access_key_id: str = "testid"
+    access_key_secret: str = "testsecret"
+    latency: float = 0.0
+    single_rate: int = 2000
+    batch_rate: int = 1
+    query_rate: int = 300
+    clock_window: float = 900.0
+    # Numbers (API form) the provider refuses: single send answers MOBILE_NUMBER_ILLEGAL, batch lists them
+    # in FailedList. Numbers ending in one of `fail_suffixes` are refused too (the dry-run test numbers).
+    reject_numbers: set[str] = field(default_factory=set)
+    fail_suffixes: tuple[str, ...] = ()
+    unknown_suffixes: tuple[str, ...] = ()
+    record: bool = True
+
+    def __post_init__(self) -> None:
+        self.received: list[Received] = []
+        self.faults: deque[Fault] = deque()
+        self.counts: dict[str, int] = {"requests": 0, "accepted": 0, "throttled": 0, "rejected": 0}
+        self._windows: dict[str, deque[float]] = {k: deque() for k in ("single", "batch", "query")}
+        self._nonces: dict[str, float] = {}
+        self._ids = itertools.count(100_000_001)
+        self._messages: dict[str, dict[str, str]] = {}
+        self._hold: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # ------------------------------------------------------------------ control (thread-safe)
+    def inject(self, *faults: Fault) -> None:
+        self.faults.extend(faults)
+
+    def hold(self) -> None:
+        """Hold every answer until `release()` (requests are still received and recorded)."""
+        self._call(self._set_hold, True)
+
+    def release(self) -> None:
+        self._call(self._set_hold, False)
+
+    def _set_hold(self, on: bool) -> None:
+        if on:
+            self._hold = asyncio.Event()
+        elif self._hold is not None:
+            self._hold.set()
+            self._hold = None
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and loop.is_running() and threading.current_thread() is not getattr(self, "_thread", None):
+            done = threading.Event()
+
+            def run() -> None:
+                fn(*args)
+                done.set()
+
+            loop.call_soon_threadsafe(run)
+            done.wait(5)
+        else:
+            fn(*args)
+
+    def sent(self, action: str = "SendMessageToGlobe") -> list[Received]:
+        return [r for r in self.received if r.action == action]
+
+    def numbers_sent(self) -> list[str]:
+        """Every number of every accepted request, in arrival order (batch lists expanded)."""
+        out: list[str] = []
+        for r in self.received:
+            if r.answered != "OK":
+                continue
+            if r.action == "SendMessageToGlobe":
+                out.append(r.params["To"])
+            elif r.action == "BatchSendMessageToGlobe":
+                out.extend(json.loads(r.params["To"]))
+        return out
+
+    # ------------------------------------------------------------------ server
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_post("/", self._handle)
+        app.router.add_get("/_stats", self._stats)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._loop = asyncio.get_running_loop()
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._hold is not None:
+            self._hold.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def start_in_thread(self) -> str:
+        """Serve from a thread of its own (its own event loop); returns the base URL."""
+        started = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self.start())
+            started.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-provider", daemon=True)
+        self._thread.start()
+        started.wait(10)
+        return self.url
+
+    def stop_thread(self) -> None:
+        if self._loop is not None:
+            if self._hold is not None:
+                self._loop.call_soon_threadsafe(self._hold.set)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.counts)
+
+    # ------------------------------------------------------------------ request handling
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
+        self.counts["requests"] += 1
+        body = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        action = headers.get("x-acs-action", "")
+        params = dict(parse_qsl(request.query_string, keep_blank_values=True))
+        if body and headers.get("content-type", "").startswith(signing.FORM_CONTENT_TYPE):
+            params.update(parse_qsl(body.decode(), keep_blank_values=True))
+        rec = Received(action, params, headers, arrived)
+        if self.record:
+            self.received.append(rec)
+
+        problem = self._check_signature(request, headers, body)
+        if problem is not None:
+            rec.answered = problem[1]
+            self.counts["rejected"] += 1
+            return _gateway_error(problem[0], problem[1], problem[2])
+        kind = ACTIONS.get(action)
+        if kind is None:
+            rec.answered = "InvalidApi.NotFound"
+            return _gateway_error(404, "InvalidApi.NotFound", f"Specified api is not found ({action}).")
+        if headers.get("x-acs-version") != "2018-05-01":
+            rec.answered = "InvalidApi.NotFound"
+            return _gateway_error(404, "InvalidApi.NotFound", "Specified api version is not found.")
+
+        fault = self._take_fault(action)
+        if fault is not None and fault.kind == "throttle":
+            self.counts["throttled"] += 1
+            rec.answered = "Throttling.User"
+            extra = {"x-acs-retry-after": str(fault.retry_after_ms)} if fault.retry_after_ms is not None else None
+            return _gateway_error(400, "Throttling.User", "Request was denied due to user flow control.", extra)
+        if not self._admit(kind, arrived):
+            self.counts["throttled"] += 1
+            rec.answered = "Throttling.User"
+            return _gateway_error(400, "Throttling.User", "Request was denied due to user flow control.")
+
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self._hold is not None:
+            await self._hold.wait()
+        if fault is not None:
+            response = await self._apply_fault(fault, request, rec)
+            if response is not None:
+                return response
+        if kind == "single":
+            answer = self._single(params)
+        elif kind == "batch":
+            answer = self._batch(params)
+        else:
+            answer = self._query(params)
+        rec.answered = answer.get("ResponseCode") or answer.get("Code", "")
+        if rec.answered == "OK":
+            self.counts["accepted"] += 1
+        status = answer.pop("_status", 200)
+        return web.json_response(answer, status=status)
+
+    def _take_fault(self, action: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.action in (None, action):
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    async def _apply_fault(self, fault: Fault, request: web.Request, rec: Received) -> web.StreamResponse | None:
+        rec.answered = fault.kind
+        if fault.kind == "unavailable":
+            extra = {"x-acs-retry-after": str(fault.retry_after_ms)} if fault.retry_after_ms is not None else None
+            return _gateway_error(503, "ServiceUnavailable", "The request has failed due to a temporary failure.", extra)
+        if fault.kind == "internal":
+            return _gateway_error(500, "InternalError", "The request processing has failed due to some unknown error.")
+        if fault.kind == "garbage":
+            return web.Response(status=200, text="<html>gateway oops</html>", content_type="text/html")
+        if fault.kind == "html502":
+            return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
+        if fault.kind == "timeout":
+            await asyncio.sleep(fault.delay or 30)
+            return None
+        if fault.kind == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # the handler ends without an answer
+        if fault.kind == "code":
+            rec.answered = fault.code or "INVALID_PARAMETERS"
+            return web.json_response(
+                {
+                    "RequestId": str(uuid.uuid4()).upper(),
+                    "ResponseCode": fault.code,
+                    "ResponseDescription": f"simulated {fault.code}",
+                }
+            )
+        if fault.kind == "gateway":
+            rec.answered = fault.code or "InvalidParameter"
+            return _gateway_error(fault.status, fault.code or "InvalidParameter", "simulated gateway error")
+        raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    def _admit(self, kind: str, now: float) -> bool:
+        limit = {"single": self.single_rate, "batch": self.batch_rate, "query": self.query_rate}[kind]
+        window = self._windows[kind]
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= limit:
+            return False
+        window.append(now)
+        return True
+
+    def _check_signature(
+        self, request: web.Request, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, str] | None:
+        auth = headers.get("authorization")
+        if not auth:
+            return 400, "MissingAuthorization", "Authorization header is missing."
+        try:
+            fields = signing.parse_authorization(auth)
+        except ValueError as exc:
+            return 400, "IncompleteSignature", str(exc)
+        if fields["Credential"] != self.access_key_id:
+            return 404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."
+        signed = fields["SignedHeaders"].split(";")
+        required = {"host", "x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256"}
+        required |= {h for h in headers if h.startswith("x-acs-")}
+        if body:
+            required.add("content-type")
+        if not required <= set(signed) or signed != sorted(signed):
+            return 400, "IncompleteSignature", "SignedHeaders must list host, content-type and every x-acs-* header."
+        if any(h not in headers for h in signed):
+            return 400, "IncompleteSignature", "A signed header is missing from the request."
+        if hashlib.sha256(body).hexdigest() != headers["x-acs-content-sha256"]:
+            return 400, "SignatureDoesNotMatch", "x-acs-content-sha256 does not match the body."
+        try:
+            sent_at = calendar.timegm(time.strptime(headers["x-acs-date"], "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            return 400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted."
+        if abs(time.time() - sent_at) > self.clock_window:
+            return 400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."
+        nonce = headers["x-acs-signature-nonce"]
+        now = time.time()
+        if nonce in self._nonces and now - self._nonces[nonce] < self.clock_window:
+            return 400, "SignatureNonceUsed", "Specified signature nonce was used already."
+        if len(self._nonces) > 100_000:
+            self._nonces = {n: t for n, t in self._nonces.items() if now - t < self.clock_window}
+        query_pairs = parse_qsl(request.query_string, keep_blank_values=True)  # '+' -> space
+        canonical = signing.canonical_request(
+            request.method, signing.canonical_query(query_pairs), headers, signed, headers["x-acs-content-sha256"]
+        )
+        expected = signing.signature(self.access_key_secret, canonical)
+        if not hmac.compare_digest(expected, fields["Signature"]):
+            return 400, "SignatureDoesNotMatch", "Specified signature is not matched with our calculation."
+        self._nonces[nonce] = now
+        return None
+
+    # ------------------------------------------------------------------ answers
+    def _refused(self, number: str) -> bool:
+        return (
+            number in self.reject_numbers
+            or number.startswith("86")
+            or any(number.endswith(s) for s in self.fail_suffixes)
+        )
+
+    def _single(self, params: dict[str, str]) -> dict[str, Any]:
+        to, message = params.get("To", ""), params.get("Message", "")
+        if not to or not message:
+            return {"_status": 400, "Code": "MissingParameter", "Message": "To and Message are required."}
+        request_id = str(uuid.uuid4()).upper()
+        if any(to.endswith(s) for s in self.unknown_suffixes):
+            return {"_status": 500, "Code": "InternalError", "Message": "simulated unknown outcome", "RequestId": request_id}
+        if self._refused(to) or not to.isdigit():
+            code = "COUNTRY_RESTRICTED" if to.startswith("86") else "MOBILE_NUMBER_ILLEGAL"
+            return {"RequestId": request_id, "ResponseCode": code, "ResponseDescription": f"simulated {code}"}
+        message_id = str(next(self._ids))
+        self._messages[message_id] = {"To": to, "Message": message}
+        answer: dict[str, Any] = {
+            "ResponseCode": "OK",
+            "NumberDetail": _number_detail(to),
+            "RequestId": request_id,
+            "Segments": str(analyse(message).segments),
+            "ResponseDescription": "The SMS Send Request was accepted",
+            "To": to,
+            "MessageId": message_id,
+        }
+        if "From" in params:
+            answer["From"] = params["From"]
+        return answer
+
+    def _batch(self, params: dict[str, str]) -> dict[str, Any]:
+        request_id = str(uuid.uuid4()).upper()
+        try:
+            numbers = json.loads(params.get("To", ""))
+            messages = json.loads(params.get("Message", ""))
+            if not isinstance(numbers, list) or not isinstance(messages, list):
+                raise ValueError
+        except ValueError:
+            return {"RequestId": request_id, "ResponseCode": "INVALID_JSON_PARAM", "ResponseDescription": "bad JSON"}
+        if len(numbers) > 1000:
+            return {"RequestId": request_id, "ResponseCode": "MOBILE_COUNT_OVER_LIMIT", "ResponseDescription": "over 1000"}
+        if len(numbers) != len(messages) or not numbers:
+            return {"RequestId": request_id, "ResponseCode": "INVALID_PARAMETERS", "ResponseDescription": "To/Message length"}
+        if params.get("Type") not in (None, "NOTIFY", "MKT"):
+            return {"RequestId": request_id, "ResponseCode": "INVALID_PARAMETERS", "ResponseDescription": "Type"}
+        failed, ids = [], []
+        for number, message in zip(numbers, messages, strict=True):
+            if self._refused(str(number)):
+                failed.append(str(number))
+                continue
+            message_id = str(next(self._ids))
+            self._messages[message_id] = {"To": str(number), "Message": str(message)}
+            ids.append(message_id)
+        answer: dict[str, Any] = {
+            "ResponseCode": "OK",
+            "RequestId": request_id,
+            "FailedList": json.dumps(failed),
+            "ResponseDescription": "The SMS Send Request was accepted",
+            "MessageIdList": json.dumps(ids),
+            "SuccessCount": str(len(ids)),
+        }
+        if "From" in params:
+            answer["From"] = params["From"]
+        return answer
+
+    def _query(self, params: dict[str, str]) -> dict[str, Any]:
+        message_id = params.get("MessageId", "")
+        request_id = str(uuid.uuid4()).upper()
+        record = self._messages.get(message_id)
+        if record is None:
+            return {"RequestId": request_id, "ResponseCode": "DATA_NOT_EXIST", "ResponseDescription": "no such message"}
+        now = formatdate(localtime=False)
+        return {
+            "RequestId": request_id,
+            "ResponseCode": "OK",
+            "ResponseDescription": "success",
+            "MessageId": message_id,
+            "To": record["To"],
+            "Message": record["Message"],
+            "Status": "1",
+            "ErrorCode": "DELIVERED",
+            "ErrorDescription": "success",
+            "SendDate": now,
+            "ReceiveDate": now,
+            "NumberDetail": _number_detail(record["To"]),
+        }
+
+
+def _number_detail(number: str) -> dict[str, str]:
+    try:
+        parsed = phonenumbers.parse("+" + number)
+    except phonenumbers.NumberParseException:
+        return {"Carrier": "", "Country": "", "Region": ""}
+    return {
+        "Carrier": carrier.name_for_number(parsed, "en") or "",
+        "Country": geocoder.country_name_for_number(parsed, "en") or "",
+        "Region": phonenumbers.region_code_for_number(parsed) or "",
+    }
+
+
+def _gateway_error(
+    status: int, code: str, message: str, extra_headers: dict[str, str] | None = None
+) -> web.Response:
+    request_id = str(uuid.uuid4()).upper()
+    return web.json_response(
+        {
+            "RequestId": request_id,
+            "HostId": "dysmsapi.ap-southeast-1.aliyuncs.com",
+            "Code": code,
+            "Message": message,
+            "Recommend": f"https://api.aliyun.com/troubleshoot?q={code}&product=Dysmsapi&requestId={request_id}",
+        },
+        status=status,
+        headers=extra_headers,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Local Alibaba Cloud SMS simulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument("--access-key-id", default="testid")
+    parser.add_argument("--access-key-secret", default="testsecret")
+    args = parser.parse_args(argv)
+    fake = FakeProvider(
+        access_key_id=args.access_key_id,
+        access_key_secret=args.access_key_secret,
+        latency=args.latency,
+        record=False,
+    )
+    web.run_app(fake.app(), host=args.host, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
