@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -57,8 +57,6 @@ SEND = "SendMessageToGlobe"
 BATCH_SEND = "BatchSendMessageToGlobe"
 QUERY = "QueryMessage"
 USER_AGENT = "sms-ops-bot/0.1 (+httpx)"
-# Longer query strings go in a form body instead (the common 8 KB request-line limit).
-MAX_QUERY_BYTES = 4096
 
 R = TypeVar("R", bound=BaseModel)
 Hook = Callable[[], Awaitable[None]]
@@ -77,7 +75,7 @@ class SmsClient:
     ) -> None:
         self.settings = settings or SmsSettings()
         parts = urlsplit(self.settings.endpoint)
-        self._base = f"{parts.scheme}://{parts.netloc}/"
+        self._url = httpx.URL(f"{parts.scheme}://{parts.netloc}/")
         self._host = parts.netloc
         self._transport = transport or AiohttpTransport(max_connections=self.settings.max_connections)
         self._timeout = httpx.Timeout(
@@ -150,7 +148,6 @@ class SmsClient:
             BATCH_SEND,
             req.params(),
             self.limiter.batch,
-            form=True,
             count=len(req.to),
             on_dispatch=on_dispatch,
         )
@@ -187,7 +184,6 @@ class SmsClient:
         params: dict[str, str],
         limiter: RateLimiter,
         *,
-        form: bool = False,
         log_to: str | None = None,
         count: int | None = None,
         on_dispatch: Hook | None = None,
@@ -199,21 +195,11 @@ class SmsClient:
         secret = s.access_key_secret.get_secret_value()
         token = s.security_token.get_secret_value() if s.security_token else None
 
-        query: dict[str, str] = {}
-        body = b""
-        if not form:
-            wire = signing.wire_query(params)
-            if len(wire) > MAX_QUERY_BYTES:
-                form = True
-            else:
-                query = params
-        if form:
-            body = signing.form_body(params)
-        url = self._base + ("?" + signing.wire_query(query) if query else "")
-        started = time.monotonic()
-        deadline = started + s.retry_max_seconds
+        # Parameters go as a signed form body (the official SDK's V2 form; vector (d) for V3): one wire
+        # form for every action, no URL-length limit, and a URL that is parsed once.
+        body = signing.form_body(params)
+        deadline = time.monotonic() + s.retry_max_seconds
         attempt = 0
-        what = f"{action} to {mask(log_to)}" if log_to else f"{action} ({count} numbers)" if count else action
         while True:
             attempt += 1
             await limiter.acquire()
@@ -226,26 +212,22 @@ class SmsClient:
                 version=API_VERSION,
                 access_key_id=s.access_key_id,
                 access_key_secret=secret,
-                query=query,
                 body=body,
-                content_type=signing.FORM_CONTENT_TYPE if body else None,
+                content_type=signing.FORM_CONTENT_TYPE,
                 security_token=token,
                 extra_headers={"accept": "application/json"},
             )
             headers["user-agent"] = USER_AGENT
-            request = httpx.Request(
-                "POST", url, headers=headers, content=body, extensions={"timeout": self._timeout}
-            )
             t0 = time.monotonic()
             self.stats["attempts"] += 1
             try:
-                result = await self._attempt(request)
+                result = await self._attempt(headers, body, limiter)
             except SmsError as exc:
                 elapsed = time.monotonic() - t0
                 retry_in = self._retry_delay(exc, attempt, deadline)
                 log.info(
                     "sms %s attempt=%d result=%s code=%s status=%s ms=%.0f%s",
-                    what,
+                    _what(action, log_to, count),
                     attempt,
                     type(exc).__name__,
                     exc.code,
@@ -260,7 +242,9 @@ class SmsClient:
                 self.stats["retries"] += 1
                 await self._sleep(retry_in)
                 continue
-            log.debug("sms %s attempt=%d ok ms=%.0f", what, attempt, (time.monotonic() - t0) * 1000)
+            if log.isEnabledFor(logging.DEBUG):
+                ms = (time.monotonic() - t0) * 1000
+                log.debug("sms %s attempt=%d ok ms=%.0f", _what(action, log_to, count), attempt, ms)
             return result
 
     def _retry_delay(self, exc: SmsError, attempt: int, deadline: float) -> float | None:
@@ -273,10 +257,24 @@ class SmsClient:
             return None
         return delay
 
-    async def _attempt(self, request: httpx.Request) -> dict[str, Any]:
+    async def _exchange(
+        self, headers: dict[str, str], body: bytes, limiter: RateLimiter
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        if isinstance(self._transport, AiohttpTransport):  # measured fast path, no httpx objects
+            return await self._transport.post_raw(str(self._url), headers, body, self._timeout, limiter.sent)
+        request = httpx.Request(
+            "POST",
+            self._url,
+            headers=headers,
+            content=body,
+            extensions={"timeout": self._timeout, "on_sent": limiter.sent},
+        )
+        response = await self._transport.handle_async_request(request)
+        return response.status_code, response.headers, await response.aread()
+
+    async def _attempt(self, headers: dict[str, str], body: bytes, limiter: RateLimiter) -> dict[str, Any]:
         try:
-            response = await self._transport.handle_async_request(request)
-            raw = await response.aread()
+            status, response_headers, raw = await self._exchange(headers, body, limiter)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise ConnectError(
                 f"Could not connect to the provider ({_reason(exc)}); nothing was sent."
@@ -291,7 +289,6 @@ class SmsClient:
                 f"The connection failed after the request was sent ({_reason(exc)}); "
                 "it may or may not have been accepted."
             ) from exc
-        status = response.status_code
         try:
             data = json.loads(raw)
             if not isinstance(data, dict):
@@ -301,7 +298,7 @@ class SmsClient:
                 raise ServiceUnavailableError(
                     "The provider is temporarily unavailable (HTTP 503).",
                     http_status=status,
-                    retry_after=_retry_after(response),
+                    retry_after=_retry_after(response_headers),
                 ) from None
             raise OutcomeUnknownError(
                 f"The provider's answer could not be read (HTTP {status}); the message may or may not "
@@ -319,7 +316,7 @@ class SmsClient:
                 code=code,
                 http_status=status,
                 request_id=request_id,
-                retry_after=_retry_after(response),
+                retry_after=_retry_after(response_headers),
             )
         if status == 503:
             raise ServiceUnavailableError(
@@ -327,7 +324,7 @@ class SmsClient:
                 code=code,
                 http_status=status,
                 request_id=request_id,
-                retry_after=_retry_after(response),
+                retry_after=_retry_after(response_headers),
             )
         if status >= 500:
             raise OutcomeUnknownError(
@@ -360,10 +357,10 @@ def _parse(model: type[R], body: dict[str, Any]) -> R:
         ) from None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("x-acs-retry-after")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("x-acs-retry-after")
     if value is None:
-        value = response.headers.get("retry-after")
+        value = headers.get("retry-after")
         try:
             return float(value) if value is not None else None
         except ValueError:
@@ -372,6 +369,12 @@ def _retry_after(response: httpx.Response) -> float | None:
         return float(value) / 1000.0  # milliseconds
     except ValueError:
         return None
+
+
+def _what(action: str, to: str | None, count: int | None) -> str:
+    if to:
+        return f"{action} to {mask(to)}"
+    return f"{action} ({count} numbers)" if count else action
 
 
 def _reason(exc: Exception) -> str:

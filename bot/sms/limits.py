@@ -22,6 +22,7 @@ class RateLimiter:
         *,
         margin: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
+        follow_sends: bool = False,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -34,6 +35,11 @@ class RateLimiter:
         self._tat = float("-inf")  # theoretical arrival time of the next call
         self._lock = asyncio.Lock()
         self.waited = 0.0
+        # When the transport reports the moment a request actually left (see `sent`), count from then:
+        # a request held up after its slot was granted (a busy event loop, a slow connect) must not
+        # leave the next one too close behind it. Used for the 1/s batch limit, where one late
+        # request would otherwise mean a throttled batch.
+        self.follow_sends = follow_sends
 
     async def acquire(self) -> None:
         """Wait until one more call is allowed, then count it as made now."""
@@ -46,6 +52,11 @@ class RateLimiter:
                     return
                 self.waited += wait
                 await asyncio.sleep(wait)
+
+    def sent(self, at: float) -> None:
+        """The transport wrote a request granted by this limiter at monotonic time `at`."""
+        if self.follow_sends:
+            self._tat = max(self._tat, at + self.interval)
 
 
 @dataclass
@@ -70,7 +81,7 @@ def account_limiter(
     if limiter is None:
         limiter = AccountLimiter(
             single=RateLimiter(single_rate, margin=margin),
-            batch=RateLimiter(batch_rate, margin=margin),
+            batch=RateLimiter(batch_rate, margin=margin, follow_sends=True),
             query=RateLimiter(query_rate, margin=margin),
         )
         per_loop[account] = limiter

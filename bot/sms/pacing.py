@@ -21,7 +21,7 @@ from typing import Any
 from .client import SmsClient
 from .errors import NotSentError, OutcomeUnknownError, SmsError
 from .models import MAX_BATCH, BatchSendRequest, BatchSendResponse, SendRequest, SendResponse
-from .phone import mask
+from .phone import PhoneNumber, mask
 
 log = logging.getLogger("bot.sms.pacing")
 
@@ -77,7 +77,7 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
-def outcome_from_error(index: int, to: str, exc: BaseException) -> Outcome:
+def outcome_from_error(index: int, to: str, exc: BaseException, *, log_unexpected: bool = True) -> Outcome:
     if isinstance(exc, NotSentError):
         return Outcome(
             index,
@@ -90,7 +90,8 @@ def outcome_from_error(index: int, to: str, exc: BaseException) -> Outcome:
         )
     if isinstance(exc, OutcomeUnknownError):
         return Outcome(index, to, Status.UNKNOWN, code=exc.code, error=exc.message, request_id=exc.request_id)
-    log.error("unexpected error while sending to %s: %s", mask(to), type(exc).__name__, exc_info=exc)
+    if log_unexpected:
+        log.error("unexpected error while sending to %s: %s", mask(to), type(exc).__name__, exc_info=exc)
     return Outcome(
         index,
         to,
@@ -222,7 +223,7 @@ def batch_outcomes(start: int, numbers: Sequence[str], resp: BatchSendResponse) 
 
 async def batch_send_all(
     client: SmsClient,
-    numbers: Sequence[str],
+    numbers: Sequence[str | PhoneNumber],
     messages: Sequence[str],
     *,
     chunk_size: int = MAX_BATCH,
@@ -231,7 +232,7 @@ async def batch_send_all(
 ) -> list[Outcome]:
     """Send to every number through the batch API: chunks of ≤ `chunk_size`, ≤ 1 call/s.
 
-    `numbers` are API-form numbers (or anything `SendRequest` accepts), `messages` one per number, in
+    `numbers` are validated `PhoneNumber`s (not parsed again) or API-form strings, `messages` one per number, in
     the same order. `common` holds `sender_id`, `type`, `task_id`, `validity_period`. Chunks are
     dispatched in order as soon as the limiter allows, without waiting for the previous answer.
     """
@@ -246,10 +247,10 @@ async def batch_send_all(
 
     async def one(start: int, dispatched: asyncio.Event) -> None:
         end = min(start + chunk_size, total)
-        chunk_numbers = list(numbers[start:end])
+        chunk_numbers = [n.api if isinstance(n, PhoneNumber) else n for n in numbers[start:end]]
         try:
             req: BatchSendRequest = client.batch_request(
-                to=chunk_numbers, messages=list(messages[start:end]), **common
+                to=list(numbers[start:end]), messages=list(messages[start:end]), **common
             )
             chunk_numbers = req.to
 
@@ -263,7 +264,10 @@ async def batch_send_all(
         except Exception as exc:
             if not isinstance(exc, SmsError):
                 log.error("unexpected error in batch chunk %d-%d", start, end, exc_info=exc)
-            group = [outcome_from_error(start + k, n, exc) for k, n in enumerate(chunk_numbers)]
+            group = [
+                outcome_from_error(start + k, n, exc, log_unexpected=False)
+                for k, n in enumerate(chunk_numbers)
+            ]
         finally:
             dispatched.set()
         async with lock:

@@ -161,24 +161,24 @@ def _validate(raw: str, candidate: str, region: str | None) -> PhoneNumber:
             "to the Chinese mainland.",
         )
     region_code = phonenumbers.region_code_for_number(parsed) or ""
-    fallback = phonenumbers.region_code_for_country_code(parsed.country_code)
-    where = (
-        region_name(region_code or fallback)
-        if (region_code or fallback != "ZZ")
-        else f"+{parsed.country_code}"
-    )
+
+    def where() -> str:  # only for error messages: the display name costs more than the parse
+        fallback = phonenumbers.region_code_for_country_code(parsed.country_code)
+        code = region_code or (fallback if fallback != "ZZ" else "")
+        return region_name(code) if code else f"+{parsed.country_code}"
+
     possible = phonenumbers.is_possible_number_with_reason(parsed)
     if possible == ValidationResult.TOO_SHORT:
-        raise InvalidNumber(raw, f"Too short for a number in {where}.")
+        raise InvalidNumber(raw, f"Too short for a number in {where()}.")
     if possible == ValidationResult.TOO_LONG:
-        raise InvalidNumber(raw, f"Too long for a number in {where}.")
+        raise InvalidNumber(raw, f"Too long for a number in {where()}.")
     if possible == ValidationResult.INVALID_COUNTRY_CODE:
         raise InvalidNumber(raw, f"Unknown country code (write the number like {_EXAMPLE}).")
     if possible != ValidationResult.IS_POSSIBLE or not phonenumbers.is_valid_number(parsed):
-        raise InvalidNumber(raw, f"Not a valid number in {where}.")
+        raise InvalidNumber(raw, f"Not a valid number in {where()}.")
     kind = _NOT_SMS_TYPES.get(phonenumbers.number_type(parsed))
     if kind:
-        raise InvalidNumber(raw, f"This is {kind} in {where}, which cannot receive SMS.")
+        raise InvalidNumber(raw, f"This is {kind} in {where()}, which cannot receive SMS.")
     return PhoneNumber(
         e164=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
         country_code=parsed.country_code,

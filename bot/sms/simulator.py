@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
+import contextlib
+import functools
 import hashlib
 import hmac
 import itertools
@@ -66,7 +68,7 @@ class Received:
 @dataclass
 class FakeProvider:
     access_key_id: str = "testid"
-    access_key_secret: str = "testsecret"
+    access_key_secret: str = "testsecret"  # noqa: S105 (the test credential of the shared doc)
     latency: float = 0.0
     single_rate: int = 2000
     batch_rate: int = 1
@@ -78,6 +80,7 @@ class FakeProvider:
     fail_suffixes: tuple[str, ...] = ()
     unknown_suffixes: tuple[str, ...] = ()
     record: bool = True
+    control: bool = False
 
     def __post_init__(self) -> None:
         self.received: list[Received] = []
@@ -112,7 +115,11 @@ class FakeProvider:
 
     def _call(self, fn: Any, *args: Any) -> None:
         loop = self._loop
-        if loop is not None and loop.is_running() and threading.current_thread() is not getattr(self, "_thread", None):
+        if (
+            loop is not None
+            and loop.is_running()
+            and threading.current_thread() is not getattr(self, "_thread", None)
+        ):
             done = threading.Event()
 
             def run() -> None:
@@ -128,23 +135,66 @@ class FakeProvider:
         return [r for r in self.received if r.action == action]
 
     def numbers_sent(self) -> list[str]:
-        """Every number of every accepted request, in arrival order (batch lists expanded)."""
-        out: list[str] = []
-        for r in self.received:
-            if r.answered != "OK":
-                continue
-            if r.action == "SendMessageToGlobe":
-                out.append(r.params["To"])
-            elif r.action == "BatchSendMessageToGlobe":
-                out.extend(json.loads(r.params["To"]))
-        return out
+        return numbers_accepted(self.received)
 
     # ------------------------------------------------------------------ server
     def app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/", self._handle)
         app.router.add_get("/_stats", self._stats)
+        if self.control:
+            app.router.add_post("/_control/reset", self._ctl_reset)
+            app.router.add_post("/_control/inject", self._ctl_inject)
+            app.router.add_post("/_control/hold", self._ctl_hold)
+            app.router.add_get("/_control/received", self._ctl_received)
         return app
+
+    # ------------------------------------------------------------------ control API (tests, benchmarks)
+    CONFIG_FIELDS = (
+        "latency",
+        "single_rate",
+        "batch_rate",
+        "query_rate",
+        "clock_window",
+        "reject_numbers",
+        "fail_suffixes",
+        "unknown_suffixes",
+        "record",
+    )
+
+    def reset(self, **config: Any) -> None:
+        for name in self.CONFIG_FIELDS:
+            if name in config:
+                value = config[name]
+                if name == "reject_numbers":
+                    value = set(value)
+                elif name in ("fail_suffixes", "unknown_suffixes"):
+                    value = tuple(value)
+                setattr(self, name, value)
+        self.received.clear()
+        self.faults.clear()
+        self.counts.update({k: 0 for k in self.counts})
+        for window in self._windows.values():
+            window.clear()
+        self._set_hold(False)
+
+    async def _ctl_reset(self, request: web.Request) -> web.Response:
+        defaults = FakeProvider()
+        config = {name: getattr(defaults, name) for name in self.CONFIG_FIELDS}
+        config.update(await request.json())
+        self.reset(**config)
+        return web.json_response({"ok": True})
+
+    async def _ctl_inject(self, request: web.Request) -> web.Response:
+        self.inject(*(Fault(**f) for f in await request.json()))
+        return web.json_response({"ok": True})
+
+    async def _ctl_hold(self, request: web.Request) -> web.Response:
+        self._set_hold(bool((await request.json()).get("on")))
+        return web.json_response({"ok": True})
+
+    async def _ctl_received(self, request: web.Request) -> web.Response:
+        return web.json_response({"counts": self.counts, "received": [r.__dict__ for r in self.received]})
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._loop = asyncio.get_running_loop()
@@ -221,8 +271,12 @@ class FakeProvider:
         if fault is not None and fault.kind == "throttle":
             self.counts["throttled"] += 1
             rec.answered = "Throttling.User"
-            extra = {"x-acs-retry-after": str(fault.retry_after_ms)} if fault.retry_after_ms is not None else None
-            return _gateway_error(400, "Throttling.User", "Request was denied due to user flow control.", extra)
+            extra = (
+                {"x-acs-retry-after": str(fault.retry_after_ms)} if fault.retry_after_ms is not None else None
+            )
+            return _gateway_error(
+                400, "Throttling.User", "Request was denied due to user flow control.", extra
+            )
         if not self._admit(kind, arrived):
             self.counts["throttled"] += 1
             rec.answered = "Throttling.User"
@@ -257,13 +311,21 @@ class FakeProvider:
                 return fault
         return None
 
-    async def _apply_fault(self, fault: Fault, request: web.Request, rec: Received) -> web.StreamResponse | None:
+    async def _apply_fault(
+        self, fault: Fault, request: web.Request, rec: Received
+    ) -> web.StreamResponse | None:
         rec.answered = fault.kind
         if fault.kind == "unavailable":
-            extra = {"x-acs-retry-after": str(fault.retry_after_ms)} if fault.retry_after_ms is not None else None
-            return _gateway_error(503, "ServiceUnavailable", "The request has failed due to a temporary failure.", extra)
+            extra = (
+                {"x-acs-retry-after": str(fault.retry_after_ms)} if fault.retry_after_ms is not None else None
+            )
+            return _gateway_error(
+                503, "ServiceUnavailable", "The request has failed due to a temporary failure.", extra
+            )
         if fault.kind == "internal":
-            return _gateway_error(500, "InternalError", "The request processing has failed due to some unknown error.")
+            return _gateway_error(
+                500, "InternalError", "The request processing has failed due to some unknown error."
+            )
         if fault.kind == "garbage":
             return web.Response(status=200, text="<html>gateway oops</html>", content_type="text/html")
         if fault.kind == "html502":
@@ -312,12 +374,23 @@ class FakeProvider:
         if fields["Credential"] != self.access_key_id:
             return 404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."
         signed = fields["SignedHeaders"].split(";")
-        required = {"host", "x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256"}
+        required = {
+            "host",
+            "x-acs-action",
+            "x-acs-version",
+            "x-acs-date",
+            "x-acs-signature-nonce",
+            "x-acs-content-sha256",
+        }
         required |= {h for h in headers if h.startswith("x-acs-")}
         if body:
             required.add("content-type")
         if not required <= set(signed) or signed != sorted(signed):
-            return 400, "IncompleteSignature", "SignedHeaders must list host, content-type and every x-acs-* header."
+            return (
+                400,
+                "IncompleteSignature",
+                "SignedHeaders must list host, content-type and every x-acs-* header.",
+            )
         if any(h not in headers for h in signed):
             return 400, "IncompleteSignature", "A signed header is missing from the request."
         if hashlib.sha256(body).hexdigest() != headers["x-acs-content-sha256"]:
@@ -336,7 +409,11 @@ class FakeProvider:
             self._nonces = {n: t for n, t in self._nonces.items() if now - t < self.clock_window}
         query_pairs = parse_qsl(request.query_string, keep_blank_values=True)  # '+' -> space
         canonical = signing.canonical_request(
-            request.method, signing.canonical_query(query_pairs), headers, signed, headers["x-acs-content-sha256"]
+            request.method,
+            signing.canonical_query(query_pairs),
+            headers,
+            signed,
+            headers["x-acs-content-sha256"],
         )
         expected = signing.signature(self.access_key_secret, canonical)
         if not hmac.compare_digest(expected, fields["Signature"]):
@@ -358,7 +435,12 @@ class FakeProvider:
             return {"_status": 400, "Code": "MissingParameter", "Message": "To and Message are required."}
         request_id = str(uuid.uuid4()).upper()
         if any(to.endswith(s) for s in self.unknown_suffixes):
-            return {"_status": 500, "Code": "InternalError", "Message": "simulated unknown outcome", "RequestId": request_id}
+            return {
+                "_status": 500,
+                "Code": "InternalError",
+                "Message": "simulated unknown outcome",
+                "RequestId": request_id,
+            }
         if self._refused(to) or not to.isdigit():
             code = "COUNTRY_RESTRICTED" if to.startswith("86") else "MOBILE_NUMBER_ILLEGAL"
             return {"RequestId": request_id, "ResponseCode": code, "ResponseDescription": f"simulated {code}"}
@@ -385,13 +467,29 @@ class FakeProvider:
             if not isinstance(numbers, list) or not isinstance(messages, list):
                 raise ValueError
         except ValueError:
-            return {"RequestId": request_id, "ResponseCode": "INVALID_JSON_PARAM", "ResponseDescription": "bad JSON"}
+            return {
+                "RequestId": request_id,
+                "ResponseCode": "INVALID_JSON_PARAM",
+                "ResponseDescription": "bad JSON",
+            }
         if len(numbers) > 1000:
-            return {"RequestId": request_id, "ResponseCode": "MOBILE_COUNT_OVER_LIMIT", "ResponseDescription": "over 1000"}
+            return {
+                "RequestId": request_id,
+                "ResponseCode": "MOBILE_COUNT_OVER_LIMIT",
+                "ResponseDescription": "over 1000",
+            }
         if len(numbers) != len(messages) or not numbers:
-            return {"RequestId": request_id, "ResponseCode": "INVALID_PARAMETERS", "ResponseDescription": "To/Message length"}
+            return {
+                "RequestId": request_id,
+                "ResponseCode": "INVALID_PARAMETERS",
+                "ResponseDescription": "To/Message length",
+            }
         if params.get("Type") not in (None, "NOTIFY", "MKT"):
-            return {"RequestId": request_id, "ResponseCode": "INVALID_PARAMETERS", "ResponseDescription": "Type"}
+            return {
+                "RequestId": request_id,
+                "ResponseCode": "INVALID_PARAMETERS",
+                "ResponseDescription": "Type",
+            }
         failed, ids = [], []
         for number, message in zip(numbers, messages, strict=True):
             if self._refused(str(number)):
@@ -417,7 +515,11 @@ class FakeProvider:
         request_id = str(uuid.uuid4()).upper()
         record = self._messages.get(message_id)
         if record is None:
-            return {"RequestId": request_id, "ResponseCode": "DATA_NOT_EXIST", "ResponseDescription": "no such message"}
+            return {
+                "RequestId": request_id,
+                "ResponseCode": "DATA_NOT_EXIST",
+                "ResponseDescription": "no such message",
+            }
         now = formatdate(localtime=False)
         return {
             "RequestId": request_id,
@@ -435,7 +537,29 @@ class FakeProvider:
         }
 
 
+def numbers_accepted(received: list[Received]) -> list[str]:
+    """Every number of every accepted request, in arrival order (batch lists expanded)."""
+    out: list[str] = []
+    for r in received:
+        if r.answered != "OK":
+            continue
+        if r.action == "SendMessageToGlobe":
+            out.append(r.params["To"])
+        elif r.action == "BatchSendMessageToGlobe":
+            out.extend(json.loads(r.params["To"]))
+    return out
+
+
 def _number_detail(number: str) -> dict[str, str]:
+    return dict(_number_detail_by_prefix(number[:7], number))
+
+
+@functools.lru_cache(maxsize=4096)
+def _number_detail_by_prefix(prefix: str, number: str) -> tuple[tuple[str, str], ...]:
+    return tuple(_lookup_number_detail(number).items())
+
+
+def _lookup_number_detail(number: str) -> dict[str, str]:
     try:
         parsed = phonenumbers.parse("+" + number)
     except phonenumbers.NumberParseException:
@@ -471,14 +595,99 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     parser.add_argument("--access-key-id", default="testid")
     parser.add_argument("--access-key-secret", default="testsecret")
+    parser.add_argument("--control", action="store_true", help="serve the /_control API (tests, benchmarks)")
     args = parser.parse_args(argv)
     fake = FakeProvider(
         access_key_id=args.access_key_id,
         access_key_secret=args.access_key_secret,
         latency=args.latency,
-        record=False,
+        record=args.control,
+        control=args.control,
     )
-    web.run_app(fake.app(), host=args.host, port=args.port, access_log=None, print=None)
+
+    async def serve() -> None:
+        url = await fake.start(args.host, args.port)
+        print(f"listening on {url}", flush=True)
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+class ProviderProcess:
+    """The simulator in a process of its own, driven through its control API (a peer, as the real one is)."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        import subprocess
+        import sys
+
+        self.access_key_id, self.access_key_secret = "testid", "testsecret"
+        self._proc = subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "bot.sms.simulator",
+                "--port",
+                "0",
+                "--control",
+                "--latency",
+                str(latency),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            self._proc.kill()
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        self.url = line.removeprefix("listening on ")
+
+    def _post(self, path: str, payload: Any) -> None:
+        import httpx
+
+        httpx.post(self.url + path, json=payload, timeout=10).raise_for_status()
+
+    def reset(self, **config: Any) -> None:
+        if "reject_numbers" in config:
+            config["reject_numbers"] = sorted(config["reject_numbers"])
+        self._post("/_control/reset", config)
+
+    def inject(self, *faults: Fault) -> None:
+        self._post("/_control/inject", [f.__dict__ for f in faults])
+
+    def hold(self) -> None:
+        self._post("/_control/hold", {"on": True})
+
+    def release(self) -> None:
+        self._post("/_control/hold", {"on": False})
+
+    def snapshot(self) -> tuple[dict[str, int], list[Received]]:
+        import httpx
+
+        data = httpx.get(self.url + "/_control/received", timeout=10).json()
+        return data["counts"], [Received(**r) for r in data["received"]]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.snapshot()[0]
+
+    @property
+    def received(self) -> list[Received]:
+        return self.snapshot()[1]
+
+    def sent(self, action: str = "SendMessageToGlobe") -> list[Received]:
+        return [r for r in self.received if r.action == action]
+
+    def numbers_sent(self) -> list[str]:
+        return numbers_accepted(self.received)
+
+    def close(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(5)
+        except Exception:
+            self._proc.kill()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""SMS Ops: a Slack chat-ops bot for international SMS through Alibaba Cloud."""

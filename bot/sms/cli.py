@@ -1,0 +1,263 @@
+"""`python -m bot.sms`: send, batch-send and query from scripts and on-call shells.
+
+Exit codes: 0 all accepted · 1 some failed · 3 some outcome unknown · 2 bad usage or input (nothing sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from pydantic import ValidationError
+
+from .client import SmsClient
+from .config import SmsSettings
+from .encoding import MessageError, validate_message
+from .errors import InvalidRequestError, SmsError
+from .models import MessageType, check_sender_id, check_task_id
+from .pacing import Hooks, Outcome, Status, batch_send_all, fan_out
+from .phone import InvalidNumber, mask, parse_number
+from .recipients import RecipientList, TemplateError, check_template, parse_recipients, render
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with one clear line, as argparse does, but no usage dump
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m bot.sms", description="Send SMS through Alibaba Cloud (international).")
+    parser.add_argument("--json", action="store_true", help="one JSON object per recipient on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each request (numbers masked)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    send = sub.add_parser("send", help="single sends (SendMessageToGlobe), fanned out at the configured rate")
+    send.add_argument("--message", "-m", required=True)
+    dest = send.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--to", nargs="+", metavar="NUMBER")
+    dest.add_argument("--file", metavar="PATH")
+    send.add_argument("--from", dest="sender_id", metavar="ID")
+    send.add_argument("--type", choices=[t.value for t in MessageType])
+    send.add_argument("--task-id")
+    send.add_argument("--json", action="store_true", dest="json_sub", help=argparse.SUPPRESS)
+
+    batch = sub.add_parser("batch", help="BatchSendMessageToGlobe: ≤ 1,000 numbers per call, 1 call/s")
+    batch.add_argument("--message", "-m", required=True)
+    batch.add_argument("--file", required=True, metavar="PATH")
+    batch.add_argument("--from", dest="sender_id", metavar="ID")
+    batch.add_argument("--type", choices=["NOTIFY", "MKT"], default="NOTIFY")
+    batch.add_argument("--task-id")
+    batch.add_argument("--validity", type=int, metavar="SECONDS")
+    batch.add_argument("--json", action="store_true", dest="json_sub", help=argparse.SUPPRESS)
+
+    query = sub.add_parser("query", help="QueryMessage: delivery status of one message")
+    query.add_argument("message_id")
+    query.add_argument("--json", action="store_true", dest="json_sub", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = asyncio.run(run(list(sys.argv[1:] if argv is None else argv), sys.stdout, sys.stderr))
+    except KeyboardInterrupt:
+        print("interrupted: requests already sent may have been accepted", file=sys.stderr)
+        code = EXIT_UNKNOWN
+    return code
+
+
+async def run(argv: list[str], out: TextIO, err: TextIO, settings: SmsSettings | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    as_json = args.json or getattr(args, "json_sub", False)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=err)
+    try:
+        settings = settings or SmsSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = first["loc"][0] if first["loc"] else "setting"
+        print(f"error: setting {name}: {first['msg'].removeprefix('Value error, ')}", file=err)
+        return EXIT_USAGE
+    missing = settings.missing_credentials()
+    if missing:
+        print(f"error: set {' and '.join(missing)} (environment or .env)", file=err)
+        return EXIT_USAGE
+    try:
+        async with SmsClient(settings) as client:
+            if args.command == "query":
+                return await _query(client, args.message_id, as_json, out, err)
+            plan = _plan(args, settings)
+            progress = _Progress(err, len(plan[0])) if err.isatty() and not as_json else None
+            hooks = Hooks(on_progress=progress.update if progress else None)
+            if args.command == "send":
+                requests = [
+                    client.send_request(
+                        to=number,
+                        message=message,
+                        sender_id=args.sender_id or settings.sender_id,
+                        type=args.type,
+                        task_id=args.task_id,
+                    )
+                    for number, message in zip(*plan, strict=True)
+                ]
+                outcomes = await fan_out(client, requests, hooks=hooks)
+            else:
+                outcomes = await batch_send_all(
+                    client,
+                    *plan,
+                    hooks=hooks,
+                    sender_id=args.sender_id or settings.sender_id,
+                    type=args.type,
+                    task_id=args.task_id,
+                    validity_period=args.validity,
+                )
+            if progress:
+                progress.finish()
+    except (UsageError, InvalidRequestError) as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    _report(outcomes, as_json, out)
+    if any(o.status == Status.UNKNOWN for o in outcomes):
+        return EXIT_UNKNOWN
+    if any(o.status == Status.FAILED for o in outcomes):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace, settings: SmsSettings) -> tuple[list[str], list[str]]:
+    """Numbers (API form) and one message each; raises UsageError before anything is sent."""
+    if args.sender_id is not None:
+        try:
+            check_sender_id(args.sender_id)
+        except ValueError as exc:
+            raise UsageError(f"--from: {exc}") from None
+    if args.task_id is not None:
+        try:
+            check_task_id(args.task_id)
+        except ValueError as exc:
+            raise UsageError(f"--task-id: {exc}") from None
+    if getattr(args, "validity", None) is not None and args.validity <= 0:
+        raise UsageError("--validity: the validity period must be a positive number of seconds")
+    if getattr(args, "to", None):
+        numbers = []
+        for text in args.to:
+            try:
+                numbers.append(parse_number(text, settings.default_region).api)
+            except InvalidNumber as exc:
+                raise UsageError(exc.describe()) from None
+        if len(set(numbers)) != len(numbers):
+            raise UsageError("the same number is given twice in --to")
+        messages = [args.message] * len(numbers)
+    else:
+        listing = _read_list(args.file, settings)
+        try:
+            check_template(args.message, listing.columns)
+            messages = [render(args.message, r.fields) for r in listing.recipients]
+        except TemplateError as exc:
+            raise UsageError(exc.reason) from None
+        numbers = [r.number.api for r in listing.recipients]
+    for i, message in enumerate(messages):
+        try:
+            validate_message(message, settings.max_message_chars)
+        except MessageError as exc:
+            where = f" (recipient {i + 1})" if len(set(messages)) > 1 else ""
+            raise UsageError(f"{exc.reason}{where}") from None
+    return numbers, messages
+
+
+def _read_list(path: str, settings: SmsSettings) -> RecipientList:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    listing = parse_recipients(text, settings.default_region)
+    if listing.refused:
+        shown = "; ".join(r.describe(masked=False) for r in listing.refused[:5])
+        more = f" (and {len(listing.refused) - 5} more)" if len(listing.refused) > 5 else ""
+        raise UsageError(f"{path}: {len(listing.refused)} invalid number(s), nothing sent: {shown}{more}")
+    if not listing.recipients:
+        raise UsageError(f"{path} holds no phone numbers")
+    return listing
+
+
+async def _query(client: SmsClient, message_id: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+    try:
+        resp = await client.query(message_id)
+    except InvalidRequestError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    except SmsError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    status = resp.status.name.lower() if resp.status else "unknown"
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "message_id": resp.message_id,
+                    "to": resp.to,
+                    "status": status,
+                    "error_code": resp.error_code,
+                    "error": resp.error_description,
+                    "send_date": resp.send_date.isoformat() if resp.send_date else None,
+                    "receive_date": resp.receive_date.isoformat() if resp.receive_date else None,
+                }
+            ),
+            file=out,
+        )
+    else:
+        print(
+            f"{resp.message_id}  {mask(resp.to or '')}  {status}  {resp.error_code or ''}  "
+            f"{resp.receive_date or resp.send_date or ''}",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def _report(outcomes: list[Outcome], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        for o in outcomes:
+            print(json.dumps(o.as_json()), file=out)
+        return
+    width = max((len("+" + o.to) for o in outcomes), default=12)
+    for o in outcomes:
+        detail = o.message_id or "" if o.status == Status.ACCEPTED else (o.error or "")
+        print(f"{'+' + o.to:<{width}}  {o.status.value:<8}  {detail}", file=out)
+    counts = {s: sum(1 for o in outcomes if o.status == s) for s in Status}
+    print(
+        f"{counts[Status.ACCEPTED]} accepted, {counts[Status.FAILED]} failed, {counts[Status.UNKNOWN]} unknown",
+        file=out,
+    )
+
+
+class _Progress:
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self.stream, self.total = stream, total
+
+    def update(self, done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from bot.sms import SmsSettings
+from bot.sms.simulator import ProviderProcess
+
+
+def run(coro):
+    """Run one coroutine on a fresh event loop (the code under test is async; the tests are not)."""
+    return asyncio.run(coro)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Settings come only from what a test passes: no developer .env or exported variable leaks in."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(
+            ("SMS_", "ALIBABA_CLOUD_", "SLACK_", "ACCESS_", "DATABASE_", "LOG_", "CONTACT_", "BULK_")
+        ):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def _provider_process() -> Iterator[ProviderProcess]:
+    """The fake provider runs in a process of its own, as a real peer would (no shared GIL)."""
+    proc = ProviderProcess()
+    yield proc
+    proc.close()
+
+
+@pytest.fixture
+def provider(_provider_process: ProviderProcess) -> ProviderProcess:
+    _provider_process.reset()
+    return _provider_process
+
+
+def settings_for(provider: ProviderProcess, **overrides) -> SmsSettings:
+    values = {
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": provider.access_key_id,
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": provider.access_key_secret,
+        "SMS_ENDPOINT": provider.url,
+        "SMS_READ_TIMEOUT": 2.0,
+        "SMS_CONNECT_TIMEOUT": 1.0,
+    }
+    values.update(overrides)
+    return SmsSettings(_env_file=None, **values)
+
+
+@pytest.fixture
+def sms_settings(provider: ProviderProcess) -> SmsSettings:
+    return settings_for(provider)

@@ -1,0 +1,104 @@
+import io
+import json
+
+from bot.sms.cli import EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
+from bot.sms.cli import run as cli
+from bot.sms.simulator import Fault
+
+from .conftest import run
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def call(argv, settings):
+    out, err = io.StringIO(), io.StringIO()
+    code = run(cli(argv, out, err, settings=settings))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_send_to_numbers_json(provider, sms_settings):
+    code, out, _ = call(
+        ["--json", "send", "-m", "hi", "--to", "+852 5123 4567", "+65 8123 4567"], sms_settings
+    )
+    assert code == EXIT_OK
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["to"] for r in rows] == ["85251234567", "6581234567"]
+    assert {r["status"] for r in rows} == {"accepted"} and all(r["message_id"] for r in rows)
+    assert set(rows[0]) >= {"to", "status", "message_id", "error"}
+
+
+def test_batch_from_csv_with_placeholders(provider, sms_settings, tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text("number,name\n+852 5123 4567,Ana\n+65 8123 4567,Bo\n")
+    code, out, _ = call(["batch", "-m", "Hi {name}", "--file", str(path), "--type", "MKT"], sms_settings)
+    assert code == EXIT_OK
+    assert "2 accepted, 0 failed, 0 unknown" in out
+    (req,) = provider.sent("BatchSendMessageToGlobe")
+    assert json.loads(req.params["Message"]) == ["Hi Ana", "Hi Bo"]
+    assert req.params["Type"] == "MKT"
+
+
+def test_plain_number_file(provider, sms_settings, tmp_path):
+    path = tmp_path / "numbers.txt"
+    path.write_text("+852 5123 4567\n\n# comment\n+65 8123 4567\n+852 5123 4567\n")
+    code, out, _ = call(["--json", "send", "-m", "hi", "--file", str(path)], sms_settings)
+    assert code == EXIT_OK and len(out.splitlines()) == 2  # duplicate dropped
+
+
+def test_some_failed_exit_1(provider, sms_settings):
+    provider.reset(reject_numbers=["6581234567"])
+    code, out, _ = call(["send", "-m", "hi", "--to", "+852 5123 4567", "+65 8123 4567"], sms_settings)
+    assert code == EXIT_FAILED
+    assert "1 accepted, 1 failed, 0 unknown" in out
+
+
+def test_unknown_exit_3(provider):
+    from .conftest import settings_for
+
+    provider.inject(Fault("internal"))
+    code, out, _ = call(["--json", "send", "-m", "hi", "--to", "+852 5123 4567"], settings_for(provider))
+    assert code == EXIT_UNKNOWN
+    assert json.loads(out)["status"] == "unknown"
+
+
+def test_bad_input_exit_2_sends_nothing(provider, sms_settings, tmp_path):
+    cases = [
+        ["send", "-m", "hi", "--to", "+86 138 0013 8000"],
+        ["send", "-m", "", "--to", "+852 5123 4567"],
+        ["send", "-m", "hi", "--to", "+852 5123 4567", "--from", "bad-id"],
+        ["batch", "-m", "Hi {nam}", "--file", str(tmp_path / "missing.csv")],
+        ["batch", "-m", "hi", "--file", str(tmp_path / "l.csv"), "--validity", "0"],
+        ["send", "-m", "hi"],
+        ["bogus"],
+    ]
+    (tmp_path / "l.csv").write_text("+852 5123 4567\n")
+    for argv in cases:
+        code, _, err = call(argv, sms_settings)
+        assert code == EXIT_USAGE, argv
+        assert err.startswith("error: "), argv
+    assert provider.received == []
+
+
+def test_bad_line_in_file_names_it(provider, sms_settings, tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_text("number,name\n+852 5123 4567,Ana\n+852 123,Bo\n")
+    code, _, err = call(["batch", "-m", "Hi {name}", "--file", str(path)], sms_settings)
+    assert code == EXIT_USAGE and "line 3" in err and "Too short" in err
+    assert provider.received == []
+
+
+def test_missing_credentials_exit_2(provider):
+    from bot.sms import SmsSettings
+
+    code, _, err = call(["send", "-m", "hi", "--to", "+852 5123 4567"], SmsSettings(_env_file=None))
+    assert code == EXIT_USAGE and "ALIBABA_CLOUD_ACCESS_KEY_ID" in err
+
+
+def test_query(provider, sms_settings):
+    code, out, _ = call(["--json", "send", "-m", "hi", "--to", "+852 5123 4567"], sms_settings)
+    message_id = json.loads(out)["message_id"]
+    code, out, _ = call(["--json", "query", message_id], sms_settings)
+    assert code == EXIT_OK and json.loads(out)["status"] == "sent"

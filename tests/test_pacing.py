@@ -1,0 +1,119 @@
+"""Fan-out and batch helpers against the fake provider, which throttles anything over its limits."""
+
+import itertools
+import json
+
+from bot.sms import Hooks, SmsClient, Status, batch_send_all, fan_out
+from bot.sms.simulator import Fault
+
+from .conftest import run, settings_for
+
+
+def numbers(n: int, prefix: str = "658123") -> list[str]:
+    return [f"{prefix}{i:04d}" for i in range(n)]
+
+
+def test_fan_out_at_the_single_send_limit_without_throttling(provider):
+    provider.reset(single_rate=200)
+    settings = settings_for(provider, SMS_SINGLE_RATE=200)
+    progress: list[tuple[int, int]] = []
+    before: list[int] = []
+
+    async def go():
+        async with SmsClient(settings) as client:
+            reqs = [client.send_request(to=n, message=f"hi {i}") for i, n in enumerate(numbers(300))]
+
+            async def mark(indices):
+                before.extend(indices)
+
+            hooks = Hooks(before_send=mark, on_progress=lambda d, t: progress.append((d, t)))
+            return await fan_out(client, reqs, hooks=hooks)
+
+    outcomes = run(go())
+    assert [o.status for o in outcomes] == [Status.ACCEPTED] * 300
+    assert provider.counts["throttled"] == 0
+    assert sorted(provider.numbers_sent()) == sorted(numbers(300))
+    assert sorted(before) == list(range(300))
+    assert progress[-1] == (300, 300)
+    assert all(o.message_id and o.segments == 1 for o in outcomes)
+    assert outcomes[5].to == "6581230005" and outcomes[5].index == 5
+
+
+def test_fan_out_reports_each_recipient(provider, sms_settings):
+    provider.reset(reject_numbers=["6581230001"])
+    provider.inject(Fault("timeout", delay=1.0))  # the first request to arrive times out
+    settings = sms_settings.model_copy(update={"read_timeout": 0.3})
+
+    async def go():
+        async with SmsClient(settings) as client:
+            reqs = [client.send_request(to=n, message="hi") for n in numbers(3)]
+            return await fan_out(client, reqs, concurrency=1)
+
+    first, second, third = run(go())
+    assert first.status == Status.UNKNOWN and "may or may not" in first.error
+    assert second.status == Status.FAILED and second.code == "MOBILE_NUMBER_ILLEGAL"
+    assert third.status == Status.ACCEPTED
+    assert len(provider.sent()) == 3
+
+
+def test_batch_chunks_in_order_at_1_per_second_with_personal_messages(provider, sms_settings):
+    to = numbers(2500)
+    messages = [f"Hello {n[-4:]}" for n in to]
+    provider.reset(reject_numbers=[to[7], to[1500]])
+    results = []
+
+    async def go():
+        async with SmsClient(sms_settings) as client:
+            return await batch_send_all(
+                client, to, messages, type="MKT", hooks=Hooks(on_results=results.append)
+            )
+
+    outcomes = run(go())
+    calls = provider.sent("BatchSendMessageToGlobe")
+    assert [len(json.loads(c.params["To"])) for c in calls] == [1000, 1000, 500]
+    assert all(b.at - a.at >= 1.0 for a, b in itertools.pairwise(calls))
+    assert provider.counts["throttled"] == 0
+    # Messages reach the provider in the same order as the numbers.
+    sent_to = [n for c in calls for n in json.loads(c.params["To"])]
+    sent_msg = [m for c in calls for m in json.loads(c.params["Message"])]
+    assert sent_to == to and sent_msg == messages
+    statuses = {o.index: o.status for o in outcomes}
+    assert statuses[7] == statuses[1500] == Status.FAILED
+    assert sum(1 for s in statuses.values() if s == Status.ACCEPTED) == 2498
+    assert sum(len(g) for g in results) == 2500
+
+
+def test_batch_chunk_with_unknown_outcome_is_not_resent(provider, sms_settings):
+    provider.inject(Fault("internal", action="BatchSendMessageToGlobe"))
+
+    async def go():
+        async with SmsClient(sms_settings) as client:
+            return await batch_send_all(client, numbers(4), ["x"] * 4, chunk_size=2)
+
+    outcomes = run(go())
+    assert [o.status for o in outcomes] == [Status.UNKNOWN] * 2 + [Status.ACCEPTED] * 2
+    assert len(provider.sent("BatchSendMessageToGlobe")) == 2
+
+
+def test_batch_throttled_then_accepted(provider, sms_settings):
+    provider.inject(Fault("throttle", action="BatchSendMessageToGlobe", retry_after_ms=50))
+
+    async def go():
+        async with SmsClient(sms_settings) as client:
+            return await batch_send_all(client, numbers(2), ["x", "y"])
+
+    assert [o.status for o in run(go())] == [Status.ACCEPTED] * 2
+    assert [c.answered for c in provider.sent("BatchSendMessageToGlobe")] == ["Throttling.User", "OK"]
+
+
+def test_batch_503_exhausted_is_failed_and_retryable(provider):
+    settings = settings_for(provider, SMS_MAX_ATTEMPTS=2)
+    provider.inject(Fault("unavailable", action="BatchSendMessageToGlobe", times=2, retry_after_ms=10))
+
+    async def go():
+        async with SmsClient(settings) as client:
+            return await batch_send_all(client, numbers(2), ["x", "y"])
+
+    outcomes = run(go())
+    assert [o.status for o in outcomes] == [Status.FAILED] * 2
+    assert all(o.retryable for o in outcomes)
