@@ -1,14 +1,34 @@
-"""`python -m bot`: wiring and start-up only."""
+"""`python -m bot`: load settings, configure logging, run. Wiring lives in bot/runtime.py."""
 
+from __future__ import annotations
+
+import asyncio
 import sys
+
+from bot import logs
+from bot.config import load_settings
+from bot.runtime import serve
 
 
 def main() -> int:
-    print(
-        "error: the Slack app is not built yet; use `python -m bot.sms` for the SMS command line",
-        file=sys.stderr,
+    settings = load_settings()
+    problem = settings.startup_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    logs.configure(
+        settings.log_level,
+        settings.log_format,
+        secrets=[
+            settings.slack_bot_token.get_secret_value(),
+            settings.slack_signing_secret.get_secret_value(),
+            settings.slack_app_token.get_secret_value(),
+            settings.access_key_secret.get_secret_value(),
+            settings.security_token.get_secret_value() if settings.security_token else "",
+        ],
     )
-    return 2
+    asyncio.run(serve(settings))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""All of the bot's settings: the SMS client's (bot/sms/config.py) plus Slack, storage, access, logging.
+
+From the environment and a `.env` file; every value has a default (README, "Settings").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from bot.core.access import Capability, parse_entries
+from bot.sms.config import SmsSettings
+
+
+class Settings(SmsSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    slack_bot_token: SecretStr = Field(default=SecretStr(""), alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr = Field(default=SecretStr(""), alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr = Field(default=SecretStr(""), alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    host: str = Field(default="0.0.0.0", alias="HOST")  # noqa: S104 (a server in a container)
+    port: int = Field(default=3000, ge=0, le=65535, alias="PORT")  # 0: any free port (tests)
+    database_path: Path = Field(default=Path("data/sms-ops.sqlite3"), alias="DATABASE_PATH")
+    access_send: str = Field(default="*", alias="ACCESS_SEND")
+    access_bulk: str = Field(default="", alias="ACCESS_BULK")
+    access_outage: str = Field(default="", alias="ACCESS_OUTAGE")
+    access_cache_seconds: float = Field(default=300.0, ge=0, alias="ACCESS_CACHE_SECONDS")
+    history_limit: int = Field(default=10, ge=1, le=50, alias="HISTORY_LIMIT")
+    dry_run: bool = Field(default=False, alias="SMS_DRY_RUN")
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: str = Field(default="text", alias="LOG_FORMAT")
+
+    @field_validator("access_send", "access_bulk", "access_outage")
+    @classmethod
+    def _access(cls, v: str) -> str:
+        parse_entries(v)
+        return v
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("must be a full URL such as https://slack.com/api/")
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        if v not in ("text", "json"):
+            raise ValueError("must be text or json")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.slack_app_token.get_secret_value())
+
+    def access_rules(self) -> dict[Capability, tuple[str, ...]]:
+        return {
+            Capability.SEND: parse_entries(self.access_send),
+            Capability.BULK: parse_entries(self.access_bulk),
+            Capability.OUTAGE: parse_entries(self.access_outage),
+        }
+
+    def startup_problem(self) -> str | None:
+        """The first thing that stops the bot from starting, as one line naming the setting."""
+        if not self.slack_bot_token.get_secret_value():
+            return "SLACK_BOT_TOKEN is not set: the bot token (xoxb-…) from the Slack app's OAuth & Permissions page."
+        if not self.slack_bot_token.get_secret_value().startswith("xoxb-"):
+            return "SLACK_BOT_TOKEN must be a bot token starting with xoxb-."
+        if self.socket_mode and not self.slack_app_token.get_secret_value().startswith("xapp-"):
+            return "SLACK_APP_TOKEN must be an app-level token starting with xapp- (connections:write)."
+        if not self.socket_mode and not self.slack_signing_secret.get_secret_value():
+            return (
+                "SLACK_SIGNING_SECRET is not set (HTTP mode; it is on the app's Basic Information page). "
+                "Or set SLACK_APP_TOKEN to use Socket Mode."
+            )
+        if not self.dry_run and self.missing_credentials():
+            return (
+                f"{self.missing_credentials()[0]} is not set: provider credentials are needed to send. "
+                "Set SMS_DRY_RUN=true to try the bot with the built-in provider simulator."
+            )
+        return None
+
+
+def load_settings() -> Settings:
+    """Settings, or SystemExit with one line naming the malformed setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "a setting"
+        field = Settings.model_fields.get(name)
+        if field is not None and field.alias:
+            name = field.alias
+        raise SystemExit(f"error: setting {name}: {str(err['msg']).removeprefix('Value error, ')}") from None

@@ -1,0 +1,60 @@
+"""Turning `/sms` text into a validated send request. Pure functions: no Slack, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.sms.encoding import MessageError, MessageInfo, validate_message
+from bot.sms.phone import InvalidNumber, PhoneNumber, parse_number
+
+MAX_NUMBER_TOKENS = 8  # "+1 (415) 555 - 0100" is at most a handful of pieces; keeps parsing bounded
+
+USAGE = "/sms +852 5123 4567 Your parcel ships today"
+
+
+class CommandError(ValueError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SendCommand:
+    number: PhoneNumber
+    message: str
+    info: MessageInfo
+
+
+def parse_send(text: str, default_region: str | None, max_chars: int) -> SendCommand:
+    """`<number> <message>`: the number is the longest leading run of words that parses as a valid number
+    (so it may contain spaces, dashes and brackets). Raises CommandError with what was wrong and how to
+    write it."""
+    tokens = text.split()
+    if not tokens:
+        raise CommandError(f"Give a number and a message, e.g. `{USAGE}`.")
+    number: PhoneNumber | None = None
+    used = 0
+    first_error: InvalidNumber | None = None
+    for k in range(min(len(tokens), MAX_NUMBER_TOKENS), 0, -1):
+        candidate = " ".join(tokens[:k])
+        if any(ch.isalpha() for ch in candidate):
+            continue
+        try:
+            number = parse_number(candidate, default_region)
+        except InvalidNumber as exc:
+            if exc.reason.startswith("Chinese-mainland"):
+                raise CommandError(exc.describe()) from None
+            first_error = first_error or exc
+            continue
+        used = k
+        break
+    if number is None:
+        if first_error is not None:
+            raise CommandError(f"{first_error.describe()} Write it like `{USAGE}`.")
+        raise CommandError(f"“{tokens[0]}” is not a phone number. Write it like `{USAGE}`.")
+    message = text.split(None, used)[used] if len(tokens) > used else ""
+    try:
+        info = validate_message(message.strip(), max_chars)
+    except MessageError as exc:
+        raise CommandError(f"{exc.reason} Write it like `{USAGE}`.") from None
+    return SendCommand(number, message.strip(), info)

@@ -1,0 +1,45 @@
+"""What the Slack layer asks of the core: create jobs (idempotently) and hand them to the worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.sms.phone import PhoneNumber
+
+from .store import Job, NewRecipient, Store
+from .worker import Worker
+
+
+@dataclass
+class SendService:
+    store: Store
+    worker: Worker
+    dry_run: bool = False
+
+    def send_single(
+        self,
+        *,
+        user_id: str,
+        channel_id: str | None,
+        number: PhoneNumber,
+        message: str,
+        response_url: str | None = None,
+        sender_id: str | None = None,
+        type: str | None = None,
+        source_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Record the intent (job + recipient) and queue it. Idempotent on `source_key`."""
+        job, created = self.store.create_job(
+            kind="single",
+            created_by=user_id,
+            channel_id=channel_id,
+            response_url=response_url,
+            recipients=[NewRecipient(number, message)],
+            sender_id=sender_id,
+            type=type,
+            source_key=source_key,
+            meta={"dry_run": self.dry_run},
+        )
+        if created:
+            self.worker.submit(job.id)
+        return job, created

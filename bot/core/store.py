@@ -1,0 +1,460 @@
+"""SQLite storage: jobs, per-recipient state (which is also the audit log), drafts, customer threads.
+
+One connection, WAL, used from the event loop thread only. Statements are short (the largest is one
+chunk of recipients), so they run inline; state changes that must survive a crash are committed before
+the provider is called.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from bot.sms.phone import PhoneNumber
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id            TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,              -- single | batch | fanout
+    state         TEXT NOT NULL,              -- queued | running | done
+    source_key    TEXT UNIQUE,                -- idempotency key (a modal's view id, a draft id)
+    created_by    TEXT NOT NULL,
+    channel_id    TEXT,
+    response_url  TEXT,
+    sender_id     TEXT,
+    type          TEXT,
+    task_id       TEXT,
+    validity      INTEGER,
+    total         INTEGER NOT NULL,
+    thread_ts     TEXT,
+    parent_ts     TEXT,
+    meta          TEXT NOT NULL DEFAULT '{}',
+    created_at    REAL NOT NULL,
+    started_at    REAL,
+    finished_at   REAL
+);
+CREATE TABLE IF NOT EXISTS recipients (
+    job_id      TEXT NOT NULL REFERENCES jobs(id),
+    idx         INTEGER NOT NULL,
+    e164        TEXT NOT NULL,
+    country_code INTEGER NOT NULL,
+    national    TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    state       TEXT NOT NULL,                -- queued | in_flight | accepted | failed | unknown
+    message_id  TEXT,
+    segments    INTEGER,
+    code        TEXT,
+    error       TEXT,
+    request_id  TEXT,
+    country     TEXT,
+    carrier     TEXT,
+    retryable   INTEGER NOT NULL DEFAULT 0,
+    updated_at  REAL NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE INDEX IF NOT EXISTS recipients_state ON recipients(job_id, state);
+CREATE INDEX IF NOT EXISTS jobs_by_user ON jobs(created_by, created_at);
+CREATE TABLE IF NOT EXISTS threads (
+    channel_id  TEXT NOT NULL,
+    e164        TEXT NOT NULL,
+    thread_ts   TEXT NOT NULL,
+    PRIMARY KEY (channel_id, e164)
+);
+CREATE TABLE IF NOT EXISTS drafts (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    state       TEXT NOT NULL,                -- open | confirmed | discarded
+    payload     TEXT NOT NULL,
+    job_id      TEXT,
+    created_at  REAL NOT NULL
+);
+"""
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class RecipientState(StrEnum):
+    QUEUED = "queued"
+    IN_FLIGHT = "in_flight"
+    ACCEPTED = "accepted"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+FINAL_STATES = (RecipientState.ACCEPTED, RecipientState.FAILED, RecipientState.UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecipient:
+    number: PhoneNumber
+    message: str
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    state: JobState
+    created_by: str
+    channel_id: str | None
+    response_url: str | None
+    sender_id: str | None
+    type: str | None
+    task_id: str | None
+    validity: int | None
+    total: int
+    thread_ts: str | None
+    parent_ts: str | None
+    meta: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass
+class RecipientRow:
+    job_id: str
+    idx: int
+    number: PhoneNumber
+    message: str
+    state: RecipientState
+    message_id: str | None
+    segments: int | None
+    code: str | None
+    error: str | None
+    request_id: str | None
+    country: str | None
+    carrier: str | None
+    retryable: bool
+    updated_at: float
+
+
+@dataclass
+class Summary:
+    total: int
+    accepted: int
+    failed: int
+    unknown: int
+    pending: int
+    segments: int
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def ping(self) -> bool:
+        return self.db.execute("SELECT 1").fetchone()[0] == 1
+
+    # ------------------------------------------------------------------ jobs
+    def create_job(
+        self,
+        *,
+        kind: str,
+        created_by: str,
+        recipients: Sequence[NewRecipient],
+        channel_id: str | None = None,
+        response_url: str | None = None,
+        sender_id: str | None = None,
+        type: str | None = None,
+        task_id: str | None = None,
+        validity: int | None = None,
+        source_key: str | None = None,
+        meta: dict[str, Any] | None = None,
+        thread_ts: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Create a job and its recipients in one transaction. With a `source_key` already used, return
+        that job instead (`created` False): a double submit or a retry starts one job."""
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        with self._tx():
+            try:
+                self.db.execute(
+                    "INSERT INTO jobs (id, kind, state, source_key, created_by, channel_id, response_url, "
+                    "sender_id, type, task_id, validity, total, thread_ts, meta, created_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        job_id,
+                        kind,
+                        JobState.QUEUED,
+                        source_key,
+                        created_by,
+                        channel_id,
+                        response_url,
+                        sender_id,
+                        type,
+                        task_id or job_id,
+                        validity,
+                        len(recipients),
+                        thread_ts,
+                        json.dumps(meta or {}),
+                        now,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                row = self.db.execute("SELECT * FROM jobs WHERE source_key = ?", (source_key,)).fetchone()
+                if row is None:
+                    raise
+                return _job(row), False
+            self.db.executemany(
+                "INSERT INTO recipients (job_id, idx, e164, country_code, national, region, message, state, "
+                "updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        job_id,
+                        i,
+                        r.number.e164,
+                        r.number.country_code,
+                        r.number.national,
+                        r.number.region,
+                        r.message,
+                        RecipientState.QUEUED,
+                        now,
+                    )
+                    for i, r in enumerate(recipients)
+                ],
+            )
+        job = self.get_job(job_id)
+        assert job is not None
+        return job, True
+
+    def get_job(self, job_id: str) -> Job | None:
+        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def set_job(self, job_id: str, **fields: Any) -> None:
+        if "meta" in fields:
+            fields["meta"] = json.dumps(fields["meta"])
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*fields.values(), job_id))
+
+    def unfinished_jobs(self) -> list[Job]:
+        rows = self.db.execute(
+            "SELECT * FROM jobs WHERE state != ? ORDER BY created_at", (JobState.DONE,)
+        ).fetchall()
+        return [_job(r) for r in rows]
+
+    # ------------------------------------------------------------------ recipients
+    def recipients(self, job_id: str, states: Iterable[RecipientState] | None = None) -> list[RecipientRow]:
+        if states is None:
+            rows = self.db.execute("SELECT * FROM recipients WHERE job_id = ? ORDER BY idx", (job_id,))
+        else:
+            wanted = [str(s) for s in states]
+            marks = ",".join("?" * len(wanted))
+            rows = self.db.execute(
+                f"SELECT * FROM recipients WHERE job_id = ? AND state IN ({marks}) ORDER BY idx",
+                (job_id, *wanted),
+            )
+        return [_recipient(r) for r in rows.fetchall()]
+
+    def mark_in_flight(self, job_id: str, indices: Iterable[int]) -> None:
+        """Record intent before the provider call, in one transaction."""
+        now = time.time()
+        with self._tx():
+            self.db.executemany(
+                "UPDATE recipients SET state = ?, updated_at = ? WHERE job_id = ? AND idx = ? AND state = ?",
+                [(RecipientState.IN_FLIGHT, now, job_id, i, RecipientState.QUEUED) for i in indices],
+            )
+
+    def record_outcomes(self, job_id: str, outcomes: Iterable[Any]) -> None:
+        """Store `bot.sms.Outcome`s (status accepted / failed / unknown) for their recipients."""
+        now = time.time()
+        with self._tx():
+            self.db.executemany(
+                "UPDATE recipients SET state = ?, message_id = ?, segments = ?, code = ?, error = ?, "
+                "request_id = ?, country = ?, carrier = ?, retryable = ?, updated_at = ? "
+                "WHERE job_id = ? AND idx = ?",
+                [
+                    (
+                        str(o.status),
+                        o.message_id,
+                        o.segments,
+                        o.code,
+                        o.error,
+                        o.request_id,
+                        o.country,
+                        o.carrier,
+                        int(o.retryable),
+                        now,
+                        job_id,
+                        o.index,
+                    )
+                    for o in outcomes
+                ],
+            )
+
+    def in_flight_to_unknown(self, job_id: str) -> int:
+        """After a crash: requests that may have gone out are reported unknown, never resent."""
+        cur = self.db.execute(
+            "UPDATE recipients SET state = ?, error = ?, updated_at = ? WHERE job_id = ? AND state = ?",
+            (
+                RecipientState.UNKNOWN,
+                "The bot stopped while this request was in flight; it may or may not have been sent. "
+                "It was not resent.",
+                time.time(),
+                job_id,
+                RecipientState.IN_FLIGHT,
+            ),
+        )
+        return cur.rowcount
+
+    def summary(self, job_id: str) -> Summary:
+        counts = dict(
+            self.db.execute(
+                "SELECT state, COUNT(*) FROM recipients WHERE job_id = ? GROUP BY state", (job_id,)
+            ).fetchall()
+        )
+        segments = self.db.execute(
+            "SELECT COALESCE(SUM(segments), 0) FROM recipients WHERE job_id = ? AND state = ?",
+            (job_id, RecipientState.ACCEPTED),
+        ).fetchone()[0]
+        total = sum(counts.values())
+        return Summary(
+            total=total,
+            accepted=counts.get(RecipientState.ACCEPTED, 0),
+            failed=counts.get(RecipientState.FAILED, 0),
+            unknown=counts.get(RecipientState.UNKNOWN, 0),
+            pending=counts.get(RecipientState.QUEUED, 0) + counts.get(RecipientState.IN_FLIGHT, 0),
+            segments=segments,
+        )
+
+    def history(self, user_id: str, limit: int = 10) -> list[tuple[Job, RecipientRow]]:
+        rows = self.db.execute(
+            "SELECT j.id AS jid FROM jobs j WHERE j.created_by = ? ORDER BY j.created_at DESC LIMIT ?",
+            (user_id, limit),
+        ).fetchall()
+        out = []
+        for row in rows:
+            job = self.get_job(row["jid"])
+            first = self.db.execute(
+                "SELECT * FROM recipients WHERE job_id = ? ORDER BY idx LIMIT 1", (row["jid"],)
+            ).fetchone()
+            if job and first:
+                out.append((job, _recipient(first)))
+        return out
+
+    # ------------------------------------------------------------------ customer threads
+    def thread_for(self, channel_id: str, e164: str) -> str | None:
+        row = self.db.execute(
+            "SELECT thread_ts FROM threads WHERE channel_id = ? AND e164 = ?", (channel_id, e164)
+        ).fetchone()
+        return row[0] if row else None
+
+    def remember_thread(self, channel_id: str, e164: str, thread_ts: str) -> None:
+        self.db.execute(
+            "INSERT INTO threads (channel_id, e164, thread_ts) VALUES (?,?,?) "
+            "ON CONFLICT(channel_id, e164) DO UPDATE SET thread_ts = excluded.thread_ts",
+            (channel_id, e164, thread_ts),
+        )
+
+    # ------------------------------------------------------------------ drafts
+    def create_draft(self, user_id: str, payload: dict[str, Any]) -> str:
+        draft_id = uuid.uuid4().hex
+        self.db.execute(
+            "INSERT INTO drafts (id, user_id, state, payload, created_at) VALUES (?,?,?,?,?)",
+            (draft_id, user_id, "open", json.dumps(payload), time.time()),
+        )
+        return draft_id
+
+    def get_draft(self, draft_id: str) -> tuple[str, str, dict[str, Any], str | None] | None:
+        row = self.db.execute("SELECT * FROM drafts WHERE id = ?", (draft_id,)).fetchone()
+        if row is None:
+            return None
+        return row["user_id"], row["state"], json.loads(row["payload"]), row["job_id"]
+
+    def discard_draft(self, draft_id: str) -> bool:
+        cur = self.db.execute(
+            "UPDATE drafts SET state = 'discarded', payload = '{}' WHERE id = ? AND state = 'open'",
+            (draft_id,),
+        )
+        return cur.rowcount == 1
+
+    def claim_draft(self, draft_id: str) -> bool:
+        """open → confirmed, exactly once (the atomic step that makes a confirmation idempotent)."""
+        cur = self.db.execute(
+            "UPDATE drafts SET state = 'confirmed' WHERE id = ? AND state = 'open'", (draft_id,)
+        )
+        return cur.rowcount == 1
+
+    def link_draft(self, draft_id: str, job_id: str) -> None:
+        self.db.execute("UPDATE drafts SET job_id = ? WHERE id = ?", (job_id, draft_id))
+
+    # ------------------------------------------------------------------ helpers
+    def _tx(self) -> _Transaction:
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        state=JobState(row["state"]),
+        created_by=row["created_by"],
+        channel_id=row["channel_id"],
+        response_url=row["response_url"],
+        sender_id=row["sender_id"],
+        type=row["type"],
+        task_id=row["task_id"],
+        validity=row["validity"],
+        total=row["total"],
+        thread_ts=row["thread_ts"],
+        parent_ts=row["parent_ts"],
+        meta=json.loads(row["meta"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _recipient(row: sqlite3.Row) -> RecipientRow:
+    return RecipientRow(
+        job_id=row["job_id"],
+        idx=row["idx"],
+        number=PhoneNumber(row["e164"], row["country_code"], row["national"], row["region"]),
+        message=row["message"],
+        state=RecipientState(row["state"]),
+        message_id=row["message_id"],
+        segments=row["segments"],
+        code=row["code"],
+        error=row["error"],
+        request_id=row["request_id"],
+        country=row["country"],
+        carrier=row["carrier"],
+        retryable=bool(row["retryable"]),
+        updated_at=row["updated_at"],
+    )

@@ -1,0 +1,131 @@
+"""Wiring: settings → storage, SMS client, worker, Slack app, HTTP server. Used by `python -m bot` and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import SecretStr
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from bot.config import Settings
+from bot.core.access import AccessPolicy
+from bot.core.service import SendService
+from bot.core.store import Store
+from bot.core.worker import Busy, Worker
+from bot.slack.app import StartupError, authorize_once, build_app, web_client
+from bot.slack.deps import Deps
+from bot.slack.directory import SlackDirectory
+from bot.slack.reporter import SlackReporter
+from bot.slack.server import web_app
+from bot.sms import SmsClient
+from bot.sms.simulator import FakeProvider
+
+log = logging.getLogger("bot")
+
+# Dry run: numbers ending in these digits are refused / left with an unknown outcome by the simulator.
+DRY_RUN_FAIL_SUFFIX = "0000"
+DRY_RUN_UNKNOWN_SUFFIX = "0001"
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, fault: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.fault = fault
+        self.simulator: FakeProvider | None = None
+        self.socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        s = self.settings
+        sms_settings = s
+        if s.dry_run:
+            self.simulator = FakeProvider(
+                fail_suffixes=(DRY_RUN_FAIL_SUFFIX,), unknown_suffixes=(DRY_RUN_UNKNOWN_SUFFIX,), record=False
+            )
+            url = await self.simulator.start("127.0.0.1", 0)
+            sms_settings = s.model_copy(
+                update={
+                    "endpoint": url,
+                    "access_key_id": self.simulator.access_key_id,
+                    "access_key_secret": SecretStr(self.simulator.access_key_secret),
+                    "security_token": None,
+                }
+            )
+        self.sms = SmsClient(sms_settings)
+        self.store = Store(s.database_path)
+        self.client = web_client(s.slack_bot_token.get_secret_value(), s.slack_api_url)
+        self.reporter = SlackReporter(self.client, self.store)
+        self.busy = Busy()
+        self.worker = Worker(self.store, self.sms, self.reporter, fault=self.fault, busy=self.busy)
+        self.access = AccessPolicy(s.access_rules(), SlackDirectory(self.client), ttl=s.access_cache_seconds)
+        self.service = SendService(self.store, self.worker, dry_run=s.dry_run)
+        self.deps = Deps(settings=s, store=self.store, service=self.service, access=self.access)
+        self.bolt = build_app(self.deps, self.client, await authorize_once(self.client))
+        resumed = await self.worker.start()
+        if resumed:
+            log.info("resumed %d unfinished job(s) after the last stop", len(resumed))
+        if s.socket_mode:
+            self.socket = AsyncSocketModeHandler(self.bolt, s.slack_app_token.get_secret_value())
+            await self.socket.connect_async()
+        self._runner = web.AppRunner(
+            web_app(None if s.socket_mode else self.bolt, self.health, self.busy), access_log=None
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.host, s.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://{'127.0.0.1' if s.host in ('0.0.0.0', '') else s.host}:{port}"  # noqa: S104
+        mode = "Socket Mode" if s.socket_mode else f"HTTP mode at {self.url}/slack/events"
+        log.info("SMS Ops running in %s%s", mode, " (dry run: simulated provider)" if s.dry_run else "")
+
+    def health(self) -> dict[str, Any]:
+        db_ok = True
+        try:
+            self.store.ping()
+        except Exception:
+            db_ok = False
+        ok = db_ok and self.worker.alive
+        return {"ok": ok, "database": db_ok, "worker": self.worker.alive, "dry_run": self.settings.dry_run}
+
+    async def aclose(self) -> None:
+        if not hasattr(self, "worker"):
+            return
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                await self.socket.close_async()
+        await self.worker.stop()
+        await self.sms.aclose()
+        if self.simulator is not None:
+            await self.simulator.stop()
+        with contextlib.suppress(Exception):
+            await self.client.session.close() if getattr(self.client, "session", None) else None
+        self.store.close()
+
+
+async def serve(settings: Settings) -> None:
+    runtime = Runtime(settings)
+    try:
+        await runtime.start()
+    except StartupError as exc:
+        await runtime.aclose()
+        raise SystemExit(f"error: {exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: unfinished jobs resume at the next start")
+        await runtime.aclose()

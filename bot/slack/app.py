@@ -1,0 +1,79 @@
+"""The Bolt app: listeners registered, dependencies injected, errors logged (never shown as traces)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from .deps import Deps
+from .listeners import register_listeners
+
+log = logging.getLogger("bot.slack")
+
+
+def web_client(token: str, base_url: str) -> AsyncWebClient:
+    client = AsyncWebClient(token=token, base_url=base_url)
+    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
+    return client
+
+
+class _DropTokenUnusedWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment and then warns that the client's token wins."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "will be unused" not in message and "will be ignored" not in message
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line for the operator."""
+
+
+async def authorize_once(client: AsyncWebClient) -> AuthorizeResult:
+    """Check the bot token once at start-up (Bolt would call auth.test on every request until cached)."""
+    try:
+        resp = await client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error", "unknown_error")
+        raise StartupError(f"SLACK_BOT_TOKEN was rejected by Slack ({error}).") from None
+    except Exception as exc:
+        raise StartupError(
+            f"Cannot reach the Slack Web API at SLACK_API_URL ({type(exc).__name__}: {exc})."
+        ) from None
+    return AuthorizeResult.from_auth_test_response(bot_token=client.token, auth_test_response=resp)
+
+
+def build_app(deps: Deps, client: AsyncWebClient, authorization: AuthorizeResult) -> AsyncApp:
+    secret = deps.settings.slack_signing_secret.get_secret_value() or "socket-mode-does-not-sign"
+    bolt_logger = logging.getLogger("slack_bolt.AsyncApp")
+    bolt_logger.addFilter(_DropTokenUnusedWarning())
+
+    async def authorize(**_: Any) -> AuthorizeResult:
+        return authorization
+
+    app = AsyncApp(
+        client=client,
+        signing_secret=secret,
+        process_before_response=False,
+        logger=bolt_logger,
+        authorize=authorize,
+    )
+
+    async def inject(context: Any, next: Any) -> None:
+        context["deps"] = deps
+        await next()
+
+    app.use(inject)
+
+    @app.error
+    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+        log.error("listener failed: %s: %s", type(error).__name__, error, exc_info=error)
+
+    register_listeners(app)
+    return app

@@ -1,0 +1,8 @@
+from slack_bolt.async_app import AsyncApp
+
+from . import commands, views
+
+
+def register_listeners(app: AsyncApp) -> None:
+    commands.register(app)
+    views.register(app)

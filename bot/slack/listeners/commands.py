@@ -1,0 +1,91 @@
+"""`/sms`: send now, open the send form, help, history. Acks first; the send runs in the worker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.core.access import Capability
+from bot.core.commands import USAGE, CommandError, parse_send
+
+from .. import views
+from ..deps import Deps
+from ..metadata import SendModalMetadata
+
+log = logging.getLogger("bot.slack.commands")
+
+COMMAND = "/sms"
+SUBCOMMANDS = ("help", "history")
+
+
+async def sms_command_callback(
+    ack: Any, command: dict[str, Any], respond: Any, client: Any, context: Any
+) -> None:
+    deps: Deps = context["deps"]
+    text = (command.get("text") or "").strip()
+    user_id = command["user_id"]
+    first = text.split(None, 1)[0].lower() if text else ""
+
+    if not text:
+        await ack()
+        if not await deps.access.allowed(Capability.SEND, user_id):
+            await respond(text=deps.access.refusal(Capability.SEND))
+            return
+        metadata = SendModalMetadata(
+            channel_id=command["channel_id"], response_url=command.get("response_url")
+        )
+        await client.views_open(
+            trigger_id=command["trigger_id"],
+            view=views.send_modal(
+                metadata.dump(), sender_id=deps.settings.sender_id, max_chars=deps.settings.max_message_chars
+            ),
+        )
+        return
+    if first == "help":
+        await ack(text=views.HELP, blocks=views.help_blocks())
+        return
+    if first == "history":
+        rows = deps.store.history(user_id, deps.settings.history_limit)  # indexed, bounded by the limit
+        await ack(text="Your recent sends", blocks=views.history_blocks(rows))
+        return
+    if first.isalpha() and not any(ch.isdigit() for ch in text.split(None, 1)[0]):
+        await ack(
+            text=f"Unknown subcommand `{views.escape(first)}`. Write `/sms help` for the list, or send with "
+            f"`{USAGE}`."
+        )
+        return
+    try:
+        parsed = parse_send(text, deps.settings.default_region, deps.settings.max_message_chars)
+    except CommandError as exc:
+        await ack(text=f"Nothing was sent. {exc.message}")
+        return
+    allowed = deps.access.decide_now(Capability.SEND, user_id)
+    if allowed is None:  # needs a Slack API lookup: answer Slack first
+        await ack()
+        allowed = await deps.access.allowed(Capability.SEND, user_id)
+        reply = respond
+    else:
+        reply = ack
+    if not allowed:
+        await reply(text=f"Nothing was sent. {deps.access.refusal(Capability.SEND)}")
+        return
+    # Record the intent (one row) before answering: bounded, and nothing is lost if we stop right after.
+    job, _ = deps.service.send_single(
+        user_id=user_id,
+        channel_id=command.get("channel_id"),
+        response_url=command.get("response_url"),
+        number=parsed.number,
+        message=parsed.message,
+        sender_id=deps.settings.sender_id,
+    )
+    await reply(
+        text=f"⏳ Sending to {parsed.number.masked} ({parsed.info.summary()}). The result will appear in this "
+        "channel's thread for that number."
+    )
+    log.info("send queued job=%s user=%s to=%s", job.id, user_id, parsed.number.masked)
+
+
+def register(app: AsyncApp) -> None:
+    app.command(COMMAND)(sms_command_callback)

@@ -1,0 +1,18 @@
+"""Typed `private_metadata` of our modals (≤ 3,000 characters; ids and small context only)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class SendModalMetadata(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    channel_id: str
+    response_url: str | None = None
+
+    def dump(self) -> str:
+        text = self.model_dump_json(exclude_none=True)
+        if len(text) > 3000:  # a response_url is ~100 characters; never expected
+            text = self.model_copy(update={"response_url": None}).model_dump_json(exclude_none=True)
+        return text

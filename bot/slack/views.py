@@ -1,0 +1,212 @@
+"""Block Kit surfaces, as small pure functions returning `slack_sdk.models` objects."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    DividerBlock,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+    StaticSelectElement,
+)
+from slack_sdk.models.views import View
+
+from bot.core.store import Job, RecipientRow, RecipientState
+from bot.sms.encoding import MessageInfo
+from bot.sms.errors import describe_code
+
+from .ids import ActionId, BlockId, CallbackId
+
+PREVIEW_CHARS = 120
+DRY_RUN = "🧪 *Dry run*: nothing was sent to a phone. "
+
+
+def escape(text: str) -> str:
+    """Slack mrkdwn escaping for user text (also stops `<!channel>` style mentions)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    flat = " ".join(text.split())
+    return escape(flat if len(flat) <= limit else flat[: limit - 1] + "…")
+
+
+# ---------------------------------------------------------------- send modal
+
+TYPE_OPTIONS = [
+    Option(value="NOTIFY", text="Notification"),
+    Option(value="MKT", text="Marketing"),
+    Option(value="OTP", text="Verification code (OTP)"),
+]
+
+
+def send_modal(metadata: str, *, sender_id: str | None = None, max_chars: int = 1500) -> View:
+    return View(
+        type="modal",
+        callback_id=CallbackId.SEND_MODAL,
+        title=PlainTextObject(text="Send an SMS"),
+        submit=PlainTextObject(text="Send"),
+        close=PlainTextObject(text="Cancel"),
+        private_metadata=metadata,
+        blocks=[
+            InputBlock(
+                block_id=BlockId.SEND_TO,
+                label=PlainTextObject(text="To"),
+                hint=PlainTextObject(
+                    text="With the country code, e.g. +852 5123 4567. Chinese-mainland numbers cannot be reached."
+                ),
+                element=PlainTextInputElement(action_id=ActionId.SEND_TO, placeholder="+852 5123 4567"),
+            ),
+            InputBlock(
+                block_id=BlockId.SEND_MESSAGE,
+                label=PlainTextObject(text="Message"),
+                hint=PlainTextObject(
+                    text="160 characters fit one SMS (70 if any character is outside GSM-7, like emoji or Chinese)."
+                ),
+                element=PlainTextInputElement(
+                    action_id=ActionId.SEND_MESSAGE, multiline=True, max_length=min(max_chars, 3000)
+                ),
+            ),
+            InputBlock(
+                block_id=BlockId.SEND_SENDER,
+                optional=True,
+                label=PlainTextObject(text="Sender ID"),
+                hint=PlainTextObject(
+                    text=f"Letters and digits, up to 11 (15 if all digits). Default: {sender_id or 'the account default'}."
+                ),
+                element=PlainTextInputElement(action_id=ActionId.SEND_SENDER, max_length=15),
+            ),
+            InputBlock(
+                block_id=BlockId.SEND_TYPE,
+                optional=True,
+                label=PlainTextObject(text="Type"),
+                element=StaticSelectElement(
+                    action_id=ActionId.SEND_TYPE, placeholder="Notification", options=TYPE_OPTIONS
+                ),
+            ),
+        ],
+    )
+
+
+def message_hint(info: MessageInfo) -> str:
+    return info.summary()
+
+
+# ---------------------------------------------------------------- channel messages
+
+
+def parent_message(user_id: str, job: Job, recipient: RecipientRow, dry_run: bool) -> list[Block]:
+    text = f"📱 <@{user_id}> texted *{recipient.number.masked}* ({recipient.number.country_name})"
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=text)),
+        ContextBlock(elements=[MarkdownTextObject(text=f"“{preview(recipient.message)}”")]),
+    ]
+    if dry_run:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
+    return blocks
+
+
+def parent_text(user_id: str, recipient: RecipientRow) -> str:
+    return f"SMS to {recipient.number.masked} by <@{user_id}>"
+
+
+def outcome_line(r: RecipientRow) -> str:
+    if r.state == RecipientState.ACCEPTED:
+        parts = ["✅ *Accepted* by the provider"]
+        if r.message_id:
+            parts.append(f"message id `{r.message_id}`")
+        if r.segments is not None:
+            parts.append(f"{r.segments} segment{'s' if r.segments != 1 else ''}")
+        where = " / ".join(x for x in (r.country, r.carrier) if x)
+        if where:
+            parts.append(escape(where))
+        return " · ".join(parts)
+    if r.state == RecipientState.FAILED:
+        reason = escape(r.error or describe_code(r.code))
+        code = f" (`{r.code}`)" if r.code and r.code not in ("INVALID", "FAILED_LIST") else ""
+        return f"❌ *Not sent*: {reason}{code}"
+    if r.state == RecipientState.UNKNOWN:
+        ref = f" Provider request id `{r.request_id}`." if r.request_id else ""
+        return (
+            f"⚠️ *Outcome unknown*: {escape(r.error or 'no answer from the provider')} It was not resent. "
+            f"Check the delivery receipts or the SMS console before sending again.{ref}"
+        )
+    return "⏳ Sending…"
+
+
+def outcome_message(
+    r: RecipientRow, *, user_id: str | None = None, include_request: bool = False, dry_run: bool = False
+) -> list[Block]:
+    blocks: list[Block] = []
+    if include_request and user_id:
+        blocks.append(
+            SectionBlock(text=MarkdownTextObject(text=f"<@{user_id}> texted: “{preview(r.message)}”"))
+        )
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=outcome_line(r))))
+    if dry_run:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
+    return blocks
+
+
+def fallback_message(r: RecipientRow, reason: str, dry_run: bool) -> list[Block]:
+    """Sent to the sender alone when the bot cannot post in the channel."""
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=f"SMS to *{r.number.masked}*: {outcome_line(r)}")),
+        ContextBlock(elements=[MarkdownTextObject(text=reason)]),
+    ]
+    if dry_run:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
+    return blocks
+
+
+CANNOT_POST = {
+    "not_in_channel": "I could not post the results thread here because I am not in this channel. "
+    "Invite me with `/invite @SMS Ops` and later sends will be threaded here.",
+    "channel_not_found": "I could not post the results thread here: this is a private channel or a direct "
+    "message I am not part of. Invite me with `/invite @SMS Ops`, or send from a channel I am in.",
+    "is_archived": "I could not post the results thread here: the channel is archived.",
+}
+
+
+def cannot_post_reason(error: str) -> str:
+    return CANNOT_POST.get(error, f"I could not post the results thread here (Slack said `{error}`).")
+
+
+# ---------------------------------------------------------------- command replies
+
+HELP = """*Send SMS from Slack*
+• `/sms +852 5123 4567 Your parcel ships today`: send now. The number may have spaces, dashes or brackets; \
+write the country code (or the bot's default region applies).
+• `/sms`: open the send form (sender ID and message type too).
+• `/sms history`: your recent sends (numbers masked).
+• `/sms help`: this text.
+Results go to a thread in this channel, one thread per number, so a customer's history stays together. \
+Numbers are shown masked (`+852 5123 ****`). Chinese-mainland numbers (+86) cannot be reached."""
+
+
+def help_blocks() -> list[Block]:
+    return [SectionBlock(text=MarkdownTextObject(text=HELP))]
+
+
+def history_blocks(rows: Sequence[tuple[Job, RecipientRow]]) -> list[Block]:
+    if not rows:
+        return [SectionBlock(text=MarkdownTextObject(text="You have not sent any SMS yet."))]
+    lines = []
+    for job, first in rows:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(job.created_at))
+        who = first.number.masked if job.total == 1 else f"{job.total:,} recipients"
+        state = first.state.value.replace("_", " ") if job.total == 1 else job.state.value
+        lines.append(f"• {when} · *{who}* · “{preview(first.message, 60)}” · {state}")
+    return [
+        SectionBlock(text=MarkdownTextObject(text="*Your recent sends*")),
+        DividerBlock(),
+        SectionBlock(text=MarkdownTextObject(text="\n".join(lines))),
+    ]

@@ -1,0 +1,160 @@
+"""A fake Slack Web API on loopback: records every call, answers like Slack, injects errors."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    token: str | None
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.webhooks: list[tuple[str, dict[str, Any]]] = []
+        self.errors: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self.group_members: dict[str, list[str]] = {}
+        self.channel_members: dict[str, list[str]] = {}
+        self._ts = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # ------------------------------------------------------------------ control
+    def fail(
+        self,
+        method: str,
+        error: str,
+        *,
+        times: int = 1,
+        status: int = 200,
+        retry_after: int | None = None,
+        channel: str | None = None,
+    ) -> None:
+        for _ in range(times):
+            self.errors[method].append(
+                {"error": error, "status": status, "retry_after": retry_after, "channel": channel}
+            )
+
+    def called(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_for(self, method: str, count: int = 1, limit: float = 10) -> list[Call]:
+        async def ready() -> list[Call]:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.called(method)) >= count)
+            return self.called(method)
+
+        return await asyncio.wait_for(ready(), limit)
+
+    async def wait_for_webhooks(self, count: int = 1, limit: float = 10) -> list[tuple[str, dict[str, Any]]]:
+        async def ready() -> list[tuple[str, dict[str, Any]]]:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.webhooks) >= count)
+            return self.webhooks
+
+        return await asyncio.wait_for(ready(), limit)
+
+    def response_url(self, name: str = "1") -> str:
+        return f"{self.url}/webhook/{name}"
+
+    # ------------------------------------------------------------------ server
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_post("/webhook/{name}", self._webhook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _record(self, call: Any) -> None:
+        async with self._changed:
+            if isinstance(call, Call):
+                self.calls.append(call)
+            else:
+                self.webhooks.append(call)
+            self._changed.notify_all()
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        raw = await request.read()
+        if request.content_type == "application/json":
+            params = json.loads(raw or b"{}")
+        else:
+            params = dict(parse_qsl(raw.decode()))
+        params.update(request.query)
+        for key in ("blocks", "view"):
+            if isinstance(params.get(key), str):
+                params[key] = json.loads(params[key])
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") or params.get("token")
+        queue = self.errors.get(method)
+        if queue:
+            injected = queue[0]
+            if injected["channel"] in (None, params.get("channel")):
+                queue.popleft()
+                await self._record(Call(method, params, token))
+                headers = (
+                    {"Retry-After": str(injected["retry_after"])}
+                    if injected["retry_after"] is not None
+                    else {}
+                )
+                return web.json_response(
+                    {"ok": False, "error": injected["error"]}, status=injected["status"], headers=headers
+                )
+        await self._record(Call(method, params, token))
+        if not token or not token.startswith("xoxb-"):
+            return web.json_response({"ok": False, "error": "not_authed"})
+        return web.json_response(self._answer(method, params))
+
+    def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {
+                "ok": True,
+                "url": "https://fake.slack.com/",
+                "team": "Fake",
+                "user": "sms-ops",
+                "team_id": "T0001",
+                "user_id": "UBOT",
+                "bot_id": "BBOT",
+            }
+        if method == "chat.postMessage":
+            ts = f"1700000000.{next(self._ts):06d}"
+            return {"ok": True, "channel": params.get("channel"), "ts": ts, "message": {"ts": ts}}
+        if method == "chat.update":
+            return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
+        if method in ("views.open", "views.push", "views.update"):
+            return {"ok": True, "view": {"id": f"V{next(self._ts):06d}", **(params.get("view") or {})}}
+        if method == "usergroups.users.list":
+            return {"ok": True, "users": self.group_members.get(params.get("usergroup", ""), [])}
+        if method == "conversations.members":
+            return {
+                "ok": True,
+                "members": self.channel_members.get(params.get("channel", ""), []),
+                "response_metadata": {"next_cursor": ""},
+            }
+        return {"ok": True}
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        await self._record((request.match_info["name"], json.loads(await request.read())))
+        return web.Response(text="ok")

@@ -1,0 +1,142 @@
+"""The real bot (bot.runtime.Runtime) in-process, against the fake Slack and the fake provider."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from bot.config import Settings
+from bot.runtime import Runtime
+
+from .fake_slack import FakeSlack
+
+SIGNING_SECRET = "test-signing-secret"
+BOT_TOKEN = "xoxb-test-token"
+_trigger = itertools.count(1)
+
+
+def sign(body: str, timestamp: int | None = None, secret: str = SIGNING_SECRET) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+class Bot:
+    def __init__(self, provider: Any, tmp_path: Path, **overrides: Any) -> None:
+        self.provider = provider
+        self.tmp_path = tmp_path
+        self.overrides = overrides
+        self.slack = FakeSlack()
+        self.fault = overrides.pop("fault", None)
+
+    def settings(self) -> Settings:
+        values: dict[str, Any] = {
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": self.slack.url + "/api/",
+            "HOST": "127.0.0.1",
+            "PORT": 0,
+            "DATABASE_PATH": str(self.tmp_path / "bot.sqlite3"),
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": "testid",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "testsecret",
+            "SMS_ENDPOINT": self.provider.url if self.provider else "http://127.0.0.1:9",
+            "SMS_READ_TIMEOUT": 2.0,
+        }
+        values.update(self.overrides)
+        return Settings(_env_file=None, **values)
+
+    async def __aenter__(self) -> Bot:
+        await self.slack.start()
+        self.runtime = Runtime(self.settings(), fault=self.fault)
+        await self.runtime.start()
+        self.http = httpx.AsyncClient(base_url=self.runtime.url, timeout=10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self.runtime.aclose()
+        await self.slack.stop()
+
+    async def restart(self, **changes: Any) -> None:
+        """Stop the bot and start a new one on the same database (the fake Slack keeps its records)."""
+        await self.http.aclose()
+        await self.runtime.aclose()
+        self.fault = changes.pop("fault", None)
+        self.overrides.update(changes)
+        self.runtime = Runtime(self.settings(), fault=self.fault)
+        await self.runtime.start()
+        self.http = httpx.AsyncClient(base_url=self.runtime.url, timeout=10)
+
+    # ------------------------------------------------------------------ signed requests
+    async def post(self, body: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return await self.http.post(
+            "/slack/events",
+            content=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                **(sign(body) if headers is None else headers),
+            },
+        )
+
+    async def command(
+        self, text: str, *, user: str = "U0AGENT", channel: str = "C0SUPPORT", response_url: str = "1"
+    ) -> httpx.Response:
+        body = urlencode(
+            {
+                "token": "legacy",
+                "team_id": "T0001",
+                "team_domain": "fake",
+                "channel_id": channel,
+                "channel_name": "support",
+                "user_id": user,
+                "user_name": "agent",
+                "command": "/sms",
+                "text": text,
+                "api_app_id": "A0001",
+                "is_enterprise_install": "false",
+                "response_url": self.slack.response_url(response_url),
+                "trigger_id": f"trigger-{next(_trigger)}",
+            }
+        )
+        return await self.post(body)
+
+    async def interact(self, payload: dict[str, Any]) -> httpx.Response:
+        return await self.post(urlencode({"payload": json.dumps(payload)}))
+
+    async def submit_view(
+        self,
+        view: dict[str, Any],
+        values: dict[str, dict[str, Any]],
+        *,
+        user: str = "U0AGENT",
+        view_id: str = "V0001",
+    ) -> httpx.Response:
+        payload = {
+            "type": "view_submission",
+            "team": {"id": "T0001", "domain": "fake"},
+            "user": {"id": user, "username": "agent", "team_id": "T0001"},
+            "api_app_id": "A0001",
+            "trigger_id": f"trigger-{next(_trigger)}",
+            "view": {**view, "id": view_id, "team_id": "T0001", "state": {"values": values}},
+        }
+        return await self.interact(payload)
+
+    # ------------------------------------------------------------------ job helpers
+    async def job_done(self, n: int = 1) -> Any:
+        """Wait until the n-th job submitted since start has finished; returns (job, summary)."""
+        import asyncio
+
+        job_ids = await asyncio.wait_for(self.runtime.worker.wait_submitted(n), 10)
+        summary = await asyncio.wait_for(self.runtime.worker.wait(job_ids[n - 1]), 30)
+        return self.runtime.store.get_job(job_ids[n - 1]), summary
+
+    def recipients(self, job_id: str) -> list[Any]:
+        return self.runtime.store.recipients(job_id)

@@ -1,0 +1,342 @@
+"""The Slack app end to end: signed requests over HTTP → the real bot → fake provider + fake Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.core.store import RecipientState
+from bot.slack.ids import ActionId, BlockId, CallbackId
+from bot.sms.simulator import Fault
+
+from .conftest import run
+from .harness import Bot, sign
+
+HK = "85251234567"
+FULL_NUMBER_PIECES = ("51234567", "5123 4567", "5123-4567")
+
+
+def no_full_number(obj) -> bool:
+    text = json.dumps(obj, ensure_ascii=False)
+    return not any(piece in text for piece in FULL_NUMBER_PIECES)
+
+
+def test_send_now_posts_parent_and_thread_reply(provider, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            resp = await bot.command("+852 5123 4567 Your parcel ships today")
+            assert resp.status_code == 200
+            assert "Sending to +852 5123 ****" in resp.text
+            job, summary = await bot.job_done()
+            assert summary.accepted == 1
+            sent = provider.sent()
+            assert [r.params["To"] for r in sent] == [HK] and sent[0].answered == "OK"  # signature verified
+            assert sent[0].params["Message"] == "Your parcel ships today"
+            posts = bot.slack.called("chat.postMessage")
+            parent, reply = posts
+            assert parent.params["channel"] == "C0SUPPORT" and "thread_ts" not in parent.params
+            assert "+852 5123 ****" in json.dumps(parent.params["blocks"], ensure_ascii=False)
+            assert "<@U0AGENT>" in json.dumps(parent.params["blocks"])
+            assert reply.params["thread_ts"] == job.thread_ts and reply.params["channel"] == "C0SUPPORT"
+            reply_text = json.dumps(reply.params["blocks"], ensure_ascii=False)
+            assert "Accepted" in reply_text and bot.recipients(job.id)[0].message_id in reply_text
+            assert "Hong Kong" in reply_text
+            for call in bot.slack.calls:
+                assert no_full_number(call.params)
+            assert no_full_number(resp.text)
+
+    run(go())
+    for record in caplog.records:
+        assert not any(piece in record.getMessage() for piece in FULL_NUMBER_PIECES), record.getMessage()
+
+
+def test_later_sends_to_the_same_number_share_the_thread(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            await bot.command("+852 5123 4567 first")
+            first, _ = await bot.job_done(1)
+            await bot.command("+852-5123-4567 second")
+            second, _ = await bot.job_done(2)
+            assert second.thread_ts == first.thread_ts
+            posts = bot.slack.called("chat.postMessage")
+            assert len(posts) == 3  # one parent, two replies
+            assert posts[2].params["thread_ts"] == first.thread_ts
+            assert "second" in json.dumps(posts[2].params["blocks"])
+            await bot.command("+65 8123 4567 other customer")
+            third, _ = await bot.job_done(3)
+            assert third.thread_ts != first.thread_ts
+
+    run(go())
+
+
+def test_ack_returns_while_the_provider_holds_its_answer(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            provider.hold()
+            try:
+                resp = await bot.command("+852 5123 4567 hello")
+                assert resp.status_code == 200
+                (job_id,) = await bot.runtime.worker.wait_submitted(1)
+                assert not bot.runtime.worker.finished(job_id)  # the provider has not answered yet
+            finally:
+                provider.release()
+            _, summary = await bot.job_done()
+            assert summary.accepted == 1
+
+    run(go())
+
+
+@pytest.mark.parametrize("headers", ["bad", "stale", "missing"])
+def test_bad_or_stale_signature_is_401_and_sends_nothing(provider, tmp_path, headers):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            body = "command=%2Fsms&text=%2B852+5123+4567+hi&user_id=U1&channel_id=C1&trigger_id=t"
+            signed = {
+                "bad": sign(body, secret="wrong-secret"),
+                "stale": sign(body, timestamp=1_600_000_000),
+                "missing": {},
+            }[headers]
+            resp = await bot.post(body, signed)
+            assert resp.status_code == 401
+            assert bot.runtime.worker.submitted == []
+            assert [c.method for c in bot.slack.calls] == ["auth.test"]  # the start-up token check only
+
+    run(go())
+    assert provider.received == []
+
+
+@pytest.mark.parametrize("error", ["not_in_channel", "channel_not_found"])
+def test_cannot_post_tells_the_sender_and_how_to_invite(provider, tmp_path, error):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            bot.slack.fail("chat.postMessage", error)
+            await bot.command("+852 5123 4567 hello", channel="D0DM")
+            _, summary = await bot.job_done()
+            assert summary.accepted == 1  # the SMS went out regardless
+            hooks = await bot.slack.wait_for_webhooks(1)
+            outcome = json.dumps(hooks[-1][1], ensure_ascii=False)
+            assert "Accepted" in outcome and "/invite" in outcome
+            assert hooks[-1][1]["response_type"] == "ephemeral"
+
+    run(go())
+
+
+def test_rate_limited_post_is_retried(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            bot.slack.fail("chat.postMessage", "ratelimited", status=429, retry_after=0)
+            await bot.command("+852 5123 4567 hello")
+            job, _ = await bot.job_done()
+            posts = bot.slack.called("chat.postMessage")
+            assert len(posts) == 3 and job.thread_ts  # 429, then the parent, then the reply
+
+    run(go())
+
+
+def test_provider_refusal_and_unknown_outcome_are_said_plainly(provider, tmp_path):
+    provider.reset(reject_numbers=[HK])
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            await bot.command("+852 5123 4567 hello")
+            _, summary = await bot.job_done(1)
+            assert summary.failed == 1
+            reply = json.dumps(bot.slack.called("chat.postMessage")[-1].params["blocks"], ensure_ascii=False)
+            assert (
+                "Not sent" in reply and "not in a valid format" in reply and "MOBILE_NUMBER_ILLEGAL" in reply
+            )
+            provider.inject(Fault("internal"))
+            await bot.command("+65 8123 4567 hello")
+            _, summary = await bot.job_done(2)
+            assert summary.unknown == 1
+            reply = json.dumps(bot.slack.called("chat.postMessage")[-1].params["blocks"], ensure_ascii=False)
+            assert "Outcome unknown" in reply and "not resent" in reply
+
+    run(go())
+    assert len(provider.sent()) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("help", "Send SMS from Slack"),
+        ("frobnicate now", "Unknown subcommand `frobnicate`"),
+        ("+852 123 hello", "Too short for a number in Hong Kong"),
+        ("+86 138 0013 8000 hello", "Chinese-mainland numbers (+86) cannot be reached"),
+        ("+852 5123 4567", "The message is empty"),
+        ("5123 4567 hi", "No country code"),
+    ],
+)
+def test_command_replies(provider, tmp_path, text, expected):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            resp = await bot.command(text)
+            assert resp.status_code == 200
+            assert expected in resp.text
+            assert bot.runtime.worker.submitted == []
+
+    run(go())
+    assert provider.received == []
+
+
+def test_default_region_allows_local_numbers(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path, SMS_DEFAULT_REGION="US") as bot:
+            await bot.command("(415) 555-0100 hello")
+            await bot.job_done()
+
+    run(go())
+    assert provider.sent()[0].params["To"] == "14155550100"
+
+
+def modal_values(to: str, message: str, sender: str = "", type_: str | None = None) -> dict:
+    values = {
+        BlockId.SEND_TO: {ActionId.SEND_TO: {"type": "plain_text_input", "value": to}},
+        BlockId.SEND_MESSAGE: {ActionId.SEND_MESSAGE: {"type": "plain_text_input", "value": message}},
+        BlockId.SEND_SENDER: {ActionId.SEND_SENDER: {"type": "plain_text_input", "value": sender or None}},
+        BlockId.SEND_TYPE: {
+            ActionId.SEND_TYPE: {
+                "type": "static_select",
+                "selected_option": {"value": type_} if type_ else None,
+            }
+        },
+    }
+    return {str(k): {str(a): v for a, v in d.items()} for k, d in values.items()}
+
+
+def test_modal_opens_validates_inline_and_sends_once(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            await bot.command("")
+            (opened,) = await bot.slack.wait_for("views.open")
+            view = opened.params["view"]
+            assert view["callback_id"] == CallbackId.SEND_MODAL
+            assert json.loads(view["private_metadata"])["channel_id"] == "C0SUPPORT"
+
+            bad = await bot.submit_view(view, modal_values("+852 123", "x" * 200, sender="bad-id"))
+            body = bad.json()
+            assert body["response_action"] == "errors"
+            assert "Too short" in body["errors"][BlockId.SEND_TO]
+            assert "“-” is not allowed" in body["errors"][BlockId.SEND_SENDER]
+            assert "200 characters · GSM-7 · 2 segments" in body["errors"][BlockId.SEND_MESSAGE]
+
+            empty = await bot.submit_view(view, modal_values("+852 5123 4567", ""))
+            assert "The message is empty" in empty.json()["errors"][BlockId.SEND_MESSAGE]
+
+            good = modal_values("+852 5123 4567", "From the form", sender="Alicloud321", type_="NOTIFY")
+            first, second = await asyncio.gather(
+                bot.submit_view(view, good, view_id="V0SAME"), bot.submit_view(view, good, view_id="V0SAME")
+            )
+            assert first.status_code == second.status_code == 200
+            assert first.text == "" and second.text == ""
+            job, summary = await bot.job_done(1)
+            assert summary.accepted == 1 and job.sender_id == "Alicloud321" and job.type == "NOTIFY"
+            assert len(bot.runtime.worker.submitted) == 1
+
+    run(go())
+    (sent,) = provider.sent()
+    assert sent.params["From"] == "Alicloud321" and sent.params["Type"] == "NOTIFY"
+
+
+def test_access_lists(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_SEND="U0BOSS,S0ONCALL") as bot:
+            bot.slack.group_members["S0ONCALL"] = ["U0MEMBER"]
+            await bot.command(
+                "+852 5123 4567 hi", user="U0AGENT"
+            )  # group unknown yet: looked up after the ack
+            hooks = await bot.slack.wait_for_webhooks(1)
+            assert "not allowed" in hooks[0][1]["text"] and "ACCESS_SEND" in hooks[0][1]["text"]
+            refused = await bot.command("+852 5123 4567 hi", user="U0AGENT")  # now cached: said in the ack
+            assert "not allowed" in refused.text and "ACCESS_SEND" in refused.text
+            assert bot.runtime.worker.submitted == []
+            await bot.command("+852 5123 4567 hi", user="U0MEMBER")
+            await bot.job_done(1)
+            await bot.command("+852 5123 4567 hi", user="U0BOSS")
+            await bot.job_done(2)
+
+    run(go())
+    assert len(provider.sent()) == 2
+
+
+def test_history_is_masked(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            await bot.command("+852 5123 4567 hello there")
+            await bot.job_done()
+            resp = await bot.command("history")
+            assert "+852 5123 ****" in resp.text and "hello there" in resp.text and "accepted" in resp.text
+            assert no_full_number(resp.text)
+            other = await bot.command("history", user="U0OTHER")
+            assert "not sent any SMS" in other.text
+
+    run(go())
+
+
+def test_audit_log_records_every_attempt(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            await bot.command("+852 5123 4567 hello")
+            job, _ = await bot.job_done()
+            (r,) = bot.recipients(job.id)
+            assert (job.created_by, job.channel_id) == ("U0AGENT", "C0SUPPORT")
+            assert r.number.e164 == "+" + HK and r.message == "hello" and r.state == RecipientState.ACCEPTED
+            assert r.message_id and r.request_id and job.created_at and job.finished_at
+
+    run(go())
+
+
+TEXT = st.one_of(
+    st.text(max_size=60),
+    st.builds(
+        lambda a, b: f"{a} {b}",
+        st.sampled_from(["+852 5123 4567", "+86 1380013", "00852", "(415) 555"]),
+        st.text(max_size=30),
+    ),
+)
+
+
+def test_property_any_command_text_gets_a_send_or_a_specific_error(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            texts: list[str] = []
+
+            @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+            @given(TEXT)
+            def collect(text):
+                texts.append(text)
+
+            collect()
+            sends = 0
+            for text in texts:
+                before = len(bot.runtime.worker.submitted)
+                resp = await bot.command(text)
+                assert resp.status_code == 200, text
+                if "Sending to" in resp.text:
+                    await bot.runtime.worker.wait_submitted(before + 1)
+                    sends += 1
+                elif resp.text:
+                    assert any(
+                        w in resp.text
+                        for w in (
+                            "Nothing was sent",
+                            "Unknown subcommand",
+                            "Send SMS from Slack",
+                            "recent sends",
+                            "not sent any",
+                        )
+                    ), resp.text
+                    assert "Traceback" not in resp.text and "went wrong" not in resp.text
+                else:  # an empty ack opens the form
+                    assert not text.strip()
+            for job_id in bot.runtime.worker.submitted:
+                await bot.runtime.worker.wait(job_id)
+
+    run(go())
