@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bot.core.access import Capability, parse_entries
+from bot.core.bulk import BulkLimits
 from bot.sms.config import SmsSettings
 
 
@@ -30,6 +31,11 @@ class Settings(SmsSettings):
     access_cache_seconds: float = Field(default=300.0, ge=0, alias="ACCESS_CACHE_SECONDS")
     history_limit: int = Field(default=10, ge=1, le=50, alias="HISTORY_LIMIT")
     dry_run: bool = Field(default=False, alias="SMS_DRY_RUN")
+    bulk_max_recipients: int = Field(default=10_000, ge=1, le=100_000, alias="BULK_MAX_RECIPIENTS")
+    bulk_daily_segments: int = Field(default=50_000, ge=1, alias="BULK_DAILY_SEGMENTS")
+    bulk_confirm_threshold: int = Field(default=100, ge=1, alias="BULK_CONFIRM_THRESHOLD")
+    prices: str = Field(default="", alias="SMS_PRICES")
+    price_currency: str = Field(default="USD", alias="SMS_PRICE_CURRENCY")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: str = Field(default="text", alias="LOG_FORMAT")
 
@@ -61,6 +67,23 @@ class Settings(SmsSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return v
 
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, v: str) -> str:
+        parse_prices(v)
+        return v
+
+    def bulk_limits(self) -> BulkLimits:
+        return BulkLimits(
+            max_recipients=self.bulk_max_recipients,
+            daily_segments=self.bulk_daily_segments,
+            confirm_threshold=self.bulk_confirm_threshold,
+            prices=parse_prices(self.prices),
+            currency=self.price_currency,
+            default_region=self.default_region,
+            max_chars=self.max_message_chars,
+        )
+
     @property
     def socket_mode(self) -> bool:
         return bool(self.slack_app_token.get_secret_value())
@@ -91,6 +114,22 @@ class Settings(SmsSettings):
                 "Set SMS_DRY_RUN=true to try the bot with the built-in provider simulator."
             )
         return None
+
+
+def parse_prices(value: str) -> dict[str, float]:
+    """`HK=0.045,SG=0.03,*=0.05`: price per segment by region (ISO code), `*` for the rest."""
+    prices: dict[str, float] = {}
+    for item in (p.strip() for p in value.split(",") if p.strip()):
+        region, sep, price = item.partition("=")
+        try:
+            prices[region.strip().upper()] = float(price)
+        except ValueError:
+            raise ValueError(
+                f"“{item}” is not REGION=PRICE (e.g. HK=0.045, or *=0.05 for the rest)"
+            ) from None
+        if not sep or not region.strip():
+            raise ValueError(f"“{item}” is not REGION=PRICE")
+    return prices
 
 
 def load_settings() -> Settings:

@@ -27,6 +27,7 @@ class FakeSlack:
         self.errors: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
         self.group_members: dict[str, list[str]] = {}
         self.channel_members: dict[str, list[str]] = {}
+        self.files: dict[str, bytes] = {}
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -67,6 +68,19 @@ class FakeSlack:
 
         return await asyncio.wait_for(ready(), limit)
 
+    def add_file(self, name: str, content: bytes) -> dict[str, Any]:
+        """Upload a file; returns the `files[]` entry a file_input's state carries."""
+        self.files[name] = content
+        url = f"{self.url}/files/{name}"
+        return {
+            "id": f"F{len(self.files):04d}",
+            "name": name,
+            "filetype": "csv",
+            "size": len(content),
+            "url_private": url,
+            "url_private_download": url,
+        }
+
     def response_url(self, name: str = "1") -> str:
         return f"{self.url}/webhook/{name}"
 
@@ -76,6 +90,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/webhook/{name}", self._webhook)
+        app.router.add_get("/files/{name}", self._file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -154,6 +169,12 @@ class FakeSlack:
                 "response_metadata": {"next_cursor": ""},
             }
         return {"ok": True}
+
+    async def _file(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer xoxb-test-token":
+            return web.Response(status=403)
+        content = self.files.get(request.match_info["name"])
+        return web.Response(body=content) if content is not None else web.Response(status=404)
 
     async def _webhook(self, request: web.Request) -> web.Response:
         await self._record((request.match_info["name"], json.loads(await request.read())))

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     country     TEXT,
     carrier     TEXT,
     retryable   INTEGER NOT NULL DEFAULT 0,
+    est_segments INTEGER,
     updated_at  REAL NOT NULL,
     PRIMARY KEY (job_id, idx)
 );
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS threads (
 CREATE TABLE IF NOT EXISTS drafts (
     id          TEXT PRIMARY KEY,
     user_id     TEXT NOT NULL,
-    state       TEXT NOT NULL,                -- open | confirmed | discarded
+    state       TEXT NOT NULL,                -- checking | open | confirmed | discarded
     payload     TEXT NOT NULL,
     job_id      TEXT,
     created_at  REAL NOT NULL
@@ -177,70 +178,105 @@ class Store:
         kind: str,
         created_by: str,
         recipients: Sequence[NewRecipient],
+        source_key: str | None = None,
+        **fields: Any,
+    ) -> tuple[Job, bool]:
+        """Create a job and its recipients in one transaction. With a `source_key` already used, return
+        that job instead (`created` False): a double submit or a retry starts one job."""
+        with self._tx():
+            existing = self._job_by_key(source_key)
+            if existing is not None:
+                return existing, False
+            job_id = self._insert_job(kind, created_by, recipients, source_key, **fields)
+        job = self.get_job(job_id)
+        assert job is not None
+        return job, True
+
+    def claim_draft_into_job(
+        self, draft_id: str, *, kind: str, created_by: str, recipients: Sequence[NewRecipient], **fields: Any
+    ) -> tuple[str, bool]:
+        """open → confirmed and the job, in one transaction: however many confirmations race (double
+        clicks, Slack retries, two replicas), one job is created; the others get its id."""
+        with self._tx():
+            row = self.db.execute("SELECT state, job_id FROM drafts WHERE id = ?", (draft_id,)).fetchone()
+            if row is None or row["state"] != "open":
+                if row is not None and row["job_id"]:
+                    return row["job_id"], False
+                raise LookupError("draft is not open")
+            job_id = self._insert_job(kind, created_by, recipients, f"draft:{draft_id}", **fields)
+            self.db.execute(
+                "UPDATE drafts SET state = 'confirmed', job_id = ?, payload = '{}' WHERE id = ?",
+                (job_id, draft_id),
+            )
+        return job_id, True
+
+    def _job_by_key(self, source_key: str | None) -> Job | None:
+        if source_key is None:
+            return None
+        row = self.db.execute("SELECT * FROM jobs WHERE source_key = ?", (source_key,)).fetchone()
+        return _job(row) if row else None
+
+    def _insert_job(
+        self,
+        kind: str,
+        created_by: str,
+        recipients: Sequence[NewRecipient],
+        source_key: str | None,
+        *,
         channel_id: str | None = None,
         response_url: str | None = None,
         sender_id: str | None = None,
         type: str | None = None,
         task_id: str | None = None,
         validity: int | None = None,
-        source_key: str | None = None,
         meta: dict[str, Any] | None = None,
         thread_ts: str | None = None,
-    ) -> tuple[Job, bool]:
-        """Create a job and its recipients in one transaction. With a `source_key` already used, return
-        that job instead (`created` False): a double submit or a retry starts one job."""
+        segments: Sequence[int] | None = None,
+    ) -> str:
         job_id = uuid.uuid4().hex
         now = time.time()
-        with self._tx():
-            try:
-                self.db.execute(
-                    "INSERT INTO jobs (id, kind, state, source_key, created_by, channel_id, response_url, "
-                    "sender_id, type, task_id, validity, total, thread_ts, meta, created_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        job_id,
-                        kind,
-                        JobState.QUEUED,
-                        source_key,
-                        created_by,
-                        channel_id,
-                        response_url,
-                        sender_id,
-                        type,
-                        task_id or job_id,
-                        validity,
-                        len(recipients),
-                        thread_ts,
-                        json.dumps(meta or {}),
-                        now,
-                    ),
+        self.db.execute(
+            "INSERT INTO jobs (id, kind, state, source_key, created_by, channel_id, response_url, "
+            "sender_id, type, task_id, validity, total, thread_ts, meta, created_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                job_id,
+                kind,
+                JobState.QUEUED,
+                source_key,
+                created_by,
+                channel_id,
+                response_url,
+                sender_id,
+                type,
+                task_id or job_id,
+                validity,
+                len(recipients),
+                thread_ts,
+                json.dumps(meta or {}),
+                now,
+            ),
+        )
+        self.db.executemany(
+            "INSERT INTO recipients (job_id, idx, e164, country_code, national, region, message, state, "
+            "est_segments, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    job_id,
+                    i,
+                    r.number.e164,
+                    r.number.country_code,
+                    r.number.national,
+                    r.number.region,
+                    r.message,
+                    RecipientState.QUEUED,
+                    segments[i] if segments else None,
+                    now,
                 )
-            except sqlite3.IntegrityError:
-                row = self.db.execute("SELECT * FROM jobs WHERE source_key = ?", (source_key,)).fetchone()
-                if row is None:
-                    raise
-                return _job(row), False
-            self.db.executemany(
-                "INSERT INTO recipients (job_id, idx, e164, country_code, national, region, message, state, "
-                "updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        job_id,
-                        i,
-                        r.number.e164,
-                        r.number.country_code,
-                        r.number.national,
-                        r.number.region,
-                        r.message,
-                        RecipientState.QUEUED,
-                        now,
-                    )
-                    for i, r in enumerate(recipients)
-                ],
-            )
-        job = self.get_job(job_id)
-        assert job is not None
-        return job, True
+                for i, r in enumerate(recipients)
+            ],
+        )
+        return job_id
 
     def get_job(self, job_id: str) -> Job | None:
         row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -372,13 +408,33 @@ class Store:
         )
 
     # ------------------------------------------------------------------ drafts
-    def create_draft(self, user_id: str, payload: dict[str, Any]) -> str:
+    def create_draft(
+        self, user_id: str, payload: dict[str, Any] | None = None, *, state: str = "checking"
+    ) -> str:
         draft_id = uuid.uuid4().hex
         self.db.execute(
             "INSERT INTO drafts (id, user_id, state, payload, created_at) VALUES (?,?,?,?,?)",
-            (draft_id, user_id, "open", json.dumps(payload), time.time()),
+            (draft_id, user_id, state, json.dumps(payload or {}), time.time()),
         )
         return draft_id
+
+    def fill_draft(self, draft_id: str, payload: dict[str, Any]) -> bool:
+        """checking → open with the validated payload (not if it was discarded meanwhile)."""
+        cur = self.db.execute(
+            "UPDATE drafts SET state = 'open', payload = ? WHERE id = ? AND state = 'checking'",
+            (json.dumps(payload), draft_id),
+        )
+        return cur.rowcount == 1
+
+    def segments_today(self, user_id: str) -> int:
+        """Segments of the user's sends since 00:00 UTC: billed ones, else the estimate."""
+        midnight = time.time() - time.time() % 86400
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(COALESCE(r.segments, r.est_segments, 1)), 0) FROM recipients r "
+            "JOIN jobs j ON j.id = r.job_id WHERE j.created_by = ? AND j.created_at >= ? AND r.state != ?",
+            (user_id, midnight, RecipientState.FAILED),
+        ).fetchone()
+        return int(row[0])
 
     def get_draft(self, draft_id: str) -> tuple[str, str, dict[str, Any], str | None] | None:
         row = self.db.execute("SELECT * FROM drafts WHERE id = ?", (draft_id,)).fetchone()

@@ -5,6 +5,9 @@ from enum import StrEnum
 
 class CallbackId(StrEnum):
     SEND_MODAL = "sms-send-modal"
+    BULK_FORM = "sms-bulk-form"
+    BULK_CONFIRM = "sms-bulk-confirm"
+    BULK_INFO = "sms-bulk-info"
 
 
 class BlockId(StrEnum):
@@ -13,6 +16,14 @@ class BlockId(StrEnum):
     SEND_SENDER = "sms-send-sender"
     SEND_TYPE = "sms-send-type"
     SEND_HINT = "sms-send-hint"
+    BULK_RECIPIENTS = "sms-bulk-recipients"
+    BULK_FILE = "sms-bulk-file"
+    BULK_MESSAGE = "sms-bulk-message"
+    BULK_TYPE = "sms-bulk-type"
+    BULK_SENDER = "sms-bulk-sender"
+    BULK_VALIDITY = "sms-bulk-validity"
+    BULK_TYPED_COUNT = "sms-bulk-typed-count"
+    BULK_SUMMARY_ACTIONS = "sms-bulk-summary-actions"
 
 
 class ActionId(StrEnum):
@@ -20,3 +31,11 @@ class ActionId(StrEnum):
     SEND_MESSAGE = "sms-send-message-input"
     SEND_SENDER = "sms-send-sender-input"
     SEND_TYPE = "sms-send-type-select"
+    BULK_RECIPIENTS = "sms-bulk-recipients-input"
+    BULK_FILE = "sms-bulk-file-input"
+    BULK_MESSAGE = "sms-bulk-message-input"
+    BULK_TYPE = "sms-bulk-type-radio"
+    BULK_SENDER = "sms-bulk-sender-input"
+    BULK_VALIDITY = "sms-bulk-validity-input"
+    BULK_TYPED_COUNT = "sms-bulk-typed-count-input"
+    BULK_RETRY_FAILED = "sms-bulk-retry-failed"

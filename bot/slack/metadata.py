@@ -16,3 +16,16 @@ class SendModalMetadata(BaseModel):
         if len(text) > 3000:  # a response_url is ~100 characters; never expected
             text = self.model_copy(update={"response_url": None}).model_dump_json(exclude_none=True)
         return text
+
+
+class BulkFormMetadata(SendModalMetadata):
+    pass
+
+
+class BulkConfirmMetadata(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    draft_id: str
+
+    def dump(self) -> str:
+        return self.model_dump_json()

@@ -3,7 +3,9 @@ and, where the bot cannot post, the outcome to the sender alone (response_url) w
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
 from slack_sdk.errors import SlackApiError
@@ -12,17 +14,27 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.core.store import Job, RecipientRow, Store, Summary
 
-from . import views
+from . import bulk_views, views
 
 log = logging.getLogger("bot.slack.reporter")
 
 
+PROGRESS_EVERY = 2.0  # seconds between chat.update calls for one job (Slack: Tier 3, ~50/min)
+
+
 class SlackReporter:
-    def __init__(self, client: AsyncWebClient, store: Store) -> None:
+    def __init__(
+        self, client: AsyncWebClient, store: Store, *, progress_every: float = PROGRESS_EVERY
+    ) -> None:
         self.client = client
         self.store = store
+        self.progress_every = progress_every
+        self._last_update: dict[str, float] = {}
 
     async def job_started(self, job: Job, recipients: Sequence[RecipientRow]) -> None:
+        if job.meta.get("bulk"):
+            await self._bulk_started(job)
+            return
         if job.total != 1 or not job.channel_id:
             return
         r = recipients[0]
@@ -47,9 +59,67 @@ class SlackReporter:
         self.store.set_job(job.id, thread_ts=ts, parent_ts=ts)
 
     async def job_progress(self, job: Job, summary: Summary) -> None:
-        return None
+        if not job.meta.get("bulk"):
+            return
+        now = time.monotonic()
+        if now - self._last_update.get(job.id, 0.0) < self.progress_every:
+            return
+        current = self.store.get_job(job.id)
+        if current is None or not current.parent_ts or not current.channel_id:
+            return
+        self._last_update[job.id] = now
+        with contextlib.suppress(SlackApiError):
+            await self.client.chat_update(
+                channel=current.channel_id,
+                ts=current.parent_ts,
+                text=f"Bulk SMS: {summary.accepted + summary.failed + summary.unknown:,}/{job.total:,} done",
+                blocks=bulk_views.progress_blocks(current, summary, done=False),
+            )
+
+    async def _bulk_started(self, job: Job) -> None:
+        if job.parent_ts or not job.channel_id:
+            return
+        try:
+            resp = await self.client.chat_postMessage(
+                channel=job.channel_id,
+                text=f"Bulk SMS to {job.total:,} recipients by <@{job.created_by}>",
+                blocks=bulk_views.progress_blocks(job, self.store.summary(job.id), done=False),
+            )
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown_error"))
+            log.info("cannot post bulk parent message in %s: %s", job.channel_id, error)
+            self.store.set_job(job.id, meta={**job.meta, "post_error": error})
+            return
+        ts = str(resp["ts"])
+        self.store.set_job(job.id, parent_ts=ts, thread_ts=ts)
+
+    async def _bulk_finished(self, job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> None:
+        self._last_update.pop(job.id, None)
+        blocks = bulk_views.summary_blocks(job, summary, recipients)
+        text = f"Bulk SMS done: {summary.accepted:,} accepted, {summary.failed:,} failed, {summary.unknown:,} unknown"
+        error = str(job.meta.get("post_error") or "channel_not_found")
+        if job.parent_ts and job.channel_id:
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_update(
+                    channel=job.channel_id,
+                    ts=job.parent_ts,
+                    text=text,
+                    blocks=bulk_views.progress_blocks(job, summary, done=True),
+                )
+            try:
+                await self.client.chat_postMessage(
+                    channel=job.channel_id, thread_ts=job.parent_ts, text=text, blocks=blocks
+                )
+                return
+            except SlackApiError as exc:
+                error = str(exc.response.get("error", "unknown_error"))
+        reason = views.cannot_post_reason(error)
+        await self.tell_sender(job, [*blocks, *views.fallback_context(reason)], text)
 
     async def job_finished(self, job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> None:
+        if job.meta.get("bulk"):
+            await self._bulk_finished(job, summary, recipients)
+            return
         if job.total != 1:
             return
         r = recipients[0]

@@ -167,6 +167,10 @@ def fallback_message(r: RecipientRow, reason: str, dry_run: bool) -> list[Block]
     return blocks
 
 
+def fallback_context(reason: str) -> list[Block]:
+    return [ContextBlock(elements=[MarkdownTextObject(text=reason)])]
+
+
 CANNOT_POST = {
     "not_in_channel": "I could not post the results thread here because I am not in this channel. "
     "Invite me with `/invite @SMS Ops` and later sends will be threaded here.",

@@ -245,14 +245,22 @@ async def batch_send_all(
     outcomes: list[Outcome] = []
     lock = asyncio.Lock()
 
+    failed = asyncio.Event()  # set when a chunk's hook raised: nothing more may go out
+
     async def one(start: int, dispatched: asyncio.Event) -> None:
+        try:
+            await chunk(start, dispatched)
+        except BaseException:
+            failed.set()
+            raise
+
+    async def chunk(start: int, dispatched: asyncio.Event) -> None:
         end = min(start + chunk_size, total)
         chunk_numbers = [n.api if isinstance(n, PhoneNumber) else n for n in numbers[start:end]]
         try:
             req: BatchSendRequest = client.batch_request(
                 to=list(numbers[start:end]), messages=list(messages[start:end]), **common
             )
-            chunk_numbers = req.to
 
             async def mark() -> None:
                 if hooks.before_send:
@@ -274,12 +282,22 @@ async def batch_send_all(
             outcomes.extend(group)
             await hooks.results(group, total)
 
-    tasks = []
-    for start in range(0, total, chunk_size):
-        dispatched = asyncio.Event()
-        task = asyncio.create_task(one(start, dispatched))
-        tasks.append(task)
-        await dispatched.wait()
-    await asyncio.gather(*tasks)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for start in range(0, total, chunk_size):
+            dispatched = asyncio.Event()
+            tasks.append(asyncio.create_task(one(start, dispatched)))
+            waiters = [asyncio.ensure_future(dispatched.wait()), asyncio.ensure_future(failed.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            if failed.is_set():
+                break
+        await asyncio.gather(*tasks)
+    except BaseException:
+        # A hook failed (or we were cancelled): no chunk may still go out after this.
+        for task in tasks:
+            task.cancel()
+        raise
     outcomes.sort(key=lambda o: o.index)
     return outcomes

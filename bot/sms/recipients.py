@@ -91,52 +91,74 @@ def check_template(template: str, columns: Iterable[str]) -> list[str]:
     return names
 
 
+class RecipientParser:
+    """Incremental parsing of a recipient list: feed it CSV rows in slices (so a caller can yield between
+    them), read `.result`. The first non-blank, non-comment row is a header when its first cell has no digit.
+    Duplicates (same E.164) are dropped and counted; invalid or Chinese-mainland numbers are refused,
+    each with its line and reason."""
+
+    def __init__(self, default_region: str | None = None, *, max_recipients: int | None = None) -> None:
+        self.default_region = default_region
+        self.max_recipients = max_recipients
+        self.result = RecipientList()
+        self._header: list[str] | None = None
+        self._headerless = False
+        self._seen: set[str] = set()
+
+    @property
+    def full(self) -> bool:
+        return self.max_recipients is not None and len(self.result.recipients) > self.max_recipients
+
+    def feed(self, rows: Iterable[tuple[int, list[str]]]) -> None:
+        for lineno, row in rows:
+            if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+                continue
+            if self._header is None:
+                if not any(ch.isdigit() for ch in row[0]):
+                    self._header = [_column(c, n) for n, c in enumerate(row)]
+                    self.result.columns = self._header
+                    continue
+                self._headerless = True
+                self._header = _headerless_columns(len(row))
+            elif self._headerless and len(row) > len(self._header):
+                self._header = _headerless_columns(len(row))  # the widest row decides
+            self.result.columns = self._header
+            self._row(lineno, row)
+            if self.full:
+                return
+
+    def _row(self, lineno: int, row: list[str]) -> None:
+        raw = row[0]
+        try:
+            number = parse_number(raw, self.default_region)
+        except InvalidNumber as exc:
+            self.result.refused.append(Refused(lineno, raw, exc.reason))
+            return
+        if number.e164 in self._seen:
+            self.result.duplicates += 1
+            return
+        self._seen.add(number.e164)
+        assert self._header is not None
+        values = {name: (row[n].strip() if n < len(row) else "") for n, name in enumerate(self._header)}
+        values[self._header[0]] = number.e164
+        self.result.recipients.append(Recipient(number, values, lineno))
+
+
+def csv_rows(text: str) -> list[tuple[int, list[str]]]:
+    return list(enumerate(csv.reader(io.StringIO(text.lstrip("\ufeff")), skipinitialspace=True), start=1))
+
+
 def parse_recipients(
     text: str, default_region: str | None = None, *, max_recipients: int | None = None
 ) -> RecipientList:
-    """Parse a pasted list or file: one number per line, or `number,name,...` rows (a header row is
-    detected when its first cell is not a number). Duplicates (same E.164) are dropped and counted;
-    invalid or Chinese-mainland numbers are refused, each with its line and reason. Blank lines and
-    lines starting with `#` are skipped.
-    """
-    result = RecipientList()
-    rows = [row for row in csv.reader(io.StringIO(text.lstrip("\ufeff")), skipinitialspace=True)]
-    header: list[str] | None = None
-    start = 0
-    first = next(
-        ((i, r) for i, r in enumerate(rows) if r and r[0].strip() and not r[0].startswith("#")), None
-    )
-    if first is not None:
-        i, row = first
-        if not any(ch.isdigit() for ch in row[0]):
-            header = [_column(c, n) for n, c in enumerate(row)]
-            start = i + 1
-    if header is None:
-        width = max((len(r) for r in rows), default=1)
-        header = ["number"] + [f"column{n}" for n in range(2, width + 1)]
-        if width >= 2:
-            header[1] = "name"
-    result.columns = header
-    seen: set[str] = set()
-    for lineno, row in enumerate(rows[start:], start=start + 1):
-        if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
-            continue
-        raw = row[0]
-        try:
-            number = parse_number(raw, default_region)
-        except InvalidNumber as exc:
-            result.refused.append(Refused(lineno, raw, exc.reason))
-            continue
-        if number.e164 in seen:
-            result.duplicates += 1
-            continue
-        seen.add(number.e164)
-        values = {name: (row[n].strip() if n < len(row) else "") for n, name in enumerate(header)}
-        values[header[0]] = number.e164
-        result.recipients.append(Recipient(number, values, lineno))
-        if max_recipients is not None and len(result.recipients) > max_recipients:
-            break
-    return result
+    """Parse a pasted list or file in one go: one number per line, or `number,name,...` rows."""
+    parser = RecipientParser(default_region, max_recipients=max_recipients)
+    parser.feed(csv_rows(text))
+    return parser.result
+
+
+def _headerless_columns(width: int) -> list[str]:
+    return ["number"] + (["name"] if width >= 2 else []) + [f"column{n}" for n in range(3, width + 1)]
 
 
 def _column(cell: str, n: int) -> str:

@@ -1,8 +1,9 @@
 from slack_bolt.async_app import AsyncApp
 
-from . import commands, views
+from . import bulk, commands, views
 
 
 def register_listeners(app: AsyncApp) -> None:
     commands.register(app)
     views.register(app)
+    bulk.register(app)

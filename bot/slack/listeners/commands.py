@@ -13,11 +13,12 @@ from bot.core.commands import USAGE, CommandError, parse_send
 from .. import views
 from ..deps import Deps
 from ..metadata import SendModalMetadata
+from .bulk import open_bulk_form
 
 log = logging.getLogger("bot.slack.commands")
 
 COMMAND = "/sms"
-SUBCOMMANDS = ("help", "history")
+SUBCOMMANDS = ("help", "history", "bulk")
 
 
 async def sms_command_callback(
@@ -45,6 +46,9 @@ async def sms_command_callback(
         return
     if first == "help":
         await ack(text=views.HELP, blocks=views.help_blocks())
+        return
+    if first == "bulk":
+        await open_bulk_form(ack, command, respond, client, deps)
         return
     if first == "history":
         rows = deps.store.history(user_id, deps.settings.history_limit)  # indexed, bounded by the limit

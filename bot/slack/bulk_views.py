@@ -1,0 +1,247 @@
+"""Block Kit for bulk sends: the form, the "checking" view, the confirmation, progress and summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    InputBlock,
+    MarkdownTextObject,
+    NumberInputElement,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
+    RadioButtonsElement,
+    SectionBlock,
+)
+from slack_sdk.models.blocks.block_elements import FileInputElement
+from slack_sdk.models.views import View
+
+from bot.core.bulk import Draft
+from bot.core.store import Job, RecipientRow, RecipientState, Summary
+from bot.sms.errors import describe_code
+
+from .ids import ActionId, BlockId, CallbackId
+from .views import DRY_RUN, escape, preview
+
+TYPE_OPTIONS = [Option(value="NOTIFY", text="Notification"), Option(value="MKT", text="Marketing")]
+MAX_LISTED = 5
+
+
+def bulk_form(metadata: str, *, max_recipients: int, max_chars: int) -> View:
+    return View(
+        type="modal",
+        callback_id=CallbackId.BULK_FORM,
+        title=PlainTextObject(text="Bulk SMS"),
+        submit=PlainTextObject(text="Review"),
+        close=PlainTextObject(text="Cancel"),
+        private_metadata=metadata,
+        blocks=[
+            InputBlock(
+                block_id=BlockId.BULK_RECIPIENTS,
+                optional=True,
+                label=PlainTextObject(text="Recipients"),
+                hint=PlainTextObject(
+                    text="One per line: a number, or `number,name,...` with a header row like `number,name`. "
+                    "Longer lists: attach a CSV below."
+                ),
+                element=PlainTextInputElement(
+                    action_id=ActionId.BULK_RECIPIENTS,
+                    multiline=True,
+                    placeholder="number,name\n+852 5123 4567,Ana",
+                ),
+            ),
+            InputBlock(
+                block_id=BlockId.BULK_FILE,
+                optional=True,
+                label=PlainTextObject(text="Or a CSV file"),
+                hint=PlainTextObject(
+                    text=f"First column the number, a header row naming the columns. Up to {max_recipients:,} numbers."
+                ),
+                element=FileInputElement(action_id=ActionId.BULK_FILE, filetypes=["csv", "txt"], max_files=1),
+            ),
+            InputBlock(
+                block_id=BlockId.BULK_MESSAGE,
+                label=PlainTextObject(text="Message"),
+                hint=PlainTextObject(text="Use {name} (any column) to fill in each recipient's value."),
+                element=PlainTextInputElement(
+                    action_id=ActionId.BULK_MESSAGE, multiline=True, max_length=min(max_chars, 3000)
+                ),
+            ),
+            InputBlock(
+                block_id=BlockId.BULK_TYPE,
+                label=PlainTextObject(text="Type"),
+                element=RadioButtonsElement(
+                    action_id=ActionId.BULK_TYPE, options=TYPE_OPTIONS, initial_option=TYPE_OPTIONS[0]
+                ),
+            ),
+            InputBlock(
+                block_id=BlockId.BULK_SENDER,
+                optional=True,
+                label=PlainTextObject(text="Sender ID"),
+                element=PlainTextInputElement(action_id=ActionId.BULK_SENDER, max_length=15),
+            ),
+            InputBlock(
+                block_id=BlockId.BULK_VALIDITY,
+                optional=True,
+                label=PlainTextObject(text="Validity period (seconds)"),
+                hint=PlainTextObject(text="Drop the message if it cannot be delivered within this time."),
+                element=NumberInputElement(
+                    action_id=ActionId.BULK_VALIDITY, is_decimal_allowed=False, min_value="1"
+                ),
+            ),
+        ],
+    )
+
+
+def info_view(external_id: str, title: str, text: str) -> View:
+    """A pushed view without a submit button: "checking…" or a problem to go Back and fix."""
+    return View(
+        type="modal",
+        callback_id=CallbackId.BULK_INFO,
+        external_id=external_id,
+        title=PlainTextObject(text=title[:24]),
+        close=PlainTextObject(text="Back"),
+        blocks=[SectionBlock(text=MarkdownTextObject(text=text))],
+    )
+
+
+def checking_view(external_id: str) -> View:
+    return info_view(external_id, "Checking the list", "⏳ Checking every number and rendering the messages…")
+
+
+def problem_view(external_id: str, problem: str) -> View:
+    return info_view(external_id, "Nothing sent", f"❌ {escape(problem)}\n\nGo *Back* to fix the form.")
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def confirm_view(external_id: str | None, draft: Draft, metadata: str, *, where: str) -> View:
+    count = draft.count
+    lines = [
+        f"*{count:,} {'person' if count == 1 else 'people'} will be texted* ({'marketing' if draft.type == 'MKT' else 'notification'})."
+    ]
+    if draft.duplicates:
+        lines.append(f"• {_n(draft.duplicates, 'duplicate')} removed.")
+    if draft.refused:
+        shown = "; ".join(
+            f"line {r['line']} {r['masked']}: {escape(r['reason'])}" for r in draft.refused[:MAX_LISTED]
+        )
+        more = f" (and {len(draft.refused) - MAX_LISTED:,} more)" if len(draft.refused) > MAX_LISTED else ""
+        lines.append(f"• {_n(len(draft.refused), 'number')} refused: {shown}{more}")
+    enc = ", ".join(f"{k} ×{v:,}" for k, v in sorted(draft.encodings.items()))
+    seg = f"• Encoding: {enc}; up to {_n(draft.max_segments, 'segment')} a message; *{draft.total_segments:,} segments in all*."
+    if draft.ucs2_trigger:
+        seg += f" UCS-2 because of “{escape(draft.ucs2_trigger)}”."
+    lines.append(seg)
+    if draft.cost is not None:
+        lines.append(
+            f"• Estimated cost: *{draft.cost:,.2f} {draft.currency}* (billed per segment on submission)."
+        )
+    lines.append(f"• Sender ID: {escape(draft.sender_id) if draft.sender_id else 'the account default'}.")
+    lines.append(f"• Results: a thread in {where}.")
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="\n".join(lines))), DividerBlock()]
+    for number, message in draft.samples(3):
+        blocks.append(
+            ContextBlock(elements=[MarkdownTextObject(text=f"*{number}*: “{preview(message, 300)}”")])
+        )
+    if draft.needs_typed_count:
+        blocks.append(
+            InputBlock(
+                block_id=BlockId.BULK_TYPED_COUNT,
+                label=PlainTextObject(text=f"Type {count:,} to confirm"),
+                element=PlainTextInputElement(action_id=ActionId.BULK_TYPED_COUNT, placeholder=f"{count}"),
+            )
+        )
+    return View(
+        type="modal",
+        callback_id=CallbackId.BULK_CONFIRM,
+        external_id=external_id,
+        title=PlainTextObject(text="Confirm bulk SMS"),
+        submit=PlainTextObject(text=f"Send {count:,} SMS"[:24]),
+        close=PlainTextObject(text="Back"),
+        private_metadata=metadata,
+        notify_on_close=True,
+        blocks=blocks,
+    )
+
+
+# ---------------------------------------------------------------- channel messages
+
+
+def progress_blocks(job: Job, summary: Summary, *, done: bool) -> list[Block]:
+    kind = "marketing" if job.type == "MKT" else "notification"
+    head = f"📣 <@{job.created_by}> {'sent' if done else 'is sending'} *{_n(job.total, 'SMS')}* ({kind})"
+    if job.meta.get("retry_of"):
+        head += " — a retry of the failed recipients"
+    finished = summary.accepted + summary.failed + summary.unknown
+    status = (
+        f"✅ {summary.accepted:,} accepted · ❌ {summary.failed:,} failed · ⚠️ {summary.unknown:,} unknown"
+        f" · {finished:,}/{job.total:,} done"
+    )
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=head)),
+        ContextBlock(elements=[MarkdownTextObject(text=status if (finished or done) else "⏳ Queued…")]),
+    ]
+    if job.meta.get("dry_run"):
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
+    return blocks
+
+
+def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> list[Block]:
+    lines = [
+        f"*Done.* {summary.accepted:,} accepted ({summary.segments or 0:,} segments billed where reported), "
+        f"{summary.failed:,} failed, {summary.unknown:,} with an unknown outcome."
+    ]
+    failed = [r for r in recipients if r.state == RecipientState.FAILED]
+    if failed:
+        by_reason = Counter((r.code or "", r.error or describe_code(r.code)) for r in failed)
+        lines.append("*Failed* (not sent, not billed):")
+        for (code, reason), n in by_reason.most_common(5):
+            who = ", ".join(
+                r.number.masked
+                for r in failed
+                if (r.code or "", r.error or describe_code(r.code)) == (code, reason)
+            )[:300]
+            lines.append(
+                f"• {n:,} × {escape(reason)}{f' (`{code}`)' if code and code != 'FAILED_LIST' else ''}: {who}"
+            )
+    unknown = [r for r in recipients if r.state == RecipientState.UNKNOWN]
+    if unknown:
+        listed = ", ".join(r.number.masked for r in unknown[:20])
+        more = f" and {len(unknown) - 20:,} more" if len(unknown) > 20 else ""
+        lines.append(
+            f"*Outcome unknown* ({len(unknown):,}; not resent; check delivery receipts for task `{job.task_id}`): "
+            f"{listed}{more}"
+        )
+    if job.meta.get("refused") or job.meta.get("duplicates"):
+        lines.append(
+            f"Before sending: {job.meta.get('refused', 0):,} invalid numbers refused, "
+            f"{job.meta.get('duplicates', 0):,} duplicates removed."
+        )
+    text = "\n".join(lines)
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=text[:2900]))]
+    if failed:
+        blocks.append(
+            ActionsBlock(
+                block_id=BlockId.BULK_SUMMARY_ACTIONS,
+                elements=[
+                    ButtonElement(
+                        action_id=ActionId.BULK_RETRY_FAILED,
+                        text=PlainTextObject(text=f"Retry {len(failed):,} failed"),
+                        value=job.id,
+                    )
+                ],
+            )
+        )
+    if job.meta.get("dry_run"):
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
+    return blocks

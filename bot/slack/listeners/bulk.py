@@ -1,0 +1,253 @@
+"""Bulk sends in Slack: `/sms bulk` form → pushed "checking" view → confirmation → one job.
+
+Before each ack only bounded work runs; the list itself (pasted or a CSV file of up to
+BULK_MAX_RECIPIENTS lines) is downloaded and validated after the ack, and the pushed view is updated
+with the confirmation or the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot.core import bulk
+from bot.core.access import Capability
+
+from .. import bulk_views
+from ..deps import Deps
+from ..ids import ActionId, BlockId, CallbackId
+from ..metadata import BulkConfirmMetadata, BulkFormMetadata
+
+log = logging.getLogger("bot.slack.bulk")
+
+MAX_FILE_BYTES = 10 * 1024 * 1024
+
+
+async def open_bulk_form(ack: Any, command: dict[str, Any], respond: Any, client: Any, deps: Deps) -> None:
+    await ack()
+    if not await deps.access.allowed(Capability.BULK, command["user_id"]):
+        await respond(text=deps.access.refusal(Capability.BULK))
+        return
+    metadata = BulkFormMetadata(channel_id=command["channel_id"], response_url=command.get("response_url"))
+    await client.views_open(
+        trigger_id=command["trigger_id"],
+        view=bulk_views.bulk_form(
+            metadata.dump(),
+            max_recipients=deps.settings.bulk_max_recipients,
+            max_chars=deps.settings.max_message_chars,
+        ),
+    )
+
+
+def _form(
+    view: dict[str, Any], user_id: str, metadata: BulkFormMetadata
+) -> tuple[bulk.BulkForm, dict | None]:
+    values = view["state"]["values"]
+
+    def value(block: str, action: str) -> Any:
+        return values.get(block, {}).get(action, {})
+
+    files = value(BlockId.BULK_FILE, ActionId.BULK_FILE).get("files") or []
+    validity = value(BlockId.BULK_VALIDITY, ActionId.BULK_VALIDITY).get("value")
+    type_option = value(BlockId.BULK_TYPE, ActionId.BULK_TYPE).get("selected_option") or {}
+    form = bulk.BulkForm(
+        user_id=user_id,
+        channel_id=metadata.channel_id,
+        response_url=metadata.response_url,
+        recipients_text=value(BlockId.BULK_RECIPIENTS, ActionId.BULK_RECIPIENTS).get("value") or "",
+        template=(value(BlockId.BULK_MESSAGE, ActionId.BULK_MESSAGE).get("value") or "").strip(),
+        type=type_option.get("value") or "NOTIFY",
+        sender_id=(value(BlockId.BULK_SENDER, ActionId.BULK_SENDER).get("value") or "").strip() or None,
+        validity=int(validity)
+        if validity not in (None, "") and str(validity).lstrip("-").isdigit()
+        else None,
+        file_name=files[0].get("name") if files else None,
+    )
+    return form, (files[0] if files else None)
+
+
+BLOCK_FOR = {
+    "recipients": BlockId.BULK_RECIPIENTS,
+    "message": BlockId.BULK_MESSAGE,
+    "sender": BlockId.BULK_SENDER,
+    "validity": BlockId.BULK_VALIDITY,
+    "type": BlockId.BULK_TYPE,
+}
+
+
+async def bulk_form_submission_callback(
+    ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any, context: Any
+) -> None:
+    deps: Deps = context["deps"]
+    try:
+        metadata = BulkFormMetadata.model_validate_json(view.get("private_metadata") or "{}")
+    except ValidationError:
+        await ack(
+            response_action="errors",
+            errors={BlockId.BULK_MESSAGE: "This form is out of date; run /sms bulk again."},
+        )
+        return
+    form, file = _form(view, body["user"]["id"], metadata)
+    if form.sender_id is None:
+        form.sender_id = deps.settings.sender_id
+    problems = bulk.quick_problems(form, deps.bulk_limits)
+    if problems:
+        await ack(response_action="errors", errors={BLOCK_FOR[k]: v for k, v in problems.items()})
+        return
+    draft_id = deps.store.create_draft(form.user_id)
+    external_id = f"bulk-{draft_id}"
+    await ack(response_action="push", view=bulk_views.checking_view(external_id))
+    deps.spawn(_validate(deps, client, form, file, draft_id, external_id))
+
+
+async def _validate(
+    deps: Deps, client: Any, form: bulk.BulkForm, file: dict | None, draft_id: str, external_id: str
+) -> None:
+    try:
+        if file is not None:
+            form.file_text = await download_text(client, file)
+        draft = await bulk.prepare(form, deps.bulk_limits, deps.store)
+    except bulk.BulkProblem as exc:
+        deps.store.discard_draft(draft_id)
+        await _update(client, external_id, bulk_views.problem_view(external_id, exc.message))
+        return
+    except Exception:
+        log.exception("bulk validation failed")
+        deps.store.discard_draft(draft_id)
+        await _update(
+            client,
+            external_id,
+            bulk_views.problem_view(
+                external_id,
+                "The list could not be checked because of an internal error; "
+                "nothing was sent. Try again, or attach the list as a CSV file.",
+            ),
+        )
+        return
+    if not bulk.save_draft(deps.store, draft, draft_id):
+        return  # closed meanwhile
+    metadata = BulkConfirmMetadata(draft_id=draft_id).dump()
+    await _update(
+        client,
+        external_id,
+        bulk_views.confirm_view(external_id, draft, metadata, where=f"<#{form.channel_id}>"),
+    )
+
+
+async def _update(client: Any, external_id: str, view: Any) -> None:
+    try:
+        await client.views_update(external_id=external_id, view=view)
+    except SlackApiError as exc:
+        log.info("could not update the bulk view: %s", exc.response.get("error"))
+
+
+async def download_text(client: Any, file: dict[str, Any]) -> str:
+    name = file.get("name") or "the file"
+    url = file.get("url_private_download") or file.get("url_private")
+    if not url:
+        raise bulk.BulkProblem(f"“{name}” could not be read: Slack gave no download link.")
+    if int(file.get("size") or 0) > MAX_FILE_BYTES:
+        raise bulk.BulkProblem(f"“{name}” is larger than 10 MB.")
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                url,
+                headers={"Authorization": f"Bearer {client.token}"},
+                timeout=aiohttp.ClientTimeout(total=20),
+            ) as resp,
+        ):
+            if resp.status != 200:
+                raise bulk.BulkProblem(f"“{name}” could not be downloaded from Slack (HTTP {resp.status}).")
+            data = await resp.content.read(MAX_FILE_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise bulk.BulkProblem(
+            f"“{name}” could not be downloaded from Slack ({type(exc).__name__})."
+        ) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise bulk.BulkProblem(f"“{name}” is larger than 10 MB.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise bulk.BulkProblem(
+            f"“{name}” is not UTF-8 text. Save it as CSV (UTF-8) and attach it again."
+        ) from None
+
+
+def _typed(values: dict[str, Any]) -> str:
+    element = values.get(BlockId.BULK_TYPED_COUNT, {}).get(ActionId.BULK_TYPED_COUNT, {})
+    return (element.get("value") or "").replace(",", "").replace(" ", "").replace(".", "")
+
+
+async def bulk_confirm_submission_callback(
+    ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any
+) -> None:
+    deps: Deps = context["deps"]
+    try:
+        draft_id = BulkConfirmMetadata.model_validate_json(view.get("private_metadata") or "{}").draft_id
+    except ValidationError:
+        await ack(response_action="clear")
+        return
+    found = deps.store.get_draft(draft_id)
+    if found is not None and found[1] == "open":
+        count = len(found[2].get("recipients", []))
+        if found[2].get("needs_typed_count") and _typed(view["state"]["values"]) != str(count):
+            await ack(
+                response_action="errors",
+                errors={BlockId.BULK_TYPED_COUNT: f"Type {count:,} (the number of recipients) to send."},
+            )
+            return
+    job_id, note = bulk.confirm(deps.store, draft_id, dry_run=deps.settings.dry_run)
+    await ack(response_action="clear")
+    if job_id is None:
+        log.info("bulk confirmation of %s refused: %s", draft_id, note)
+        return
+    if note == "created":
+        deps.service.worker.submit(job_id)
+        log.info("bulk job %s confirmed by %s", job_id, body["user"]["id"])
+
+
+async def bulk_confirm_closed_callback(ack: Any, view: dict[str, Any], context: Any) -> None:
+    await ack()
+    deps: Deps = context["deps"]
+    try:
+        draft_id = BulkConfirmMetadata.model_validate_json(view.get("private_metadata") or "{}").draft_id
+    except ValidationError:
+        return
+    deps.store.discard_draft(draft_id)
+
+
+async def bulk_retry_callback(
+    ack: Any, body: dict[str, Any], client: Any, context: Any, respond: Any
+) -> None:
+    await ack()
+    deps: Deps = context["deps"]
+    user_id = body["user"]["id"]
+    job_id = body["actions"][0]["value"]
+    if not await deps.access.allowed(Capability.BULK, user_id):
+        await respond(
+            text=deps.access.refusal(Capability.BULK), replace_original=False, response_type="ephemeral"
+        )
+        return
+    try:
+        draft = bulk.retry_draft(deps.store, job_id, user_id, deps.bulk_limits)
+    except bulk.BulkProblem as exc:
+        await respond(text=exc.message, replace_original=False, response_type="ephemeral")
+        return
+    metadata = BulkConfirmMetadata(draft_id=draft.id).dump()
+    where = f"<#{draft.channel_id}>" if draft.channel_id else "this channel"
+    await client.views_open(
+        trigger_id=body["trigger_id"], view=bulk_views.confirm_view(None, draft, metadata, where=where)
+    )
+
+
+def register(app: AsyncApp) -> None:
+    app.view(CallbackId.BULK_FORM)(bulk_form_submission_callback)
+    app.view(CallbackId.BULK_CONFIRM)(bulk_confirm_submission_callback)
+    app.view_closed(CallbackId.BULK_CONFIRM)(bulk_confirm_closed_callback)
+    app.action(ActionId.BULK_RETRY_FAILED)(bulk_retry_callback)
