@@ -305,10 +305,17 @@ def _cost(recipients: list[dict[str, Any]], limits: BulkLimits) -> float | None:
     return round(total, 4)
 
 
-def confirm(store: Store, draft_id: str, *, dry_run: bool) -> tuple[str | None, str]:
+def confirm(
+    store: Store,
+    draft_id: str,
+    *,
+    dry_run: bool,
+    found: tuple[str, str, dict[str, Any], str | None] | None = None,
+) -> tuple[str | None, str]:
     """Claim the draft and create its job in one transaction. Returns (job id, note):
-    a second confirmation of the same draft returns the first job's id and creates nothing."""
-    found = store.get_draft(draft_id)
+    a second confirmation of the same draft returns the first job's id and creates nothing.
+    `found` is the draft as the caller already read it (`Store.get_draft`)."""
+    found = found or store.get_draft(draft_id)
     if found is None:
         return None, "This confirmation has expired. Start again with /sms bulk."
     _, state, payload, job_id = found

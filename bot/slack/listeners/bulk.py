@@ -164,7 +164,14 @@ async def download_text(client: Any, file: dict[str, Any]) -> str:
         ):
             if resp.status != 200:
                 raise bulk.BulkProblem(f"“{name}” could not be downloaded from Slack (HTTP {resp.status}).")
-            data = await resp.content.read(MAX_FILE_BYTES + 1)
+            parts: list[bytes] = []
+            size = 0
+            async for part in resp.content.iter_chunked(256 * 1024):  # read() may return a partial buffer
+                size += len(part)
+                if size > MAX_FILE_BYTES:
+                    break
+                parts.append(part)
+            data = b"".join(parts) if size <= MAX_FILE_BYTES else b"x" * (MAX_FILE_BYTES + 1)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise bulk.BulkProblem(
             f"“{name}” could not be downloaded from Slack ({type(exc).__name__})."
@@ -202,7 +209,7 @@ async def bulk_confirm_submission_callback(
                 errors={BlockId.BULK_TYPED_COUNT: f"Type {count:,} (the number of recipients) to send."},
             )
             return
-    job_id, note = bulk.confirm(deps.store, draft_id, dry_run=deps.settings.dry_run)
+    job_id, note = bulk.confirm(deps.store, draft_id, dry_run=deps.settings.dry_run, found=found)
     await ack(response_action="clear")
     if job_id is None:
         log.info("bulk confirmation of %s refused: %s", draft_id, note)
