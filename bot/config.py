@@ -29,6 +29,7 @@ class Settings(SmsSettings):
     access_bulk: str = Field(default="", alias="ACCESS_BULK")
     access_outage: str = Field(default="", alias="ACCESS_OUTAGE")
     access_cache_seconds: float = Field(default=300.0, ge=0, alias="ACCESS_CACHE_SECONDS")
+    contact_groups_file: Path = Field(default=Path("groups.toml"), alias="CONTACT_GROUPS_FILE")
     history_limit: int = Field(default=10, ge=1, le=50, alias="HISTORY_LIMIT")
     dry_run: bool = Field(default=False, alias="SMS_DRY_RUN")
     bulk_max_recipients: int = Field(default=10_000, ge=1, le=100_000, alias="BULK_MAX_RECIPIENTS")

@@ -14,6 +14,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.config import Settings
 from bot.core.access import AccessPolicy
+from bot.core.groups import GroupFile
 from bot.core.service import SendService
 from bot.core.store import Store
 from bot.core.worker import Busy, Worker
@@ -65,7 +66,13 @@ class Runtime:
         self.worker = Worker(self.store, self.sms, self.reporter, fault=self.fault, busy=self.busy)
         self.access = AccessPolicy(s.access_rules(), SlackDirectory(self.client), ttl=s.access_cache_seconds)
         self.service = SendService(self.store, self.worker, dry_run=s.dry_run)
-        self.deps = Deps(settings=s, store=self.store, service=self.service, access=self.access)
+        self.groups = GroupFile(s.contact_groups_file, s.default_region)
+        book = self.groups.current()
+        for problem in ([book.error] if book.error else []) + book.problems:
+            log.warning("contact groups: %s", problem)
+        self.deps = Deps(
+            settings=s, store=self.store, service=self.service, access=self.access, groups=self.groups
+        )
         self.bolt = build_app(self.deps, self.client, await authorize_once(self.client))
         resumed = await self.worker.start()
         if resumed:

@@ -77,6 +77,8 @@ class Draft:
     currency: str
     needs_typed_count: bool
     retry_of: str | None = None
+    kind: str = "batch"  # batch: BatchSendMessageToGlobe at 1/s; fanout: single sends at the account rate
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -211,7 +213,7 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
         encodings=dict(encodings),
         max_segments=max_segments,
         ucs2_trigger=trigger,
-        cost=_cost(recipients, limits),
+        cost=estimate_cost(recipients, limits),
         currency=limits.currency,
         needs_typed_count=len(recipients) >= limits.confirm_threshold,
         retry_of=retry_of,
@@ -283,7 +285,7 @@ def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimits) -> 
         encodings={infos[0].encoding: len(recipients)},
         max_segments=max(r["segments"] for r in recipients),
         ucs2_trigger=infos[0].ucs2_trigger,
-        cost=_cost(recipients, limits),
+        cost=estimate_cost(recipients, limits),
         currency=limits.currency,
         needs_typed_count=len(recipients) >= limits.confirm_threshold,
         retry_of=job_id,
@@ -293,7 +295,7 @@ def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimits) -> 
     return draft
 
 
-def _cost(recipients: list[dict[str, Any]], limits: BulkLimits) -> float | None:
+def estimate_cost(recipients: list[dict[str, Any]], limits: BulkLimits) -> float | None:
     if not limits.prices:
         return None
     total = 0.0
@@ -340,7 +342,7 @@ def _claim(
 ) -> tuple[str, bool]:
     return store.claim_draft_into_job(
         draft_id,
-        kind="batch",
+        kind=draft.kind,
         created_by=draft.user_id,
         channel_id=draft.channel_id,
         response_url=draft.response_url,
@@ -357,5 +359,6 @@ def _claim(
             "duplicates": draft.duplicates,
             "retry_of": draft.retry_of,
             "confirmed_at": time.time(),
+            **draft.meta,
         },
     )

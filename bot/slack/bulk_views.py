@@ -124,7 +124,9 @@ def _n(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
-def confirm_view(external_id: str | None, draft: Draft, metadata: str, *, where: str) -> View:
+def confirm_view(
+    external_id: str | None, draft: Draft, metadata: str, *, where: str, title: str = "Confirm bulk SMS"
+) -> View:
     count = draft.count
     lines = [
         f"*{count:,} {'person' if count == 1 else 'people'} will be texted* ({'marketing' if draft.type == 'MKT' else 'notification'})."
@@ -137,6 +139,11 @@ def confirm_view(external_id: str | None, draft: Draft, metadata: str, *, where:
         )
         more = f" (and {len(draft.refused) - MAX_LISTED:,} more)" if len(draft.refused) > MAX_LISTED else ""
         lines.append(f"• {_n(len(draft.refused), 'number')} refused: {shown}{more}")
+    if draft.meta.get("dropped_count"):
+        lines.append(
+            f"• {_n(draft.meta['dropped_count'], 'number')} left out (failed permanently last time): "
+            + ", ".join(draft.meta.get("dropped", [])[:MAX_LISTED])
+        )
     enc = ", ".join(f"{k} ×{v:,}" for k, v in sorted(draft.encodings.items()))
     seg = f"• Encoding: {enc}; up to {_n(draft.max_segments, 'segment')} a message; *{draft.total_segments:,} segments in all*."
     if draft.ucs2_trigger:
@@ -165,7 +172,7 @@ def confirm_view(external_id: str | None, draft: Draft, metadata: str, *, where:
         type="modal",
         callback_id=CallbackId.BULK_CONFIRM,
         external_id=external_id,
-        title=PlainTextObject(text="Confirm bulk SMS"),
+        title=PlainTextObject(text=title),
         submit=PlainTextObject(text=f"Send {count:,} SMS"[:24]),
         close=PlainTextObject(text="Back"),
         private_metadata=metadata,
@@ -179,7 +186,13 @@ def confirm_view(external_id: str | None, draft: Draft, metadata: str, *, where:
 
 def progress_blocks(job: Job, summary: Summary, *, done: bool) -> list[Block]:
     kind = "marketing" if job.type == "MKT" else "notification"
-    head = f"📣 <@{job.created_by}> {'sent' if done else 'is sending'} *{_n(job.total, 'SMS')}* ({kind})"
+    if job.meta.get("outage"):
+        kind = "outage test" if job.meta.get("test") else "outage"
+        groups = ", ".join(f"`{g}`" for g in job.meta.get("groups") or [])
+        if groups:
+            kind += f" to {groups}"
+    icon = "🚨" if job.meta.get("outage") else "📣"
+    head = f"{icon} <@{job.created_by}> {'sent' if done else 'is sending'} *{_n(job.total, 'SMS')}* ({kind})"
     if job.meta.get("retry_of"):
         head += " — a retry of the failed recipients"
     finished = summary.accepted + summary.failed + summary.unknown
@@ -229,19 +242,26 @@ def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow
         )
     text = "\n".join(lines)
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=text[:2900]))]
-    if failed:
-        blocks.append(
-            ActionsBlock(
-                block_id=BlockId.BULK_SUMMARY_ACTIONS,
-                elements=[
-                    ButtonElement(
-                        action_id=ActionId.BULK_RETRY_FAILED,
-                        text=PlainTextObject(text=f"Retry {len(failed):,} failed"),
-                        value=job.id,
-                    )
-                ],
+    buttons = []
+    if job.meta.get("outage") and not job.meta.get("test"):
+        buttons.append(
+            ButtonElement(
+                action_id=ActionId.OUTAGE_FOLLOW_UP,
+                text=PlainTextObject(text="Send update"),
+                value=job.id,
+                style="primary",
             )
         )
+    if failed and not job.meta.get("outage"):
+        buttons.append(
+            ButtonElement(
+                action_id=ActionId.BULK_RETRY_FAILED,
+                text=PlainTextObject(text=f"Retry {len(failed):,} failed"),
+                value=job.id,
+            )
+        )
+    if buttons:
+        blocks.append(ActionsBlock(block_id=BlockId.BULK_SUMMARY_ACTIONS, elements=buttons))
     if job.meta.get("dry_run"):
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
     return blocks

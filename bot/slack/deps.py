@@ -10,6 +10,7 @@ from typing import Any
 from bot.config import Settings
 from bot.core.access import AccessPolicy
 from bot.core.bulk import BulkLimits
+from bot.core.groups import GroupFile
 from bot.core.service import SendService
 from bot.core.store import Store
 
@@ -20,6 +21,7 @@ class Deps:
     store: Store
     service: SendService
     access: AccessPolicy
+    groups: GroupFile
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property

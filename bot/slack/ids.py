@@ -8,6 +8,7 @@ class CallbackId(StrEnum):
     BULK_FORM = "sms-bulk-form"
     BULK_CONFIRM = "sms-bulk-confirm"
     BULK_INFO = "sms-bulk-info"
+    OUTAGE_FORM = "sms-outage-form"
 
 
 class BlockId(StrEnum):
@@ -24,6 +25,13 @@ class BlockId(StrEnum):
     BULK_VALIDITY = "sms-bulk-validity"
     BULK_TYPED_COUNT = "sms-bulk-typed-count"
     BULK_SUMMARY_ACTIONS = "sms-bulk-summary-actions"
+    OUTAGE_GROUPS = "sms-outage-groups"
+    OUTAGE_EXTRA = "sms-outage-extra"
+    OUTAGE_SERVICE = "sms-outage-service"
+    OUTAGE_STATUS = "sms-outage-status"
+    OUTAGE_DETAILS = "sms-outage-details"
+    OUTAGE_MESSAGE = "sms-outage-message"
+    OUTAGE_TEST = "sms-outage-test"
 
 
 class ActionId(StrEnum):
@@ -39,3 +47,11 @@ class ActionId(StrEnum):
     BULK_VALIDITY = "sms-bulk-validity-input"
     BULK_TYPED_COUNT = "sms-bulk-typed-count-input"
     BULK_RETRY_FAILED = "sms-bulk-retry-failed"
+    OUTAGE_GROUPS = "sms-outage-groups-select"
+    OUTAGE_EXTRA = "sms-outage-extra-input"
+    OUTAGE_SERVICE = "sms-outage-service-input"
+    OUTAGE_STATUS = "sms-outage-status-select"
+    OUTAGE_DETAILS = "sms-outage-details-input"
+    OUTAGE_MESSAGE = "sms-outage-message-input"
+    OUTAGE_TEST = "sms-outage-test-checkbox"
+    OUTAGE_FOLLOW_UP = "sms-outage-follow-up"

@@ -29,3 +29,7 @@ class BulkConfirmMetadata(BaseModel):
 
     def dump(self) -> str:
         return self.model_dump_json()
+
+
+class OutageFormMetadata(SendModalMetadata):
+    follow_up_of: str | None = None

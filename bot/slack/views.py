@@ -190,6 +190,9 @@ HELP = """*Send SMS from Slack*
 • `/sms +852 5123 4567 Your parcel ships today`: send now. The number may have spaces, dashes or brackets; \
 write the country code (or the bot's default region applies).
 • `/sms`: open the send form (sender ID and message type too).
+• `/sms bulk`: a bulk send from a pasted list or a CSV file, with {column} placeholders and a confirmation.
+• `/sms outage`: page contact groups (single sends at full speed), with a confirmation and a test-to-me option.
+• `/sms groups` (`/sms groups reload`): the contact groups and any problems in the groups file.
 • `/sms history`: your recent sends (numbers masked).
 • `/sms help`: this text.
 Results go to a thread in this channel, one thread per number, so a customer's history stays together. \

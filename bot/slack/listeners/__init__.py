@@ -1,9 +1,10 @@
 from slack_bolt.async_app import AsyncApp
 
-from . import bulk, commands, views
+from . import bulk, commands, outage, views
 
 
 def register_listeners(app: AsyncApp) -> None:
     commands.register(app)
     views.register(app)
     bulk.register(app)
+    outage.register(app)

@@ -14,11 +14,12 @@ from .. import views
 from ..deps import Deps
 from ..metadata import SendModalMetadata
 from .bulk import open_bulk_form
+from .outage import groups_command, open_outage_form
 
 log = logging.getLogger("bot.slack.commands")
 
 COMMAND = "/sms"
-SUBCOMMANDS = ("help", "history", "bulk")
+SUBCOMMANDS = ("help", "history", "bulk", "outage", "groups")
 
 
 async def sms_command_callback(
@@ -46,6 +47,12 @@ async def sms_command_callback(
         return
     if first == "help":
         await ack(text=views.HELP, blocks=views.help_blocks())
+        return
+    if first == "outage":
+        await open_outage_form(ack, command, respond, client, deps)
+        return
+    if first == "groups":
+        await groups_command(ack, text, deps)
         return
     if first == "bulk":
         await open_bulk_form(ack, command, respond, client, deps)

@@ -1,0 +1,179 @@
+"""Outage SMS in Slack: `/sms outage` form → confirmation (shared with bulk) → one job of single sends.
+
+`/sms groups` lists the contact groups and their problems; `/sms groups reload` re-reads the file.
+The thread summary's "Send update" button opens the form for exactly the people who got the alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from slack_bolt.async_app import AsyncApp
+
+from bot.core import outage
+from bot.core.access import Capability
+from bot.core.bulk import BulkProblem, save_draft
+
+from .. import bulk_views, outage_views
+from ..deps import Deps
+from ..ids import ActionId, BlockId, CallbackId
+from ..metadata import BulkConfirmMetadata, OutageFormMetadata
+
+log = logging.getLogger("bot.slack.outage")
+
+
+async def may_page(deps: Deps, user_id: str, groups: list[str] | None = None) -> bool:
+    """A group with its own `allow` list decides for itself; otherwise ACCESS_OUTAGE does."""
+    book = deps.groups.current()
+    chosen = [book.groups[g] for g in (groups or []) if g in book.groups]
+    if groups is None:  # opening the form: allowed for any group, or by ACCESS_OUTAGE
+        if await deps.access.allowed(Capability.OUTAGE, user_id):
+            return True
+        for group in book.groups.values():
+            if group.allow is not None and await deps.access.allowed(
+                Capability.OUTAGE, user_id, extra=group.allow
+            ):
+                return True
+        return False
+    for group in chosen:
+        if not await deps.access.allowed(Capability.OUTAGE, user_id, extra=group.allow):
+            return False
+    return bool(chosen) or await deps.access.allowed(Capability.OUTAGE, user_id)
+
+
+async def open_outage_form(ack: Any, command: dict[str, Any], respond: Any, client: Any, deps: Deps) -> None:
+    await ack()
+    if not await may_page(deps, command["user_id"]):
+        await respond(text=deps.access.refusal(Capability.OUTAGE))
+        return
+    metadata = OutageFormMetadata(channel_id=command["channel_id"], response_url=command.get("response_url"))
+    await client.views_open(
+        trigger_id=command["trigger_id"],
+        view=outage_views.outage_form(metadata.dump(), deps.groups.current()),
+    )
+
+
+async def groups_command(ack: Any, text: str, deps: Deps) -> None:
+    book = deps.groups.reload() if text.split()[1:2] == ["reload"] else deps.groups.current()
+    await ack(text=f"{len(book.groups)} contact groups", blocks=outage_views.groups_blocks(book))
+
+
+def _form(
+    view: dict[str, Any], user_id: str, metadata: OutageFormMetadata, sender: str | None
+) -> outage.OutageForm:
+    values = view["state"]["values"]
+
+    def el(block: str, action: str) -> dict[str, Any]:
+        return values.get(block, {}).get(action, {}) or {}
+
+    status = el(BlockId.OUTAGE_STATUS, ActionId.OUTAGE_STATUS).get("selected_option") or {}
+    return outage.OutageForm(
+        user_id=user_id,
+        channel_id=metadata.channel_id,
+        response_url=metadata.response_url,
+        groups=[
+            o["value"]
+            for o in el(BlockId.OUTAGE_GROUPS, ActionId.OUTAGE_GROUPS).get("selected_options") or []
+        ],
+        extra_numbers=el(BlockId.OUTAGE_EXTRA, ActionId.OUTAGE_EXTRA).get("value") or "",
+        service=el(BlockId.OUTAGE_SERVICE, ActionId.OUTAGE_SERVICE).get("value") or "",
+        status=status.get("value") or "",
+        details=el(BlockId.OUTAGE_DETAILS, ActionId.OUTAGE_DETAILS).get("value") or "",
+        message=el(BlockId.OUTAGE_MESSAGE, ActionId.OUTAGE_MESSAGE).get("value") or "",
+        test_to_me=bool(el(BlockId.OUTAGE_TEST, ActionId.OUTAGE_TEST).get("selected_options")),
+        follow_up_of=metadata.follow_up_of,
+        sender_id=sender,
+    )
+
+
+BLOCK_FOR = {
+    "groups": BlockId.OUTAGE_GROUPS,
+    "message": BlockId.OUTAGE_MESSAGE,
+    "details": BlockId.OUTAGE_DETAILS,
+}
+
+
+async def outage_form_submission_callback(
+    ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any
+) -> None:
+    deps: Deps = context["deps"]
+    user_id = body["user"]["id"]
+    try:
+        metadata = OutageFormMetadata.model_validate_json(view.get("private_metadata") or "{}")
+    except ValidationError:
+        await ack(
+            response_action="errors",
+            errors={BlockId.OUTAGE_MESSAGE: "This form is out of date; run /sms outage again."},
+        )
+        return
+    form = _form(view, user_id, metadata, deps.settings.sender_id)
+    book = deps.groups.current()
+    found = outage.problems(form, book)
+    has_groups_block = any(b.get("block_id") == BlockId.OUTAGE_GROUPS for b in view.get("blocks", []))
+    if "groups" in found and not has_groups_block:
+        found[BlockId.OUTAGE_EXTRA] = found.pop("groups")
+    if found:
+        await ack(response_action="errors", errors={BLOCK_FOR.get(k, k): v for k, v in found.items()})
+        return
+    if not await may_page(deps, user_id, form.groups):
+        await ack(
+            response_action="errors",
+            errors={
+                BlockId.OUTAGE_GROUPS if has_groups_block else BlockId.OUTAGE_MESSAGE: deps.access.refusal(
+                    Capability.OUTAGE
+                )
+                + " (Groups with an `allow` list decide for themselves.)"
+            },
+        )
+        return
+    try:  # bounded: members were validated when the groups file was read
+        draft = outage.prepare(form, book, deps.store, deps.bulk_limits, book.number_for(user_id))
+    except BulkProblem as exc:
+        await ack(response_action="errors", errors={BlockId.OUTAGE_MESSAGE: exc.message})
+        return
+    draft_id = deps.store.create_draft(user_id)
+    save_draft(deps.store, draft, draft_id)
+    confirm = bulk_views.confirm_view(
+        None,
+        draft,
+        BulkConfirmMetadata(draft_id=draft_id).dump(),
+        where=f"<#{form.channel_id}>",
+        title="Confirm outage SMS" if not form.test_to_me else "Confirm test SMS",
+    )
+    await ack(response_action="push", view=confirm)
+
+
+async def follow_up_callback(ack: Any, body: dict[str, Any], client: Any, context: Any, respond: Any) -> None:
+    await ack()
+    deps: Deps = context["deps"]
+    job_id = body["actions"][0]["value"]
+    job = deps.store.get_job(job_id)
+    if job is None:
+        await respond(text="That alert no longer exists.", replace_original=False, response_type="ephemeral")
+        return
+    if not await may_page(deps, body["user"]["id"], list(job.meta.get("groups") or [])):
+        await respond(
+            text=deps.access.refusal(Capability.OUTAGE), replace_original=False, response_type="ephemeral"
+        )
+        return
+    metadata = OutageFormMetadata(
+        channel_id=job.channel_id or body.get("channel", {}).get("id", ""),
+        response_url=body.get("response_url"),
+        follow_up_of=job_id,
+    )
+    await client.views_open(
+        trigger_id=body["trigger_id"],
+        view=outage_views.outage_form(
+            metadata.dump(),
+            deps.groups.current(),
+            follow_up_count=job.total,
+            previous={"service": job.meta.get("service", ""), "status": "Resolved"},
+        ),
+    )
+
+
+def register(app: AsyncApp) -> None:
+    app.view(CallbackId.OUTAGE_FORM)(outage_form_submission_callback)
+    app.action(ActionId.OUTAGE_FOLLOW_UP)(follow_up_callback)

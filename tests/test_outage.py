@@ -1,0 +1,289 @@
+"""Outage SMS end to end: contact groups → form → confirmation → single sends → summary → follow-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from bot.core.groups import GroupFile
+from bot.slack.ids import ActionId, BlockId, CallbackId
+
+from .conftest import run
+from .harness import Bot
+
+ONCALL = "U0ONCALL"
+
+GROUPS = """
+[groups.payments]
+description = "Payments on-call"
+template = "[{status}] {service}: {details}"
+members = [
+  { name = "Ana", number = "+852 5123 4567", slack = "U0ONCALL" },
+  { name = "Bo", number = "+65 8123 4567" },
+]
+
+[groups.stakeholders]
+template = "{service} is {status}"
+allow = ["U0BOSS"]
+members = [
+  { name = "Bo again", number = "+65 8123 4567" },
+  { name = "Cy", number = "+852 6123 4567" },
+]
+"""
+
+
+def write_groups(tmp_path, text: str = GROUPS):
+    path = tmp_path / "groups.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def outage_values(*, groups=(), extra="", service="", status="", details="", message="", test=False) -> dict:
+    return {
+        BlockId.OUTAGE_GROUPS: {
+            ActionId.OUTAGE_GROUPS: {
+                "type": "multi_static_select",
+                "selected_options": [{"value": g} for g in groups],
+            }
+        },
+        BlockId.OUTAGE_EXTRA: {ActionId.OUTAGE_EXTRA: {"type": "plain_text_input", "value": extra or None}},
+        BlockId.OUTAGE_SERVICE: {
+            ActionId.OUTAGE_SERVICE: {"type": "plain_text_input", "value": service or None}
+        },
+        BlockId.OUTAGE_STATUS: {
+            ActionId.OUTAGE_STATUS: {
+                "type": "static_select",
+                "selected_option": {"value": status} if status else None,
+            }
+        },
+        BlockId.OUTAGE_DETAILS: {
+            ActionId.OUTAGE_DETAILS: {"type": "plain_text_input", "value": details or None}
+        },
+        BlockId.OUTAGE_MESSAGE: {
+            ActionId.OUTAGE_MESSAGE: {"type": "plain_text_input", "value": message or None}
+        },
+        BlockId.OUTAGE_TEST: {
+            ActionId.OUTAGE_TEST: {
+                "type": "checkboxes",
+                "selected_options": [{"value": "test"}] if test else [],
+            }
+        },
+    }
+
+
+async def open_outage(bot: Bot, user: str = ONCALL) -> dict:
+    before = len(bot.slack.called("views.open"))
+    await bot.command("outage", user=user)
+    view = (await bot.slack.wait_for("views.open", before + 1))[-1].params["view"]
+    assert view["callback_id"] == CallbackId.OUTAGE_FORM
+    return view
+
+
+async def submit_and_confirm(bot: Bot, form: dict, values: dict, *, user: str = ONCALL, n: int = 1):
+    body = (await bot.submit_view(form, values, user=user, view_id=f"VOUT{n}")).json()
+    assert body["response_action"] == "push", body
+    confirm = body["view"]
+    before = len(bot.runtime.worker.submitted)
+    resp = await bot.submit_view(confirm, {}, user=user, view_id=f"VOC{n}")
+    assert resp.json() == {"response_action": "clear"}
+    job, summary = await bot.job_done(before + 1)
+    return confirm, job, summary
+
+
+def test_outage_reaches_every_member_once_with_one_single_send(provider, tmp_path):
+    async def go():
+        async with Bot(
+            provider, tmp_path, ACCESS_OUTAGE=ONCALL, CONTACT_GROUPS_FILE=write_groups(tmp_path)
+        ) as bot:
+            form = await open_outage(bot)
+            options = [o["value"] for o in form["blocks"][0]["element"]["options"]]
+            assert options == ["payments", "stakeholders"]
+            missing = (
+                await bot.submit_view(
+                    form, outage_values(groups=["payments"], service="Payments API"), user=ONCALL
+                )
+            ).json()
+            assert missing["response_action"] == "errors" and "{status}" in json.dumps(missing["errors"])
+            confirm, job, summary = await submit_and_confirm(
+                bot,
+                form,
+                outage_values(
+                    groups=["payments"],
+                    extra="+852 9123 4567",
+                    service="Payments API",
+                    status="Investigating",
+                    details="Card payments fail in HK",
+                ),
+            )
+            shown = json.dumps(confirm, ensure_ascii=False)
+            assert confirm["title"]["text"] == "Confirm outage SMS" and "3 people will be texted" in shown
+            assert "[Investigating] Payments API: Card payments fail in HK" in shown
+            assert summary.accepted == 3 and job.kind == "fanout"
+            thread = bot.slack.called("chat.postMessage")[-1]
+            assert thread.params["thread_ts"] == job.parent_ts
+            assert ActionId.OUTAGE_FOLLOW_UP in json.dumps(thread.params["blocks"])
+            assert "🚨" in json.dumps(
+                bot.slack.called("chat.postMessage")[0].params["blocks"], ensure_ascii=False
+            )
+
+    run(go())
+    sent = provider.sent("SendMessageToGlobe")
+    assert sorted(r.params["To"] for r in sent) == ["6581234567", "85251234567", "85291234567"]
+    assert {r.params["Message"] for r in sent} == {"[Investigating] Payments API: Card payments fail in HK"}
+    assert provider.sent("BatchSendMessageToGlobe") == []
+
+
+def test_group_allow_list_decides_for_its_group(provider, tmp_path):
+    async def go():
+        async with Bot(
+            provider, tmp_path, ACCESS_OUTAGE=ONCALL, CONTACT_GROUPS_FILE=write_groups(tmp_path)
+        ) as bot:
+            form = await open_outage(bot)
+            refused = (
+                await bot.submit_view(
+                    form,
+                    outage_values(groups=["stakeholders"], service="API", status="Resolved"),
+                    user=ONCALL,
+                )
+            ).json()
+            assert refused["response_action"] == "errors" and "not allowed" in json.dumps(refused["errors"])
+            boss_form = await open_outage(bot, user="U0BOSS")  # allowed through the group's own list
+            _, _, summary = await submit_and_confirm(
+                bot,
+                boss_form,
+                outage_values(groups=["stakeholders"], service="API", status="Resolved"),
+                user="U0BOSS",
+            )
+            assert summary.accepted == 2
+
+    run(go())
+
+
+def test_test_to_me_texts_only_the_caller(provider, tmp_path):
+    async def go():
+        async with Bot(
+            provider, tmp_path, ACCESS_OUTAGE=ONCALL, CONTACT_GROUPS_FILE=write_groups(tmp_path)
+        ) as bot:
+            form = await open_outage(bot)
+            confirm, job, summary = await submit_and_confirm(
+                bot,
+                form,
+                outage_values(
+                    groups=["payments"],
+                    service="API",
+                    status="Identified",
+                    details="x",
+                    test=True,
+                ),
+            )
+            assert confirm["title"]["text"] == "Confirm test SMS" and summary.accepted == 1
+            assert job.meta["test"] is True
+
+    run(go())
+    assert [r.params["To"] for r in provider.sent()] == ["85251234567"]
+
+
+def test_bad_entries_are_reported_and_valid_groups_still_work(provider, tmp_path):
+    text = (
+        GROUPS
+        + """
+[groups.broken]
+members = [
+  { name = "Bad", number = "+852 123" },
+  { name = "Odd", number = "+65 8123 9999", pager = "yes" },
+]
+[groups.empty]
+members = []
+"""
+    )
+
+    async def go():
+        async with Bot(
+            provider, tmp_path, ACCESS_OUTAGE=ONCALL, CONTACT_GROUPS_FILE=write_groups(tmp_path, text)
+        ) as bot:
+            listing = (await bot.command("groups", user=ONCALL)).json()
+            shown = json.dumps(listing, ensure_ascii=False)
+            assert (
+                "`payments`" in shown
+                and "`stakeholders`" in shown
+                and "`broken`" not in shown.split("Problems")[0]
+            )
+            assert "group “broken”, member 1 (Bad)" in shown and "Too short" in shown
+            assert "unknown key “pager”" in shown and "group “empty”: has no valid members" in shown
+            form = await open_outage(bot)
+            _, _, summary = await submit_and_confirm(
+                bot, form, outage_values(groups=["payments"], service="API", status="Resolved", details="ok")
+            )
+            assert summary.accepted == 2
+
+    run(go())
+
+
+def test_reload_with_a_toml_error_keeps_the_last_good_groups(tmp_path):
+    path = write_groups(tmp_path)
+    groups = GroupFile(path)
+    assert set(groups.current().groups) == {"payments", "stakeholders"}
+    with open(path, "a") as fh:
+        fh.write('\n[groups.new\nmembers = [ { name = "x" }\n')
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    book = groups.current()
+    assert set(book.groups) == {"payments", "stakeholders"}  # the last good version stays in use
+    assert "is not valid TOML" in book.error and "(at line 18, column 12)" in book.error
+    assert "the last good version (2 groups) stays in use" in book.error
+
+
+def test_follow_up_reaches_the_original_recipients_minus_permanent_failures(provider, tmp_path):
+    provider.reset(reject_numbers=["85261234567"])
+
+    async def go():
+        async with Bot(
+            provider, tmp_path, ACCESS_OUTAGE="U0ONCALL,U0BOSS", CONTACT_GROUPS_FILE=write_groups(tmp_path)
+        ) as bot:
+            form = await open_outage(bot)
+            _, alert, summary = await submit_and_confirm(
+                bot,
+                form,
+                outage_values(
+                    groups=["payments"],
+                    extra="+852 6123 4567",
+                    service="API",
+                    status="Investigating",
+                    details="down",
+                ),
+            )
+            assert (summary.accepted, summary.failed) == (2, 1)
+            provider.reset()
+            click = {
+                "type": "block_actions",
+                "user": {"id": ONCALL},
+                "team": {"id": "T0001"},
+                "api_app_id": "A0001",
+                "trigger_id": "trigger-follow",
+                "container": {"type": "message"},
+                "channel": {"id": "C0SUPPORT"},
+                "response_url": bot.slack.response_url("follow"),
+                "actions": [
+                    {
+                        "action_id": ActionId.OUTAGE_FOLLOW_UP,
+                        "block_id": BlockId.BULK_SUMMARY_ACTIONS,
+                        "type": "button",
+                        "value": alert.id,
+                    }
+                ],
+            }
+            assert (await bot.interact(click)).status_code == 200
+            form2 = (await bot.slack.wait_for("views.open", 2))[-1].params["view"]
+            assert "Update to the 3 people who got the alert" in json.dumps(form2)
+            confirm, follow, summary = await submit_and_confirm(
+                bot, form2, outage_values(service="API", status="Resolved", details="fixed"), n=2
+            )
+            assert "1 number left out (failed permanently last time): +852 6123 ****" in json.dumps(
+                confirm, ensure_ascii=False
+            )
+            assert summary.accepted == 2 and follow.meta["follow_up_of"] == alert.id
+
+    run(go())
+    follow_up = provider.sent()[-2:]
+    assert sorted(r.params["To"] for r in follow_up) == ["6581234567", "85251234567"]
+    assert {r.params["Message"] for r in follow_up} == {"[Resolved] API: fixed"}
