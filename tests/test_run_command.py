@@ -1,0 +1,118 @@
+"""The README's run command for real: `python -m bot` in a subprocess, dry run, JSON logs, fake Slack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from urllib.parse import urlencode
+
+import httpx
+
+from .conftest import run
+from .fake_slack import FakeSlack
+from .harness import BOT_TOKEN, SIGNING_SECRET, sign
+
+APP_TOKENLESS_SECRET = "dry-run-provider-secret-not-used"
+
+
+def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
+    async def go():
+        slack = FakeSlack()
+        await slack.start()
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.url + "/api/",
+            "HOST": "127.0.0.1",
+            "PORT": "0",
+            "SMS_DRY_RUN": "true",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": APP_TOKENLESS_SECRET,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        lines: list[str] = []
+        url = None
+        while url is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "the bot exited: " + "".join(lines)
+            lines.append(line)
+            message = json.loads(line)["msg"]
+            if "HTTP mode at " in message:
+                url = message.split("HTTP mode at ", 1)[1].split("/slack/events")[0]
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/healthz")).json() == {
+                "ok": True,
+                "database": True,
+                "worker": True,
+                "dry_run": True,
+            }
+            for i, text in enumerate(["+852 5123 4567 Hello from the dry run", "+852 5123 0000 will fail"]):
+                body = urlencode(
+                    {
+                        "command": "/sms",
+                        "text": text,
+                        "user_id": "U0AGENT",
+                        "channel_id": "C0SUPPORT",
+                        "team_id": "T0001",
+                        "trigger_id": f"t{i}",
+                        "response_url": slack.response_url(str(i)),
+                    }
+                )
+                resp = await http.post(
+                    "/slack/events",
+                    content=body,
+                    headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)},
+                )
+                assert resp.status_code == 200 and "Sending to +852 5123 ****" in resp.text
+            posts = await slack.wait_for("chat.postMessage", 4, limit=30)
+        proc.send_signal(signal.SIGTERM)
+        rest = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
+        assert await proc.wait() == 0
+        await slack.stop()
+        return posts, lines + rest.splitlines(keepends=True)
+
+    posts, lines = run(go())
+    threads = [json.dumps(p.params["blocks"], ensure_ascii=False) for p in posts if "thread_ts" in p.params]
+    assert any("Accepted" in t and "Dry run" in t for t in threads)
+    assert any("Not sent" in t and "Dry run" in t for t in threads)
+    records = [json.loads(line) for line in lines if line.strip()]  # every line is one JSON object
+    assert {"ts", "level", "logger", "msg"} <= set(records[0])
+    requests = [r["msg"] for r in records if r["msg"].startswith("http POST /slack/events")]
+    assert len(requests) == 2 and all("status=200" in m and " ms=" in m for m in requests)
+    text = "".join(lines)
+    for secret in (BOT_TOKEN, SIGNING_SECRET, APP_TOKENLESS_SECRET):
+        assert secret not in text
+    for piece in ("51234567", "5123 4567", "51230000"):
+        assert piece not in text
+
+
+def test_redaction_filter_masks_numbers_tokens_and_secrets():
+    import logging
+
+    from bot.logs import RedactingFilter
+
+    f = RedactingFilter(["s3cr3t-value"])
+    record = logging.LogRecord(
+        "x",
+        logging.INFO,
+        __file__,
+        1,
+        "to %s with %s and %s",
+        ("+852 5123 4567", "xoxb-123-456-abc", "s3cr3t-value"),
+        None,
+    )
+    f.filter(record)
+    assert record.getMessage() == "to +8525**** with [token] and [secret]"
