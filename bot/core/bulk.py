@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.sms.encoding import MessageError, analyse, validate_message
+from bot.sms.encoding import MessageError, MessageInfo, analyse, validate_message
 from bot.sms.models import check_sender_id
 from bot.sms.phone import PhoneNumber, mask
 from bot.sms.recipients import (
@@ -104,6 +104,56 @@ class BulkProblem(Exception):
         self.message = message
 
 
+class Tally:
+    """Recipients of a draft as they are added, with encodings, segments and the daily budget check."""
+
+    def __init__(self) -> None:
+        self.recipients: list[dict[str, Any]] = []
+        self.encodings: Counter[str] = Counter()
+        self.total = 0
+        self.worst = 0
+        self.trigger: str | None = None
+
+    def add(self, number: PhoneNumber, message: str, info: MessageInfo) -> None:
+        self.encodings[info.encoding] += 1
+        self.total += info.segments
+        self.worst = max(self.worst, info.segments)
+        self.trigger = self.trigger or info.ucs2_trigger
+        self.recipients.append(
+            {
+                "e164": number.e164,
+                "cc": number.country_code,
+                "national": number.national,
+                "region": number.region,
+                "message": message,
+                "segments": info.segments,
+            }
+        )
+
+    def check_budget(self, store: Store, user_id: str, limits: BulkLimits) -> None:
+        used = store.segments_today(user_id)
+        if used + self.total > limits.daily_segments:
+            raise BulkProblem(
+                f"This send needs {self.total:,} segments, and you have used {used:,} of your "
+                f"{limits.daily_segments:,} segments today (setting BULK_DAILY_SEGMENTS). Send to fewer people, "
+                "shorten the message, or ask an admin to raise the limit."
+            )
+
+    def draft(self, limits: BulkLimits, **fields: Any) -> Draft:
+        return Draft(
+            id="",
+            recipients=self.recipients,
+            total_segments=self.total,
+            encodings=dict(self.encodings),
+            max_segments=self.worst,
+            ucs2_trigger=self.trigger,
+            cost=estimate_cost(self.recipients, limits),
+            currency=limits.currency,
+            needs_typed_count=len(self.recipients) >= limits.confirm_threshold,
+            **fields,
+        )
+
+
 def quick_problems(form: BulkForm, limits: BulkLimits) -> dict[str, str]:
     """Cheap checks, answered inline on the form. Keys: recipients, message, sender, validity, type."""
     problems: dict[str, str] = {}
@@ -162,43 +212,19 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
             f"{source} has more than {limits.max_recipients:,} valid numbers; the limit per send is "
             f"{limits.max_recipients:,} (setting BULK_MAX_RECIPIENTS). Split the list."
         )
-    recipients: list[dict[str, Any]] = []
-    encodings: Counter[str] = Counter()
-    total_segments = 0
-    max_segments = 0
-    trigger = None
+    tally = Tally()
     for i, r in enumerate(listing.recipients):
         try:
             message = render(form.template, r.fields)
             info = validate_message(message, limits.max_chars)
         except (TemplateError, MessageError) as exc:
-            reason = exc.reason
-            raise BulkProblem(f"The message for line {r.line} ({r.number.masked}): {reason}") from None
-        encodings[info.encoding] += 1
-        total_segments += info.segments
-        max_segments = max(max_segments, info.segments)
-        trigger = trigger or info.ucs2_trigger
-        recipients.append(
-            {
-                "e164": r.number.e164,
-                "cc": r.number.country_code,
-                "national": r.number.national,
-                "region": r.number.region,
-                "message": message,
-                "segments": info.segments,
-            }
-        )
+            raise BulkProblem(f"The message for line {r.line} ({r.number.masked}): {exc.reason}") from None
+        tally.add(r.number, message, info)
         if i % SLICE == SLICE - 1:
             await asyncio.sleep(0)
-    used = store.segments_today(form.user_id)
-    if used + total_segments > limits.daily_segments:
-        raise BulkProblem(
-            f"This send needs {total_segments:,} segments, and you have used {used:,} of your "
-            f"{limits.daily_segments:,} segments today (setting BULK_DAILY_SEGMENTS). Send to fewer people, "
-            "shorten the message, or ask an admin to raise the limit."
-        )
-    draft = Draft(
-        id="",
+    tally.check_budget(store, form.user_id, limits)
+    return tally.draft(
+        limits,
         user_id=form.user_id,
         channel_id=form.channel_id,
         response_url=form.response_url,
@@ -206,19 +232,10 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
         type=form.type,
         sender_id=form.sender_id,
         validity=form.validity,
-        recipients=recipients,
         refused=[{"line": r.line, "masked": mask(r.text), "reason": r.reason} for r in listing.refused],
         duplicates=listing.duplicates,
-        total_segments=total_segments,
-        encodings=dict(encodings),
-        max_segments=max_segments,
-        ucs2_trigger=trigger,
-        cost=estimate_cost(recipients, limits),
-        currency=limits.currency,
-        needs_typed_count=len(recipients) >= limits.confirm_threshold,
         retry_of=retry_of,
     )
-    return draft
 
 
 async def _parse_in_slices(text: str, limits: BulkLimits) -> RecipientList:
@@ -247,47 +264,21 @@ def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimits) -> 
     failed = store.recipients(job_id, [RecipientState.FAILED])
     if not failed:
         raise BulkProblem("No recipient of that send failed: there is nothing to retry.")
-    recipients = []
-    total = 0
+    tally = Tally()
     for r in failed:
-        segments = analyse(r.message).segments
-        total += segments
-        recipients.append(
-            {
-                "e164": r.number.e164,
-                "cc": r.number.country_code,
-                "national": r.number.national,
-                "region": r.number.region,
-                "message": r.message,
-                "segments": segments,
-            }
-        )
-    used = store.segments_today(user_id)
-    if used + total > limits.daily_segments:
-        raise BulkProblem(
-            f"Retrying needs {total:,} segments; you have used {used:,} of your {limits.daily_segments:,} today "
-            "(setting BULK_DAILY_SEGMENTS)."
-        )
-    infos = [analyse(r["message"]) for r in recipients[:1]]
-    draft = Draft(
-        id="",
+        tally.add(r.number, r.message, analyse(r.message))
+    tally.check_budget(store, user_id, limits)
+    draft = tally.draft(
+        limits,
         user_id=user_id,
         channel_id=job.channel_id or "",
         response_url=job.response_url,
-        template=str(job.meta.get("template") or recipients[0]["message"]),
+        template=str(job.meta.get("template") or failed[0].message),
         type=job.type or "NOTIFY",
         sender_id=job.sender_id,
         validity=job.validity,
-        recipients=recipients,
         refused=[],
         duplicates=0,
-        total_segments=total,
-        encodings={infos[0].encoding: len(recipients)},
-        max_segments=max(r["segments"] for r in recipients),
-        ucs2_trigger=infos[0].ucs2_trigger,
-        cost=estimate_cost(recipients, limits),
-        currency=limits.currency,
-        needs_typed_count=len(recipients) >= limits.confirm_threshold,
         retry_of=job_id,
     )
     draft_id = store.create_draft(user_id, state="checking")

@@ -13,7 +13,7 @@ from bot.sms.encoding import MessageError, validate_message
 from bot.sms.phone import PhoneNumber, mask
 from bot.sms.recipients import TemplateError, parse_recipients, render, template_fields
 
-from .bulk import BulkLimits, BulkProblem, Draft, estimate_cost
+from .bulk import BulkLimits, BulkProblem, Draft, Tally
 from .groups import GroupBook
 from .store import RecipientState, Store
 
@@ -130,37 +130,17 @@ def prepare(
             "(setting BULK_MAX_RECIPIENTS)."
         )
     values = {f: getattr(form, f).strip() for f in FIELDS}
-    recipients, total, worst = [], 0, 0
-    encodings: dict[str, int] = {}
-    trigger = None
+    tally = Tally()
     for number, name in found.people:
         try:
             message = render(template, {**values, "name": name or "there"})
             info = validate_message(message, limits.max_chars)
         except (TemplateError, MessageError) as exc:
             raise BulkProblem(exc.reason) from None
-        encodings[info.encoding] = encodings.get(info.encoding, 0) + 1
-        total += info.segments
-        worst = max(worst, info.segments)
-        trigger = trigger or info.ucs2_trigger
-        recipients.append(
-            {
-                "e164": number.e164,
-                "cc": number.country_code,
-                "national": number.national,
-                "region": number.region,
-                "message": message,
-                "segments": info.segments,
-            }
-        )
-    used = store.segments_today(form.user_id)
-    if used + total > limits.daily_segments:
-        raise BulkProblem(
-            f"This send needs {total:,} segments, and you have used {used:,} of your {limits.daily_segments:,} "
-            "today (setting BULK_DAILY_SEGMENTS)."
-        )
-    return Draft(
-        id="",
+        tally.add(number, message, info)
+    tally.check_budget(store, form.user_id, limits)
+    draft = tally.draft(
+        limits,
         user_id=form.user_id,
         channel_id=form.channel_id,
         response_url=form.response_url,
@@ -168,16 +148,8 @@ def prepare(
         type="NOTIFY",
         sender_id=form.sender_id,
         validity=None,
-        recipients=recipients,
         refused=found.refused,
         duplicates=found.duplicates,
-        total_segments=total,
-        encodings=encodings,
-        max_segments=worst,
-        ucs2_trigger=trigger,
-        cost=estimate_cost(recipients, limits),
-        currency=limits.currency,
-        needs_typed_count=len(recipients) >= limits.confirm_threshold and not form.test_to_me,
         kind="fanout",
         meta={
             "outage": True,
@@ -186,5 +158,9 @@ def prepare(
             "follow_up_of": form.follow_up_of,
             "dropped": found.dropped[:50],
             "dropped_count": len(found.dropped),
+            "service": values["service"],
         },
     )
+    if form.test_to_me:
+        draft.needs_typed_count = False
+    return draft

@@ -387,11 +387,14 @@ class Store:
         out = []
         for row in rows:
             job = self.get_job(row["jid"])
-            first = self.db.execute(
-                "SELECT * FROM recipients WHERE job_id = ? ORDER BY idx LIMIT 1", (row["jid"],)
+            cur = self.db.cursor()
+            cur.row_factory = None
+            first = cur.execute(
+                f"SELECT {_RECIPIENT_COLUMNS} FROM recipients WHERE job_id = ? ORDER BY idx LIMIT 1",
+                (row["jid"],),
             ).fetchone()
             if job and first:
-                out.append((job, _recipient(first)))
+                out.append((job, _recipient_tuple(first)))
         return out
 
     # ------------------------------------------------------------------ customer threads
@@ -521,23 +524,4 @@ def _recipient_tuple(r: tuple[Any, ...]) -> RecipientRow:
         r[14],
         bool(r[15]),
         r[16],
-    )
-
-
-def _recipient(row: sqlite3.Row) -> RecipientRow:
-    return RecipientRow(
-        job_id=row["job_id"],
-        idx=row["idx"],
-        number=PhoneNumber(row["e164"], row["country_code"], row["national"], row["region"]),
-        message=row["message"],
-        state=RecipientState(row["state"]),
-        message_id=row["message_id"],
-        segments=row["segments"],
-        code=row["code"],
-        error=row["error"],
-        request_id=row["request_id"],
-        country=row["country"],
-        carrier=row["carrier"],
-        retryable=bool(row["retryable"]),
-        updated_at=row["updated_at"],
     )
