@@ -70,6 +70,7 @@ class Runtime:
         book = self.groups.current()
         for problem in ([book.error] if book.error else []) + book.problems:
             log.warning("contact groups: %s", problem)
+        self._watcher = asyncio.create_task(self.groups.watch(), name="groups-watcher")
         self.deps = Deps(
             settings=s, store=self.store, service=self.service, access=self.access, groups=self.groups
         )
@@ -103,6 +104,8 @@ class Runtime:
     async def aclose(self) -> None:
         if not hasattr(self, "worker"):
             return
+        if getattr(self, "_watcher", None) is not None:
+            self._watcher.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.socket is not None:

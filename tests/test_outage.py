@@ -204,6 +204,9 @@ members = []
         ) as bot:
             listing = (await bot.command("groups", user=ONCALL)).json()
             shown = json.dumps(listing, ensure_ascii=False)
+            await bot.command("groups reload", user=ONCALL)
+            (_, reloaded), *_ = await bot.slack.wait_for_webhooks(1)
+            assert reloaded["text"] == "Reloaded: 2 contact groups"
             assert (
                 "`payments`" in shown
                 and "`stakeholders`" in shown

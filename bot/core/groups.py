@@ -140,6 +140,18 @@ class GroupFile:
         self.book = GroupBook()
         self._stamp: tuple[float, int] | None = None
 
+    def cached(self) -> GroupBook:
+        """The groups as last read, without touching the file (for code that must answer fast)."""
+        return self.book
+
+    async def watch(self, every: float = 2.0) -> None:
+        """Re-read the file whenever it changes (run as a background task)."""
+        import asyncio
+
+        while True:
+            self.current()
+            await asyncio.sleep(every)
+
     def current(self) -> GroupBook:
         try:
             stat = os.stat(self.path)

@@ -52,7 +52,7 @@ async def sms_command_callback(
         await open_outage_form(ack, command, respond, client, deps)
         return
     if first == "groups":
-        await groups_command(ack, text, deps)
+        await groups_command(ack, respond, text, deps)
         return
     if first == "bulk":
         await open_bulk_form(ack, command, respond, client, deps)

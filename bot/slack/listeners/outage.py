@@ -26,7 +26,7 @@ log = logging.getLogger("bot.slack.outage")
 
 async def may_page(deps: Deps, user_id: str, groups: list[str] | None = None) -> bool:
     """A group with its own `allow` list decides for itself; otherwise ACCESS_OUTAGE does."""
-    book = deps.groups.current()
+    book = deps.groups.cached()
     chosen = [book.groups[g] for g in (groups or []) if g in book.groups]
     if groups is None:  # opening the form: allowed for any group, or by ACCESS_OUTAGE
         if await deps.access.allowed(Capability.OUTAGE, user_id):
@@ -51,13 +51,20 @@ async def open_outage_form(ack: Any, command: dict[str, Any], respond: Any, clie
     metadata = OutageFormMetadata(channel_id=command["channel_id"], response_url=command.get("response_url"))
     await client.views_open(
         trigger_id=command["trigger_id"],
-        view=outage_views.outage_form(metadata.dump(), deps.groups.current()),
+        view=outage_views.outage_form(metadata.dump(), deps.groups.cached()),
     )
 
 
-async def groups_command(ack: Any, text: str, deps: Deps) -> None:
-    book = deps.groups.reload() if text.split()[1:2] == ["reload"] else deps.groups.current()
-    await ack(text=f"{len(book.groups)} contact groups", blocks=outage_views.groups_blocks(book))
+async def groups_command(ack: Any, respond: Any, text: str, deps: Deps) -> None:
+    if text.split()[1:2] != ["reload"]:
+        book = deps.groups.cached()
+        await ack(text=f"{len(book.groups)} contact groups", blocks=outage_views.groups_blocks(book))
+        return
+    await ack()  # reading and validating the file grows with its size: answer Slack first
+    book = deps.groups.reload()
+    await respond(
+        text=f"Reloaded: {len(book.groups)} contact groups", blocks=outage_views.groups_blocks(book)
+    )
 
 
 def _form(
@@ -109,7 +116,7 @@ async def outage_form_submission_callback(
         )
         return
     form = _form(view, user_id, metadata, deps.settings.sender_id)
-    book = deps.groups.current()
+    book = deps.groups.cached()  # kept fresh by a background watcher; reading the file here could be slow
     found = outage.problems(form, book)
     has_groups_block = any(b.get("block_id") == BlockId.OUTAGE_GROUPS for b in view.get("blocks", []))
     if "groups" in found and not has_groups_block:
@@ -167,7 +174,7 @@ async def follow_up_callback(ack: Any, body: dict[str, Any], client: Any, contex
         trigger_id=body["trigger_id"],
         view=outage_views.outage_form(
             metadata.dump(),
-            deps.groups.current(),
+            deps.groups.cached(),
             follow_up_count=job.total,
             previous={"service": job.meta.get("service", ""), "status": "Resolved"},
         ),
