@@ -68,8 +68,11 @@ class Runtime:
         self.service = SendService(self.store, self.worker, dry_run=s.dry_run)
         self.groups = GroupFile(s.contact_groups_file, s.default_region)
         book = self.groups.current()
-        for problem in ([book.error] if book.error else []) + book.problems:
-            log.warning("contact groups: %s", problem)
+        if book.error and not self.groups.path.exists():
+            log.info("contact groups: %s Outage SMS need one (see groups.example.toml).", book.error)
+        else:
+            for problem in ([book.error] if book.error else []) + book.problems:
+                log.warning("contact groups: %s", problem)
         self._watcher = asyncio.create_task(self.groups.watch(), name="groups-watcher")
         self.deps = Deps(
             settings=s, store=self.store, service=self.service, access=self.access, groups=self.groups

@@ -26,7 +26,7 @@ from bot.sms.recipients import (
     template_fields,
 )
 
-from .store import NewRecipient, RecipientState, Store
+from .store import RecipientState, Store
 
 SLICE = 256  # numbers validated between two yields to the event loop
 
@@ -317,28 +317,21 @@ def confirm(
     if state != "open" or not payload.get("recipients"):
         return None, "This draft was discarded or is still being checked. Start again with /sms bulk."
     draft = Draft.from_payload(draft_id, payload)
-    recipients = [
-        NewRecipient(PhoneNumber(r["e164"], r["cc"], r["national"], r["region"]), r["message"])
-        for r in draft.recipients
-    ]
     try:
-        job_id, created = _claim(store, draft_id, draft, recipients, dry_run)
+        job_id, created = _claim(store, draft_id, draft, dry_run)
     except LookupError:
         return None, "This draft was discarded. Start again with /sms bulk."
     return job_id, "created" if created else "already confirmed"
 
 
-def _claim(
-    store: Store, draft_id: str, draft: Draft, recipients: list[NewRecipient], dry_run: bool
-) -> tuple[str, bool]:
+def _claim(store: Store, draft_id: str, draft: Draft, dry_run: bool) -> tuple[str, bool]:
     return store.claim_draft_into_job(
         draft_id,
         kind=draft.kind,
         created_by=draft.user_id,
         channel_id=draft.channel_id,
         response_url=draft.response_url,
-        recipients=recipients,
-        segments=[r["segments"] for r in draft.recipients],
+        records=draft.recipients,
         sender_id=draft.sender_id,
         type=draft.type,
         validity=draft.validity,

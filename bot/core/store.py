@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.sms.phone import PhoneNumber
 
@@ -99,6 +99,12 @@ FINAL_STATES = (RecipientState.ACCEPTED, RecipientState.FAILED, RecipientState.U
 
 @dataclass(frozen=True, slots=True)
 class NewRecipient:
+    number: PhoneNumber
+    message: str
+
+
+class Pending(NamedTuple):
+    idx: int
     number: PhoneNumber
     message: str
 
@@ -187,13 +193,17 @@ class Store:
             existing = self._job_by_key(source_key)
             if existing is not None:
                 return existing, False
-            job_id = self._insert_job(kind, created_by, recipients, source_key, **fields)
+            rows = [
+                (r.number.e164, r.number.country_code, r.number.national, r.number.region, r.message, None)
+                for r in recipients
+            ]
+            job_id = self._insert_job(kind, created_by, rows, source_key, **fields)
         job = self.get_job(job_id)
         assert job is not None
         return job, True
 
     def claim_draft_into_job(
-        self, draft_id: str, *, kind: str, created_by: str, recipients: Sequence[NewRecipient], **fields: Any
+        self, draft_id: str, *, kind: str, created_by: str, records: Sequence[dict[str, Any]], **fields: Any
     ) -> tuple[str, bool]:
         """open → confirmed and the job, in one transaction: however many confirmations race (double
         clicks, Slack retries, two replicas), one job is created; the others get its id."""
@@ -203,7 +213,10 @@ class Store:
                 if row is not None and row["job_id"]:
                     return row["job_id"], False
                 raise LookupError("draft is not open")
-            job_id = self._insert_job(kind, created_by, recipients, f"draft:{draft_id}", **fields)
+            rows = [
+                (r["e164"], r["cc"], r["national"], r["region"], r["message"], r["segments"]) for r in records
+            ]
+            job_id = self._insert_job(kind, created_by, rows, f"draft:{draft_id}", **fields)
             self.db.execute(
                 "UPDATE drafts SET state = 'confirmed', job_id = ?, payload = '{}' WHERE id = ?",
                 (job_id, draft_id),
@@ -220,7 +233,9 @@ class Store:
         self,
         kind: str,
         created_by: str,
-        recipients: Sequence[NewRecipient],
+        rows: Sequence[
+            tuple[str, int, str, str, str, int | None]
+        ],  # e164, cc, national, region, message, segs
         source_key: str | None,
         *,
         channel_id: str | None = None,
@@ -231,7 +246,6 @@ class Store:
         validity: int | None = None,
         meta: dict[str, Any] | None = None,
         thread_ts: str | None = None,
-        segments: Sequence[int] | None = None,
     ) -> str:
         job_id = uuid.uuid4().hex
         now = time.time()
@@ -251,7 +265,7 @@ class Store:
                 type,
                 task_id or job_id,
                 validity,
-                len(recipients),
+                len(rows),
                 thread_ts,
                 json.dumps(meta or {}),
                 now,
@@ -260,21 +274,7 @@ class Store:
         self.db.executemany(
             "INSERT INTO recipients (job_id, idx, e164, country_code, national, region, message, state, "
             "est_segments, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    job_id,
-                    i,
-                    r.number.e164,
-                    r.number.country_code,
-                    r.number.national,
-                    r.number.region,
-                    r.message,
-                    RecipientState.QUEUED,
-                    segments[i] if segments else None,
-                    now,
-                )
-                for i, r in enumerate(recipients)
-            ],
+            [(job_id, i, *row[:5], RecipientState.QUEUED, row[5], now) for i, row in enumerate(rows)],
         )
         return job_id
 
@@ -305,6 +305,17 @@ class Store:
         cur.row_factory = None  # plain tuples: a 10,000-row job loads ≈ 3× faster than through sqlite3.Row
         rows = cur.execute(f"SELECT {_RECIPIENT_COLUMNS} FROM recipients WHERE {where} ORDER BY idx", args)
         return [_recipient_tuple(r) for r in rows.fetchall()]
+
+    def pending(self, job_id: str) -> list[Pending]:
+        """The recipients still to send, as light rows (index, number, message)."""
+        cur = self.db.cursor()
+        cur.row_factory = None
+        rows = cur.execute(
+            "SELECT idx, e164, country_code, national, region, message FROM recipients "
+            "WHERE job_id = ? AND state = ? ORDER BY idx",
+            (job_id, RecipientState.QUEUED),
+        ).fetchall()
+        return [Pending(r[0], PhoneNumber(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
 
     def mark_in_flight(self, job_id: str, indices: Iterable[int]) -> None:
         """Record intent before the provider call: one statement, committed before the request leaves."""

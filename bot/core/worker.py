@@ -20,7 +20,7 @@ from bot.sms import Hooks, MessageType, SmsClient, batch_send_all, fan_out
 from bot.sms.errors import InvalidRequestError
 from bot.sms.pacing import Outcome, Status
 
-from .store import Job, JobState, RecipientRow, RecipientState, Store, Summary
+from .store import Job, JobState, Pending, RecipientRow, Store, Summary
 
 log = logging.getLogger("bot.core.worker")
 
@@ -28,7 +28,8 @@ log = logging.getLogger("bot.core.worker")
 class JobObserver(Protocol):
     """What the worker tells the outside world (Slack, in the bot). Errors here never stop a job."""
 
-    async def job_started(self, job: Job, recipients: Sequence[RecipientRow]) -> None: ...
+    async def job_started(self, job: Job, recipients: Sequence[RecipientRow]) -> None:
+        """`recipients` are given for single-recipient jobs only (empty otherwise)."""
 
     async def job_progress(self, job: Job, summary: Summary) -> None: ...
 
@@ -198,15 +199,17 @@ class Worker:
         if job.state == JobState.QUEUED:
             self.store.set_job(job.id, state=JobState.RUNNING, started_at=time.time())
             job = self.store.get_job(job.id) or job
-        recipients = self.store.recipients(job.id)
+        # Full rows only where the observer uses them (a single send's thread); a 10,000-recipient job
+        # starts sending from light rows.
+        recipients = self.store.recipients(job.id) if job.total == 1 else []
         started = asyncio.create_task(self._notify("job_started", job, recipients))
-        pending = [r for r in recipients if r.state == RecipientState.QUEUED]
+        pending = self.store.pending(job.id)
         if pending:
             await self._send(job, pending)
         await started
         await self._finish(job.id)
 
-    async def _send(self, job: Job, pending: list[RecipientRow]) -> None:
+    async def _send(self, job: Job, pending: list[Pending]) -> None:
         common = {"sender_id": job.sender_id, "task_id": job.task_id, "validity_period": job.validity}
         requests = []
         if job.kind != "batch":
