@@ -111,6 +111,30 @@ class Bot:
     async def interact(self, payload: dict[str, Any]) -> httpx.Response:
         return await self.post(urlencode({"payload": json.dumps(payload)}))
 
+    async def click(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        user: str = "U0AGENT",
+        block_id: str = "actions",
+        channel: str = "C0SUPPORT",
+    ) -> httpx.Response:
+        """A button click in a message (block_actions), signed."""
+        return await self.interact(
+            {
+                "type": "block_actions",
+                "user": {"id": user},
+                "team": {"id": "T0001"},
+                "api_app_id": "A0001",
+                "trigger_id": f"trigger-{next(_trigger)}",
+                "container": {"type": "message"},
+                "channel": {"id": channel},
+                "response_url": self.slack.response_url(f"click-{next(_trigger)}"),
+                "actions": [{"action_id": action_id, "block_id": block_id, "type": "button", "value": value}],
+            }
+        )
+
     async def submit_view(
         self,
         view: dict[str, Any],

@@ -302,25 +302,10 @@ def test_retry_failed_resends_only_the_failed_through_the_confirmation(provider,
             await confirm(bot, view)
             job, _ = await bot.job_done(1)
             provider.reset()
-            click = {
-                "type": "block_actions",
-                "user": {"id": LEAD},
-                "team": {"id": "T0001"},
-                "api_app_id": "A0001",
-                "trigger_id": "trigger-retry",
-                "container": {"type": "message"},
-                "channel": {"id": "C0SUPPORT"},
-                "response_url": bot.slack.response_url("retry"),
-                "actions": [
-                    {
-                        "action_id": ActionId.BULK_RETRY_FAILED,
-                        "block_id": BlockId.BULK_SUMMARY_ACTIONS,
-                        "type": "button",
-                        "value": job.id,
-                    }
-                ],
-            }
-            assert (await bot.interact(click)).status_code == 200
+            click = await bot.click(
+                ActionId.BULK_RETRY_FAILED, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
+            )
+            assert click.status_code == 200
             opened = (await bot.slack.wait_for("views.open", 2))[-1].params["view"]
             assert "2 people will be texted" in text_of(opened) and opened["submit"]["text"] == "Send 2 SMS"
             await confirm(bot, opened, view_id="VRETRY")

@@ -257,25 +257,10 @@ def test_follow_up_reaches_the_original_recipients_minus_permanent_failures(prov
             )
             assert (summary.accepted, summary.failed) == (2, 1)
             provider.reset()
-            click = {
-                "type": "block_actions",
-                "user": {"id": ONCALL},
-                "team": {"id": "T0001"},
-                "api_app_id": "A0001",
-                "trigger_id": "trigger-follow",
-                "container": {"type": "message"},
-                "channel": {"id": "C0SUPPORT"},
-                "response_url": bot.slack.response_url("follow"),
-                "actions": [
-                    {
-                        "action_id": ActionId.OUTAGE_FOLLOW_UP,
-                        "block_id": BlockId.BULK_SUMMARY_ACTIONS,
-                        "type": "button",
-                        "value": alert.id,
-                    }
-                ],
-            }
-            assert (await bot.interact(click)).status_code == 200
+            click = await bot.click(
+                ActionId.OUTAGE_FOLLOW_UP, alert.id, user=ONCALL, block_id=BlockId.BULK_SUMMARY_ACTIONS
+            )
+            assert click.status_code == 200
             form2 = (await bot.slack.wait_for("views.open", 2))[-1].params["view"]
             assert "Update to the 3 people who got the alert" in json.dumps(form2)
             confirm, follow, summary = await submit_and_confirm(

@@ -60,17 +60,21 @@ def test_malformed_setting_stops_with_one_line_naming_it(monkeypatch, env, expec
     assert "\n" not in str(info.value)
 
 
-def test_run_command_without_settings_names_the_first_missing_one(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.run(
+def run_bot(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bot` with only the given settings (no .env: the working directory is empty)."""
+    return subprocess.run(
         [sys.executable, "-m", "bot"],
         cwd=tmp_path,
-        env=env,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_run_command_without_settings_names_the_first_missing_one(tmp_path):
+    proc = run_bot(tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: SLACK_BOT_TOKEN is not set: the bot token (xoxb-…) from the Slack app's OAuth & Permissions page."
@@ -78,20 +82,6 @@ def test_run_command_without_settings_names_the_first_missing_one(tmp_path):
 
 
 def test_missing_provider_credentials_suggest_dry_run(tmp_path):
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "SLACK_BOT_TOKEN": "xoxb-1",
-        "SLACK_APP_TOKEN": "xapp-1",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "bot"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_bot(tmp_path, SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xapp-1")
     assert proc.returncode == 2
     assert "ALIBABA_CLOUD_ACCESS_KEY_ID is not set" in proc.stderr and "SMS_DRY_RUN=true" in proc.stderr
