@@ -370,6 +370,15 @@ class Store:
         )
         return cur.rowcount
 
+    def queued_to_failed(self, job_id: str, reason: str) -> int:
+        """Recipients never sent because their job stopped: failed (not sent, retryable), not left queued."""
+        cur = self.db.execute(
+            "UPDATE recipients SET state = ?, code = 'NOT_SENT', error = ?, retryable = 1, updated_at = ? "
+            "WHERE job_id = ? AND state = ?",
+            (RecipientState.FAILED, reason, time.time(), job_id, RecipientState.QUEUED),
+        )
+        return cur.rowcount
+
     def summary(self, job_id: str) -> Summary:
         counts = dict(
             self.db.execute(

@@ -24,6 +24,8 @@ from .store import Job, JobState, Pending, RecipientRow, Store, Summary
 
 log = logging.getLogger("bot.core.worker")
 
+KEEP_FINISHED = 10_000  # completion futures kept for `wait()` after a job finished
+
 
 class JobObserver(Protocol):
     """What the worker tells the outside world (Slack, in the bot). Errors here never stop a job."""
@@ -98,6 +100,7 @@ class Worker:
         self._runner: asyncio.Task[None] | None = None
         self.crashed: BaseException | None = None
         self.submitted: list[str] = []
+        self._running: set[str] = set()
         self._submit_waiters: list[tuple[int, asyncio.Future[list[str]]]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -176,6 +179,15 @@ class Worker:
 
     # ------------------------------------------------------------------ one job
     async def _run_job(self, job_id: str) -> None:
+        if job_id in self._running:  # submitted twice (e.g. resumed at start and queued again): run it once
+            return
+        self._running.add(job_id)
+        try:
+            await self._run_job_once(job_id)
+        finally:
+            self._running.discard(job_id)
+
+    async def _run_job_once(self, job_id: str) -> None:
         await self.busy.wait_idle()
         job = self.store.get_job(job_id)
         if job is None or job.state == JobState.DONE:
@@ -191,8 +203,11 @@ class Worker:
             if fut and not fut.done():
                 fut.set_exception(RuntimeError("worker crashed"))
         except Exception:
-            log.exception("job %s failed unexpectedly; its recipients keep their stored state", job_id)
+            log.exception("job %s stopped on an unexpected error", job_id)
             self.store.in_flight_to_unknown(job_id)
+            self.store.queued_to_failed(
+                job_id, "Not sent: the send stopped on an internal error before reaching this number."
+            )
             await self._finish(job_id)
 
     async def _execute(self, job: Job) -> None:
@@ -271,6 +286,11 @@ class Worker:
         fut = self._future(job_id)
         if not fut.done():
             fut.set_result(summary)
+        while len(self._done) > KEEP_FINISHED:  # oldest first; a long-running bot must not keep them all
+            oldest = next(iter(self._done))
+            if not self._done[oldest].done():
+                break
+            del self._done[oldest]
 
     async def _notify(self, event: str, *args: object) -> None:
         try:

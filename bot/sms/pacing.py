@@ -10,7 +10,6 @@ just before those recipients' requests go out, `on_results(outcomes)` after answ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -163,6 +162,8 @@ async def fan_out(
     tasks: set[asyncio.Task[None]] = set()
     try:
         for start in range(0, total, wave):
+            if drainer.done():  # a results hook failed: send nothing more
+                break
             indices = range(start, min(start + wave, total))
             if hooks.before_send:
                 await hooks.before_send(indices)
@@ -172,13 +173,12 @@ async def fan_out(
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         await drainer
-    finally:
-        if not drainer.done():
-            drainer.cancel()
-            for task in list(tasks):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drainer
+    except BaseException:
+        # A hook failed (or we were cancelled): no request may still go out after this.
+        drainer.cancel()
+        for task in list(tasks):
+            task.cancel()
+        raise
     return [o for o in outcomes if o is not None]
 
 
