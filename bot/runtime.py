@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.errors import SlackApiError
 
 from bot.config import Settings
 from bot.core.access import AccessPolicy
@@ -82,7 +83,16 @@ class Runtime:
         if resumed:
             log.info("resumed %d unfinished job(s) after the last stop", len(resumed))
         if s.socket_mode:
-            self.socket = AsyncSocketModeHandler(self.bolt, s.slack_app_token.get_secret_value())
+            app_token = s.slack_app_token.get_secret_value()
+            try:  # the Socket Mode client retries a rejected token forever: check it once, first
+                await self.client.apps_connections_open(app_token=app_token)
+            except SlackApiError as exc:
+                error = exc.response.get("error", "unknown_error")
+                raise StartupError(
+                    f"SLACK_APP_TOKEN was rejected by Slack ({error}): it must be an app-level token with "
+                    "connections:write, and Socket Mode must be enabled for the app."
+                ) from None
+            self.socket = AsyncSocketModeHandler(self.bolt, app_token)
             await self.socket.connect_async()
         self._runner = web.AppRunner(
             web_app(None if s.socket_mode else self.bolt, self.health, self.busy), access_log=None

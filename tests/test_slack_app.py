@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core.store import RecipientState
+from bot.runtime import Runtime
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.sms.simulator import Fault
 
@@ -340,3 +341,25 @@ def test_property_any_command_text_gets_a_send_or_a_specific_error(provider, tmp
                 await bot.runtime.worker.wait(job_id)
 
     run(go())
+
+
+def test_rejected_tokens_stop_start_up_with_one_line(provider, tmp_path):
+    from bot.slack.app import StartupError
+
+    async def go(fail_method: str, **settings):
+        bot = Bot(provider, tmp_path, **settings)
+        await bot.slack.start()
+        bot.slack.fail(fail_method, "invalid_auth")
+        runtime = Runtime(bot.settings())
+        try:
+            await runtime.start()
+        except StartupError as exc:
+            return str(exc)
+        finally:
+            await runtime.aclose()
+            await bot.slack.stop()
+        return "started"
+
+    assert run(go("auth.test")) == "SLACK_BOT_TOKEN was rejected by Slack (invalid_auth)."
+    socket = run(go("apps.connections.open", SLACK_APP_TOKEN="xapp-1-bad"))
+    assert socket.startswith("SLACK_APP_TOKEN was rejected by Slack (invalid_auth)") and "\n" not in socket
