@@ -28,9 +28,10 @@ class RateLimiter:
             raise ValueError("rate must be positive")
         self.rate = rate
         self.interval = (1.0 + margin) / rate
-        # Burst tolerance: with GCRA, any window of length 1 s holds at most 1 + (1 + tau) / interval
-        # calls. Keeping that ≤ rate gives tau ≤ margin - (1 + margin) / rate; use half of it.
-        self.tau = max(0.0, (margin - (1.0 + margin) / rate) / 2)
+        # Burst tolerance: with GCRA, any window of 1 s holds at most 1 + (1 + tau) / interval calls. Most
+        # of the margin is kept for jitter (a request that leaves later after its grant than the next one
+        # does): tau comes from a quarter of it, so half or more of the margin is never used for bursts.
+        self.tau = max(0.0, (margin / 2 - (1.0 + margin) / rate) / 2)
         self._clock = clock
         self._tat = float("-inf")  # theoretical arrival time of the next call
         self._lock = asyncio.Lock()
