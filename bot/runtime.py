@@ -128,8 +128,6 @@ class Runtime:
         await self.sms.aclose()
         if self.simulator is not None:
             await self.simulator.stop()
-        with contextlib.suppress(Exception):
-            await self.client.session.close() if getattr(self.client, "session", None) else None
         self.store.close()
 
 

@@ -210,7 +210,9 @@ def test_closing_the_confirmation_discards_the_draft(provider, tmp_path):
                 "is_cleared": False,
             }
             assert (await bot.interact(closed)).status_code == 200
-            assert await confirm(bot, view) == {"response_action": "clear"}
+            refused = await confirm(bot, view)
+            assert refused["response_action"] == "update"
+            assert "Nothing was sent. This draft was discarded" in text_of(refused["view"])
             assert bot.runtime.worker.submitted == []
 
     run(go())

@@ -105,7 +105,7 @@ def info_view(external_id: str, title: str, text: str) -> View:
     return View(
         type="modal",
         callback_id=CallbackId.BULK_INFO,
-        external_id=external_id,
+        external_id=external_id or None,
         title=PlainTextObject(text=title[:24]),
         close=PlainTextObject(text="Back"),
         blocks=[SectionBlock(text=MarkdownTextObject(text=text))],

@@ -198,7 +198,14 @@ async def bulk_confirm_submission_callback(
     try:
         draft_id = BulkConfirmMetadata.model_validate_json(view.get("private_metadata") or "{}").draft_id
     except ValidationError:
-        await ack(response_action="clear")
+        await ack(
+            response_action="update",
+            view=bulk_views.info_view(
+                "",
+                "Nothing sent",
+                "❌ This confirmation is out of date. Nothing was sent; start again with /sms bulk.",
+            ),
+        )
         return
     found = deps.store.get_draft(draft_id)
     if found is not None and found[1] == "open":
@@ -210,10 +217,14 @@ async def bulk_confirm_submission_callback(
             )
             return
     job_id, note = bulk.confirm(deps.store, draft_id, dry_run=deps.settings.dry_run, found=found)
-    await ack(response_action="clear")
-    if job_id is None:
+    if job_id is None:  # discarded or expired: say so in the modal instead of closing it silently
         log.info("bulk confirmation of %s refused: %s", draft_id, note)
+        await ack(
+            response_action="update",
+            view=bulk_views.info_view("", "Nothing sent", f"❌ Nothing was sent. {note}"),
+        )
         return
+    await ack(response_action="clear")
     if note == "created":
         deps.service.worker.submit(job_id)
         log.info("bulk job %s confirmed by %s", job_id, body["user"]["id"])
