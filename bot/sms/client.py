@@ -48,7 +48,7 @@ from .models import (
     first_error,
 )
 from .phone import mask
-from .transport import AiohttpTransport
+from .transport import Http1Transport
 
 log = logging.getLogger("bot.sms")
 
@@ -77,7 +77,7 @@ class SmsClient:
         parts = urlsplit(self.settings.endpoint)
         self._url = httpx.URL(f"{parts.scheme}://{parts.netloc}/")
         self._host = parts.netloc
-        self._transport = transport or AiohttpTransport(max_connections=self.settings.max_connections)
+        self._transport = transport or Http1Transport(max_connections=self.settings.max_connections)
         self._timeout = httpx.Timeout(
             connect=self.settings.connect_timeout,
             read=self.settings.read_timeout,
@@ -260,7 +260,7 @@ class SmsClient:
     async def _exchange(
         self, headers: dict[str, str], body: bytes, limiter: RateLimiter
     ) -> tuple[int, Mapping[str, str], bytes]:
-        if isinstance(self._transport, AiohttpTransport):  # measured fast path, no httpx objects
+        if isinstance(self._transport, Http1Transport):  # measured fast path, no httpx objects
             return await self._transport.post_raw(str(self._url), headers, body, self._timeout, limiter.sent)
         request = httpx.Request(
             "POST",
