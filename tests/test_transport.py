@@ -338,3 +338,31 @@ def test_works_as_an_httpx_transport():
     assert peer.requests[0].startswith(b"GET /path?q=1 HTTP/1.1\r\n")
     assert b"content-length" not in peer.requests[0].lower()
     assert peer.requests[1].endswith(b"\r\n\r\na=b+c")
+
+
+def test_warm_opens_connections_that_the_next_requests_use():
+    async def go():
+        async with Peer(answer_ok) as peer:
+            transport = Http1Transport(max_connections=3)
+            opened = await transport.warm(peer.url, connections=5)
+            again = await transport.warm(peer.url, connections=2)  # enough are idle already
+            await asyncio.gather(*(post(transport, peer.url) for _ in range(3)))
+            await transport.aclose()
+            return peer, opened, again
+
+    peer, opened, again = run(go())
+    assert (opened, again) == (3, 0)  # bounded by max_connections
+    assert peer.connections == 3  # the requests rode on the warmed connections
+    assert len(peer.requests) == 3  # warming sends nothing
+
+
+def test_warm_against_a_closed_port_opens_nothing_and_raises_nothing():
+    async def go():
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        transport = Http1Transport()
+        return await transport.warm(f"http://127.0.0.1:{port}/", 2), transport.open_connections
+
+    assert run(go()) == (0, 0)

@@ -143,6 +143,11 @@ class Worker:
     def submit(self, job_id: str) -> None:
         self._future(job_id)
         self._queue.put_nowait(job_id)
+        # A connection to the provider opens now, while the job is read: its first request need not
+        # wait for a TCP and TLS handshake.
+        warming = asyncio.get_running_loop().create_task(self.client.warm_up())
+        self._tasks.add(warming)
+        warming.add_done_callback(self._tasks.discard)
         self.submitted.append(job_id)
         for count, fut in list(self._submit_waiters):
             if len(self.submitted) >= count and not fut.done():

@@ -98,6 +98,15 @@ class SmsClient:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
+    async def warm_up(self, connections: int = 1) -> int:
+        """Open `connections` to the provider before a send needs them, so that its first request does
+        not wait for a handshake. Safe to call any time; nothing is sent. Returns how many were opened
+        (0 with a transport other than the built-in one)."""
+        if not isinstance(self._transport, Http1Transport):
+            return 0
+        connections = min(connections, self.settings.max_connections)
+        return await self._transport.warm(str(self._url), connections, self.settings.connect_timeout)
+
     @property
     def limiter(self) -> AccountLimiter:
         if self._limiter is None:

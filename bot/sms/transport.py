@@ -223,6 +223,24 @@ class Http1Transport(httpx.AsyncBaseTransport):
         }
         return status, kept, content
 
+    async def warm(self, url: str, connections: int = 1, connect_timeout: float | None = None) -> int:
+        """Open connections to `url`'s host ahead of the requests (a TCP and TLS handshake each, which
+        would otherwise delay the first requests of a send). Returns how many were opened; connect
+        errors are left for the requests themselves to report."""
+        key = _target(url).key
+        idle = sum(1 for c in self._idle.get(key, ()) if c.usable)
+        opened = 0
+        for _ in range(max(0, connections - idle)):
+            if self._open >= self._limit:
+                break
+            try:
+                conn = await self._connect(key, connect_timeout)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                break
+            self._release(conn)
+            opened += 1
+        return opened
+
     async def aclose(self) -> None:
         for conns in self._idle.values():
             for conn in conns:
