@@ -7,11 +7,12 @@ the provider is called.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -73,11 +74,27 @@ CREATE TABLE IF NOT EXISTS drafts (
     id          TEXT PRIMARY KEY,
     user_id     TEXT NOT NULL,
     state       TEXT NOT NULL,                -- checking | open | confirmed | discarded
-    payload     TEXT NOT NULL,
+    payload     TEXT NOT NULL,                -- what the confirmation shows; `count`, not the list itself
     job_id      TEXT,
     created_at  REAL NOT NULL
 );
+-- A draft's validated recipients (a JSON list), kept apart so that confirming never reads them.
+CREATE TABLE IF NOT EXISTS draft_recipients (
+    draft_id    TEXT PRIMARY KEY REFERENCES drafts(id),
+    recipients  TEXT NOT NULL
+);
+-- A confirmed draft's job whose recipient rows are written as they are sent: recipients with an index
+-- below `stored` have rows; the others are queued, in `draft_recipients`. Gone once all are stored.
+CREATE TABLE IF NOT EXISTS job_sources (
+    job_id            TEXT PRIMARY KEY REFERENCES jobs(id),
+    draft_id          TEXT NOT NULL,
+    stored            INTEGER NOT NULL,
+    unstored_segments INTEGER NOT NULL        -- estimated segments of the recipients not yet stored
+);
 """
+
+
+WAL_AUTOCHECKPOINT_PAGES = 16_384  # 64 MiB of 4 KiB pages; about twenty 10,000-recipient jobs
 
 
 class JobState(StrEnum):
@@ -107,6 +124,15 @@ class Pending(NamedTuple):
     idx: int
     number: PhoneNumber
     message: str
+
+
+@dataclass
+class _Source:
+    """The not-yet-stored recipients of a job (see `job_sources`), loaded once per process."""
+
+    draft_id: str
+    stored: int
+    records: list[dict[str, Any]]  # e164, cc, national, region, message, segments; by index
 
 
 @dataclass
@@ -168,11 +194,21 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints (copying the WAL into the database file, with an fsync) cost tens of ms. SQLite's
+        # default runs one on the commit that crosses 1,000 pages, which during a job is the commit that
+        # marks a chunk in flight, right before it goes. The worker checkpoints between jobs instead;
+        # this bound only applies if there is no pause between jobs for a long time.
+        self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._sources: dict[str, _Source | None] = {}
 
     def close(self) -> None:
         self.db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file now, without waiting for readers (a quiet moment)."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def ping(self) -> bool:
         return self.db.execute("SELECT 1").fetchone()[0] == 1
@@ -203,23 +239,33 @@ class Store:
         return job, True
 
     def claim_draft_into_job(
-        self, draft_id: str, *, kind: str, created_by: str, records: Sequence[dict[str, Any]], **fields: Any
+        self,
+        draft_id: str,
+        *,
+        kind: str,
+        created_by: str,
+        total: int,
+        est_segments: int,
+        **fields: Any,
     ) -> tuple[str, bool]:
         """open → confirmed and the job, in one transaction: however many confirmations race (double
-        clicks, Slack retries, two replicas), one job is created; the others get its id."""
+        clicks, Slack retries, two replicas), one job is created; the others get its id.
+
+        Constant work, whatever the size: the recipients stay in `draft_recipients`, and each one's row
+        is written when it is marked in flight (or failed unsent), right before its request goes."""
         with self._tx():
             row = self.db.execute("SELECT state, job_id FROM drafts WHERE id = ?", (draft_id,)).fetchone()
             if row is None or row["state"] != "open":
                 if row is not None and row["job_id"]:
                     return row["job_id"], False
                 raise LookupError("draft is not open")
-            rows = [
-                (r["e164"], r["cc"], r["national"], r["region"], r["message"], r["segments"]) for r in records
-            ]
-            job_id = self._insert_job(kind, created_by, rows, f"draft:{draft_id}", **fields)
+            job_id = self._insert_job(kind, created_by, [], f"draft:{draft_id}", total=total, **fields)
             self.db.execute(
-                "UPDATE drafts SET state = 'confirmed', job_id = ?, payload = '{}' WHERE id = ?",
-                (job_id, draft_id),
+                "INSERT INTO job_sources (job_id, draft_id, stored, unstored_segments) VALUES (?,?,0,?)",
+                (job_id, draft_id, est_segments),
+            )
+            self.db.execute(
+                "UPDATE drafts SET state = 'confirmed', job_id = ? WHERE id = ?", (job_id, draft_id)
             )
         return job_id, True
 
@@ -238,6 +284,7 @@ class Store:
         ],  # e164, cc, national, region, message, segs
         source_key: str | None,
         *,
+        total: int | None = None,
         channel_id: str | None = None,
         response_url: str | None = None,
         sender_id: str | None = None,
@@ -265,17 +312,17 @@ class Store:
                 type,
                 task_id or job_id,
                 validity,
-                len(rows),
+                len(rows) if total is None else total,
                 thread_ts,
                 json.dumps(meta or {}),
                 now,
             ),
         )
-        self.db.executemany(
-            "INSERT INTO recipients (job_id, idx, e164, country_code, national, region, message, state, "
-            "est_segments, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(job_id, i, *row[:5], RecipientState.QUEUED, row[5], now) for i, row in enumerate(rows)],
-        )
+        if rows:
+            self.db.executemany(
+                _INSERT_RECIPIENT,
+                [(job_id, i, *row[:5], RecipientState.QUEUED, row[5], now) for i, row in enumerate(rows)],
+            )
         return job_id
 
     def get_job(self, job_id: str) -> Job | None:
@@ -307,7 +354,7 @@ class Store:
         return [_recipient_tuple(r) for r in rows.fetchall()]
 
     def pending(self, job_id: str) -> list[Pending]:
-        """The recipients still to send, as light rows (index, number, message)."""
+        """The recipients still to send, as light rows (index, number, message), in index order."""
         cur = self.db.cursor()
         cur.row_factory = None
         rows = cur.execute(
@@ -315,17 +362,85 @@ class Store:
             "WHERE job_id = ? AND state = ? ORDER BY idx",
             (job_id, RecipientState.QUEUED),
         ).fetchall()
-        return [Pending(r[0], PhoneNumber(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
+        out = [Pending(r[0], PhoneNumber(r[1], r[2], r[3], r[4]), r[5]) for r in rows]
+        source = self._source(job_id)
+        if source is not None:
+            out += [
+                Pending(i, PhoneNumber(r["e164"], r["cc"], r["national"], r["region"]), r["message"])
+                for i, r in enumerate(source.records[source.stored :], start=source.stored)
+            ]
+        return out
 
     def mark_in_flight(self, job_id: str, indices: Iterable[int]) -> None:
-        """Record intent before the provider call: one statement, committed before the request leaves."""
+        """Record intent before the provider call, committed before the request leaves. Recipients of a
+        confirmed draft get their row here (written straight as in flight)."""
+        wanted = sorted(indices)
+        if not wanted:
+            return
+        with self._source_tx(job_id):
+            self._store_upto(job_id, wanted[-1] + 1, RecipientState.IN_FLIGHT, wanted)
+            now = time.time()
+            for lo, hi in _runs(wanted):  # chunks and waves are runs of consecutive indices: one range each
+                self.db.execute(
+                    "UPDATE recipients SET state = ?, updated_at = ? WHERE job_id = ? AND state = ? "
+                    "AND idx BETWEEN ? AND ?",
+                    (RecipientState.IN_FLIGHT, now, job_id, RecipientState.QUEUED, lo, hi),
+                )
+
+    def store_rows(self, job_id: str, indices: Iterable[int]) -> None:
+        """Write the rows of these recipients of a confirmed draft, queued, ahead of `mark_in_flight`
+        (which then only changes their state: less work in the moment before a request leaves)."""
         wanted = list(indices)
-        for start in range(0, len(wanted), 5000):  # well under SQLite's bound-parameter limit
-            part = wanted[start : start + 5000]
+        if wanted:
+            with self._source_tx(job_id):
+                self._store_upto(job_id, max(wanted) + 1, RecipientState.QUEUED)
+
+    def _source(self, job_id: str) -> _Source | None:
+        if job_id in self._sources:
+            return self._sources[job_id]
+        row = self.db.execute(
+            "SELECT s.draft_id, s.stored, d.recipients FROM job_sources s "
+            "LEFT JOIN draft_recipients d ON d.draft_id = s.draft_id WHERE s.job_id = ?",
+            (job_id,),
+        ).fetchone()
+        source = None
+        if row is not None:
+            source = _Source(row["draft_id"], row["stored"], json.loads(row["recipients"] or "[]"))
+        if len(self._sources) >= 1024:  # mostly "fully stored" answers for finished jobs: cheap to ask again
+            self._sources.clear()
+        self._sources[job_id] = source
+        return source
+
+    def _store_upto(self, job_id: str, end: int, state: RecipientState, chosen: Sequence[int] = ()) -> None:
+        """Write the rows of a confirmed draft's recipients below `end` that have none yet: the `chosen`
+        ones (all when empty) in `state`, any others queued. Inside a `_source_tx`."""
+        source = self._source(job_id)
+        if source is None or end <= source.stored:
+            return
+        end = min(end, len(source.records))
+        picked = set(chosen) if chosen else None
+        now = time.time()
+        rows = []
+        segments = 0
+        for i in range(source.stored, end):
+            r = source.records[i]
+            segments += r.get("segments") or 1
+            this = state if picked is None or i in picked else RecipientState.QUEUED
+            rows.append(
+                (job_id, i, r["e164"], r["cc"], r["national"], r["region"], r["message"], this,
+                 r.get("segments"), now)
+            )  # fmt: skip
+        self.db.executemany(_INSERT_RECIPIENT_IF_NEW, rows)
+        source.stored = end
+        if end >= len(source.records):  # all stored: the draft's copy is no longer needed
+            self.db.execute("DELETE FROM job_sources WHERE job_id = ?", (job_id,))
+            self.db.execute("DELETE FROM draft_recipients WHERE draft_id = ?", (source.draft_id,))
+            self._sources[job_id] = None
+        else:
             self.db.execute(
-                f"UPDATE recipients SET state = ?, updated_at = ? WHERE job_id = ? AND state = ? "
-                f"AND idx IN ({','.join('?' * len(part))})",
-                (RecipientState.IN_FLIGHT, time.time(), job_id, RecipientState.QUEUED, *part),
+                "UPDATE job_sources SET stored = ?, unstored_segments = MAX(0, unstored_segments - ?) "
+                "WHERE job_id = ?",
+                (end, segments, job_id),
             )
 
     def record_outcomes(self, job_id: str, outcomes: Iterable[Any]) -> None:
@@ -372,12 +487,26 @@ class Store:
 
     def queued_to_failed(self, job_id: str, reason: str) -> int:
         """Recipients never sent because their job stopped: failed (not sent, retryable), not left queued."""
-        cur = self.db.execute(
-            "UPDATE recipients SET state = ?, code = 'NOT_SENT', error = ?, retryable = 1, updated_at = ? "
-            "WHERE job_id = ? AND state = ?",
-            (RecipientState.FAILED, reason, time.time(), job_id, RecipientState.QUEUED),
-        )
+        with self._source_tx(job_id):
+            source = self._source(job_id)
+            if source is not None:
+                self._store_upto(job_id, len(source.records), RecipientState.QUEUED)
+            cur = self.db.execute(
+                "UPDATE recipients SET state = ?, code = 'NOT_SENT', error = ?, retryable = 1, updated_at = ? "
+                "WHERE job_id = ? AND state = ?",
+                (RecipientState.FAILED, reason, time.time(), job_id, RecipientState.QUEUED),
+            )
         return cur.rowcount
+
+    def fail_unsent(self, job_id: str, idx: int, code: str, error: str) -> None:
+        """One queued recipient that will not be sent (e.g. refused by the client's own checks)."""
+        with self._source_tx(job_id):
+            self._store_upto(job_id, idx + 1, RecipientState.QUEUED)
+            self.db.execute(
+                "UPDATE recipients SET state = ?, code = ?, error = ?, updated_at = ? "
+                "WHERE job_id = ? AND idx = ? AND state = ?",
+                (RecipientState.FAILED, code, error, time.time(), job_id, idx, RecipientState.QUEUED),
+            )
 
     def summary(self, job_id: str) -> Summary:
         counts = dict(
@@ -389,13 +518,17 @@ class Store:
             "SELECT COALESCE(SUM(segments), 0) FROM recipients WHERE job_id = ? AND state = ?",
             (job_id, RecipientState.ACCEPTED),
         ).fetchone()[0]
-        total = sum(counts.values())
+        row = self.db.execute("SELECT total FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        total = max(row[0] if row else 0, sum(counts.values()))
+        accepted = counts.get(RecipientState.ACCEPTED, 0)
+        failed = counts.get(RecipientState.FAILED, 0)
+        unknown = counts.get(RecipientState.UNKNOWN, 0)
         return Summary(
             total=total,
-            accepted=counts.get(RecipientState.ACCEPTED, 0),
-            failed=counts.get(RecipientState.FAILED, 0),
-            unknown=counts.get(RecipientState.UNKNOWN, 0),
-            pending=counts.get(RecipientState.QUEUED, 0) + counts.get(RecipientState.IN_FLIGHT, 0),
+            accepted=accepted,
+            failed=failed,
+            unknown=unknown,
+            pending=total - accepted - failed - unknown,  # queued, in flight, or not stored yet
             segments=segments,
         )
 
@@ -443,11 +576,21 @@ class Store:
         return draft_id
 
     def fill_draft(self, draft_id: str, payload: dict[str, Any]) -> bool:
-        """checking → open with the validated payload (not if it was discarded meanwhile)."""
-        cur = self.db.execute(
-            "UPDATE drafts SET state = 'open', payload = ? WHERE id = ? AND state = 'checking'",
-            (json.dumps(payload), draft_id),
-        )
+        """checking → open with the validated payload (not if it was discarded meanwhile). The payload's
+        `recipients` list is stored apart; the payload keeps their `count`."""
+        head = {k: v for k, v in payload.items() if k != "recipients"}
+        recipients = payload.get("recipients") or []
+        head["count"] = len(recipients)
+        with self._tx():
+            cur = self.db.execute(
+                "UPDATE drafts SET state = 'open', payload = ? WHERE id = ? AND state = 'checking'",
+                (json.dumps(head), draft_id),
+            )
+            if cur.rowcount == 1:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO draft_recipients (draft_id, recipients) VALUES (?, ?)",
+                    (draft_id, json.dumps(recipients)),
+                )
         return cur.rowcount == 1
 
     def segments_today(self, user_id: str) -> int:
@@ -458,19 +601,29 @@ class Store:
             "JOIN jobs j ON j.id = r.job_id WHERE j.created_by = ? AND j.created_at >= ? AND r.state != ?",
             (user_id, midnight, RecipientState.FAILED),
         ).fetchone()
-        return int(row[0])
+        unstored = self.db.execute(
+            "SELECT COALESCE(SUM(s.unstored_segments), 0) FROM job_sources s JOIN jobs j ON j.id = s.job_id "
+            "WHERE j.created_by = ? AND j.created_at >= ?",
+            (user_id, midnight),
+        ).fetchone()
+        return int(row[0]) + int(unstored[0])
 
     def get_draft(self, draft_id: str) -> tuple[str, str, dict[str, Any], str | None] | None:
+        """(user, state, payload, job id): the payload as the confirmation shows it, with `count` in
+        place of the recipients (see `draft_recipients`)."""
         row = self.db.execute("SELECT * FROM drafts WHERE id = ?", (draft_id,)).fetchone()
         if row is None:
             return None
         return row["user_id"], row["state"], json.loads(row["payload"]), row["job_id"]
 
     def discard_draft(self, draft_id: str) -> bool:
-        cur = self.db.execute(
-            "UPDATE drafts SET state = 'discarded', payload = '{}' WHERE id = ? AND state = 'open'",
-            (draft_id,),
-        )
+        with self._tx():
+            cur = self.db.execute(
+                "UPDATE drafts SET state = 'discarded', payload = '{}' WHERE id = ? AND state = 'open'",
+                (draft_id,),
+            )
+            if cur.rowcount == 1:
+                self.db.execute("DELETE FROM draft_recipients WHERE draft_id = ?", (draft_id,))
         return cur.rowcount == 1
 
     def claim_draft(self, draft_id: str) -> bool:
@@ -486,6 +639,17 @@ class Store:
     # ------------------------------------------------------------------ helpers
     def _tx(self) -> _Transaction:
         return _Transaction(self.db)
+
+    @contextlib.contextmanager
+    def _source_tx(self, job_id: str) -> Iterator[None]:
+        """A transaction that may store a job's rows: if it rolls back, the cached source is dropped
+        (it is read again from the database, which was not changed)."""
+        try:
+            with self._tx():
+                yield
+        except BaseException:
+            self._sources.pop(job_id, None)
+            raise
 
 
 class _Transaction:
@@ -519,6 +683,26 @@ def _job(row: sqlite3.Row) -> Job:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
+
+
+_INSERT_RECIPIENT = (
+    "INSERT INTO recipients (job_id, idx, e164, country_code, national, region, message, state, "
+    "est_segments, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_RECIPIENT_IF_NEW = _INSERT_RECIPIENT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
+
+
+def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted indices as inclusive (first, last) runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    lo = prev = indices[0]
+    for i in indices[1:]:
+        if i != prev + 1:
+            runs.append((lo, prev))
+            lo = i
+        prev = i
+    runs.append((lo, prev))
+    return runs
 
 
 _RECIPIENT_COLUMNS = (

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from bot.sms import Hooks, MessageType, SmsClient, batch_send_all, fan_out
 from bot.sms.errors import InvalidRequestError
-from bot.sms.pacing import Outcome, Status
+from bot.sms.pacing import Outcome
 
 from .store import Job, JobState, Pending, RecipientRow, Store, Summary
 
@@ -240,16 +240,15 @@ class Worker:
                         self.client.send_request(to=r.number, message=r.message, type=job.type, **common)
                     )
                     valid.append(r)
-                except (
-                    InvalidRequestError
-                ) as exc:  # checked at draft time; kept for rows stored by older code
-                    self.store.record_outcomes(
-                        job.id,
-                        [Outcome(r.idx, r.number.api, Status.FAILED, code="INVALID", error=exc.message)],
-                    )
+                except InvalidRequestError as exc:
+                    # Checked at draft time; kept for rows stored by older code.
+                    self.store.fail_unsent(job.id, r.idx, "INVALID", exc.message)
             pending = valid
         idx_at = [r.idx for r in pending]  # helper position -> recipient index
         last_progress = 0.0
+
+        async def prepare(positions: Sequence[int]) -> None:
+            self.store.store_rows(job.id, [idx_at[p] for p in positions])
 
         async def before_send(positions: Sequence[int]) -> None:
             self.store.mark_in_flight(job.id, [idx_at[p] for p in positions])
@@ -266,7 +265,7 @@ class Worker:
                 last_progress = now
                 await self._notify("job_progress", job, self.store.summary(job.id))
 
-        hooks = Hooks(before_send=before_send, on_results=on_results)
+        hooks = Hooks(before_send=before_send, on_results=on_results, prepare=prepare)
         if job.kind == "batch":
             await batch_send_all(
                 self.client,
@@ -286,6 +285,8 @@ class Worker:
         assert job is not None
         await self._notify("job_finished", job, summary, self.store.recipients(job_id))
         self._resolve(job_id, summary)
+        if not self._running - {job_id}:  # no other job sending: a quiet moment for the checkpoint
+            self.store.checkpoint()
 
     def _resolve(self, job_id: str, summary: Summary) -> None:
         fut = self._future(job_id)

@@ -5,6 +5,8 @@
 
 Both report progress, and take hooks that let a caller persist state: `before_send(indices)` is awaited
 just before those recipients' requests go out, `on_results(outcomes)` after answers arrive (in groups).
+`batch_send_all` also awaits `prepare(indices)` when a chunk starts waiting for its turn (up to a second
+before it goes): the place for slow work, so that `before_send` stays short and the chunk leaves on time.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Outcome:
 @dataclass
 class Hooks:
     before_send: Callable[[Sequence[int]], Awaitable[None]] | None = None
+    prepare: Callable[[Sequence[int]], Awaitable[None]] | None = None
     on_results: Callable[[Sequence[Outcome]], Awaitable[None] | None] | None = None
     on_progress: Callable[[int, int], Awaitable[None] | None] | None = None
     _done: int = field(default=0, init=False)
@@ -261,6 +264,8 @@ async def batch_send_all(
             req: BatchSendRequest = client.batch_request(
                 to=list(numbers[start:end]), messages=list(messages[start:end]), **common
             )
+            if hooks.prepare:
+                await hooks.prepare(range(start, end))
 
             async def mark() -> None:
                 if hooks.before_send:

@@ -208,8 +208,8 @@ async def bulk_confirm_submission_callback(
         )
         return
     found = deps.store.get_draft(draft_id)
-    if found is not None and found[1] == "open":
-        count = len(found[2].get("recipients", []))
+    if found is not None and found[1] == "open" and "count" in found[2]:
+        count = int(found[2]["count"])
         if found[2].get("needs_typed_count") and _typed(view["state"]["values"]) != str(count):
             await ack(
                 response_action="errors",
