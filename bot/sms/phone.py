@@ -174,9 +174,12 @@ def _validate(raw: str, candidate: str, region: str | None) -> PhoneNumber:
         raise InvalidNumber(raw, f"Too long for a number in {where()}.")
     if possible == ValidationResult.INVALID_COUNTRY_CODE:
         raise InvalidNumber(raw, f"Unknown country code (write the number like {_EXAMPLE}).")
-    if possible != ValidationResult.IS_POSSIBLE or not phonenumbers.is_valid_number(parsed):
+    # number_type() is UNKNOWN exactly when is_valid_number() is False (both match the number against
+    # its region's patterns); calling it alone halves the cost of a number (10,000 in a bulk list).
+    ntype = phonenumbers.number_type(parsed) if possible == ValidationResult.IS_POSSIBLE else None
+    if ntype is None or ntype == phonenumbers.PhoneNumberType.UNKNOWN:
         raise InvalidNumber(raw, f"Not a valid number in {where()}.")
-    kind = _NOT_SMS_TYPES.get(phonenumbers.number_type(parsed))
+    kind = _NOT_SMS_TYPES.get(ntype)
     if kind:
         raise InvalidNumber(raw, f"This is {kind} in {where()}, which cannot receive SMS.")
     return PhoneNumber(
