@@ -366,3 +366,22 @@ def test_warm_against_a_closed_port_opens_nothing_and_raises_nothing():
         return await transport.warm(f"http://127.0.0.1:{port}/", 2), transport.open_connections
 
     assert run(go()) == (0, 0)
+
+
+def test_concurrent_warm_ups_open_one_connection_not_one_each():
+    """Every submitted job asks for a warm connection; a burst of 200 single sends must not open 200."""
+
+    async def go():
+        async with Peer(answer_ok) as peer:
+            transport = Http1Transport()
+            opened = await asyncio.gather(*(transport.warm(peer.url, 1) for _ in range(20)))
+            busy = asyncio.create_task(post(transport, peer.url))
+            await peer.arrived(1)
+            again = await transport.warm(peer.url, 1)  # the one connection is in use: it still counts
+            await busy
+            await transport.aclose()
+            return peer, sum(opened), again
+
+    peer, opened, again = run(go())
+    assert (opened, again) == (1, 0)
+    assert peer.connections == 1

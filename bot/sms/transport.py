@@ -187,6 +187,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         self._open = 0  # connections counted against the limit: idle, in use or connecting
+        self._per_host: dict[tuple[str, str, int], int] = {}  # the same, per (scheme, host, port)
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
@@ -224,13 +225,13 @@ class Http1Transport(httpx.AsyncBaseTransport):
         return status, kept, content
 
     async def warm(self, url: str, connections: int = 1, connect_timeout: float | None = None) -> int:
-        """Open connections to `url`'s host ahead of the requests (a TCP and TLS handshake each, which
-        would otherwise delay the first requests of a send). Returns how many were opened; connect
-        errors are left for the requests themselves to report."""
+        """Make sure `connections` connections to `url`'s host exist (idle, in use or opening), opening
+        the missing ones ahead of the requests (a TCP and TLS handshake each, which would otherwise delay
+        the first requests of a send). Returns how many were opened; connect errors are left for the
+        requests themselves to report."""
         key = _target(url).key
-        idle = sum(1 for c in self._idle.get(key, ()) if c.usable)
         opened = 0
-        for _ in range(max(0, connections - idle)):
+        for _ in range(max(0, connections - self._per_host.get(key, 0))):  # in use or idle both count
             if self._open >= self._limit:
                 break
             try:
@@ -245,7 +246,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         for conns in self._idle.values():
             for conn in conns:
                 conn.idle = False
-                self._open -= 1
+                self._count(conn.key, -1)
                 if conn.transport is not None:
                     conn.transport.close()
         self._idle.clear()
@@ -319,7 +320,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     async def _connect(self, key: tuple[str, str, int], connect_timeout: float | None) -> _Connection:
         scheme, host, port = key
-        self._open += 1
+        self._count(key, +1)
         loop = asyncio.get_running_loop()
         try:
             context = self._ssl_context() if scheme == "https" else None
@@ -332,13 +333,13 @@ class Http1Transport(httpx.AsyncBaseTransport):
                     server_hostname=host if context else None,
                 )
         except TimeoutError as exc:
-            self._slot_freed()
+            self._slot_freed(key)
             raise httpx.ConnectTimeout(f"could not connect to {host}:{port} in time") from exc
         except (OSError, ssl.SSLError) as exc:
-            self._slot_freed()
+            self._slot_freed(key)
             raise httpx.ConnectError(f"could not connect to {host}:{port}: {exc}") from exc
         except BaseException:
-            self._slot_freed()
+            self._slot_freed(key)
             raise
         return conn
 
@@ -372,18 +373,26 @@ class Http1Transport(httpx.AsyncBaseTransport):
             conn.idle = False
             with contextlib.suppress(ValueError):
                 self._idle[conn.key].remove(conn)
-            self._slot_freed()
+            self._slot_freed(conn.key)
 
     def _discard(self, conn: _Connection, *, wake: bool = True) -> None:
         if conn.transport is not None and not conn.transport.is_closing():
             conn.transport.close()
-        self._open -= 1
+        self._count(conn.key, -1)
         if wake:
             self._wake_one()
 
-    def _slot_freed(self) -> None:
-        self._open -= 1
+    def _slot_freed(self, key: tuple[str, str, int]) -> None:
+        self._count(key, -1)
         self._wake_one()
+
+    def _count(self, key: tuple[str, str, int], delta: int) -> None:
+        self._open += delta
+        left = self._per_host.get(key, 0) + delta
+        if left > 0:
+            self._per_host[key] = left
+        else:
+            self._per_host.pop(key, None)
 
     def _wake_one(self) -> None:
         while self._waiters:
