@@ -87,15 +87,38 @@ def post(transport: Http1Transport, url: str, body: bytes = b"a=1", **timeouts: 
     return transport.post_raw(url, {"content-type": "application/x-www-form-urlencoded"}, body, timeouts)
 
 
-def test_keep_alive_reuses_one_connection_and_frames_the_request():
+def exchanges(answer: Answer, n: int, **options: float) -> tuple[Peer, list]:
+    """`n` requests in a row through one transport against a peer answering with `answer`."""
+
     async def go():
-        async with Peer(answer_ok) as peer:
-            transport = Http1Transport()
-            answers = [await post(transport, peer.url, b"x=%d" % i) for i in range(5)]
+        async with Peer(answer) as peer:
+            transport = Http1Transport(**options)
+            answers = [await post(transport, peer.url, b"x=%d" % i) for i in range(n)]
             await transport.aclose()
             return peer, answers
 
-    peer, answers = run(go())
+    return run(go())
+
+
+def failed_exchange(answer: Answer, error: type[Exception], **timeouts: float) -> tuple[Peer, int, float]:
+    """One request that must fail with `error`: the peer, connections still open after, seconds taken."""
+
+    async def go():
+        async with Peer(answer) as peer:
+            transport = Http1Transport()
+            t0 = time.monotonic()
+            with pytest.raises(error):
+                await post(transport, peer.url, **timeouts)
+            waited = time.monotonic() - t0
+            open_after = transport.open_connections
+            await transport.aclose()
+            return peer, open_after, waited
+
+    return run(go())
+
+
+def test_keep_alive_reuses_one_connection_and_frames_the_request():
+    peer, answers = exchanges(answer_ok, 5)
     assert [a[0] for a in answers] == [200] * 5
     assert [a[2] for a in answers] == [b'{"n": %d}' % i for i in range(1, 6)]
     assert answers[0][1] == {"content-type": "application/json"}
@@ -141,14 +164,7 @@ def test_chunked_answer_is_assembled():
         )
         return True
 
-    async def go():
-        async with Peer(chunked) as peer:
-            transport = Http1Transport()
-            answers = [await post(transport, peer.url) for _ in range(2)]
-            await transport.aclose()
-            return peer, answers
-
-    peer, answers = run(go())
+    peer, answers = exchanges(chunked, 2)
     assert [a[2] for a in answers] == [b'{"a": 1}'] * 2
     assert peer.connections == 1
 
@@ -158,81 +174,45 @@ def test_connection_close_answer_is_not_reused():
         writer.write(ok(b"{}", "Connection: close"))
         return False
 
-    async def go():
-        async with Peer(close_each) as peer:
-            transport = Http1Transport()
-            answers = [await post(transport, peer.url) for _ in range(3)]
-            await transport.aclose()
-            return peer, answers
-
-    peer, answers = run(go())
+    peer, answers = exchanges(close_each, 3)
     assert [a[0] for a in answers] == [200] * 3
     assert peer.connections == 3
 
 
 def test_idle_connections_past_keepalive_are_not_reused():
-    async def go():
-        async with Peer(answer_ok) as peer:
-            transport = Http1Transport(keepalive_seconds=0)
-            for _ in range(3):
-                await post(transport, peer.url)
-            await transport.aclose()
-            return peer
-
-    assert run(go()).connections == 3
+    peer, _ = exchanges(answer_ok, 3, keepalive_seconds=0)
+    assert peer.connections == 3
 
 
-def test_dropped_connection_after_the_request_is_a_protocol_error_and_not_resent():
-    async def drop(peer: Peer, request: bytes, writer: asyncio.StreamWriter) -> bool:
-        return False
+async def drop(peer: Peer, request: bytes, writer: asyncio.StreamWriter) -> bool:
+    return False
 
-    async def go():
-        async with Peer(drop) as peer:
-            transport = Http1Transport()
-            with pytest.raises(httpx.RemoteProtocolError):
-                await post(transport, peer.url)
-            open_after = transport.open_connections
-            await transport.aclose()
-            return peer, open_after
 
-    peer, open_after = run(go())
+async def silent(peer: Peer, request: bytes, writer: asyncio.StreamWriter) -> bool:
+    await peer.release.wait()
+    return False
+
+
+async def garbage(peer: Peer, request: bytes, writer: asyncio.StreamWriter) -> bool:
+    writer.write(b"this is not HTTP\r\n\r\n")
+    return True
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "timeouts"),
+    [
+        (drop, httpx.RemoteProtocolError, {}),  # the peer took the request and hung up
+        (silent, httpx.ReadTimeout, {"read": 0.2}),
+        (garbage, httpx.RemoteProtocolError, {}),
+    ],
+    ids=["dropped", "silent", "garbage"],
+)
+def test_a_request_that_went_out_fails_as_unknown_once_and_drops_its_connection(answer, error, timeouts):
+    """Errors after the write are the ones the client reports as "outcome unknown" and never resends."""
+    peer, open_after, waited = failed_exchange(answer, error, **timeouts)
     assert len(peer.requests) == 1
     assert open_after == 0
-
-
-def test_silence_is_a_read_timeout_and_the_connection_is_dropped():
-    async def silent(peer: Peer, request: bytes, writer: asyncio.StreamWriter) -> bool:
-        await peer.release.wait()
-        return False
-
-    async def go():
-        async with Peer(silent) as peer:
-            transport = Http1Transport()
-            t0 = time.monotonic()
-            with pytest.raises(httpx.ReadTimeout):
-                await post(transport, peer.url, read=0.2)
-            waited = time.monotonic() - t0
-            return peer, waited, transport.open_connections
-
-    peer, waited, open_after = run(go())
-    assert len(peer.requests) == 1
-    assert waited >= 0.2
-    assert open_after == 0
-
-
-def test_garbage_answer_is_a_protocol_error():
-    async def garbage(peer: Peer, request: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"this is not HTTP\r\n\r\n")
-        return True
-
-    async def go():
-        async with Peer(garbage) as peer:
-            transport = Http1Transport()
-            with pytest.raises(httpx.RemoteProtocolError):
-                await post(transport, peer.url)
-            return transport.open_connections
-
-    assert run(go()) == 0
+    assert waited >= timeouts.get("read", 0)
 
 
 def test_unasked_for_gzip_is_decoded():
