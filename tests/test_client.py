@@ -182,6 +182,16 @@ def test_missing_credentials_send_nothing(provider):
     assert provider.received == []
 
 
+def test_warm_up_opens_one_connection_and_sends_nothing(provider, sms_settings):
+    async def go(settings):
+        async with SmsClient(settings) as client:
+            return await client.warm_up(), await client.warm_up()
+
+    assert run(go(sms_settings)) == (1, 0)  # the second finds the first one open
+    assert run(go(settings_for(provider, ALIBABA_CLOUD_ACCESS_KEY_SECRET=""))) == (0, 0)
+    assert provider.received == []
+
+
 def test_invalid_request_sends_nothing(provider, sms_settings):
     async def go():
         async with SmsClient(sms_settings) as client:

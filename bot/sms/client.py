@@ -102,8 +102,8 @@ class SmsClient:
         """Open `connections` to the provider before a send needs them, so that its first request does
         not wait for a handshake. Safe to call any time; nothing is sent. Returns how many were opened
         (0 with a transport other than the built-in one)."""
-        if not isinstance(self._transport, Http1Transport):
-            return 0
+        if not isinstance(self._transport, Http1Transport) or self.settings.missing_credentials():
+            return 0  # without credentials nothing will be sent: no reason to reach the provider
         connections = min(connections, self.settings.max_connections)
         return await self._transport.warm(str(self._url), connections, self.settings.connect_timeout)
 
