@@ -263,6 +263,7 @@ def test_follow_up_reaches_the_original_recipients_minus_permanent_failures(prov
             assert click.status_code == 200
             form2 = (await bot.slack.wait_for("views.open", 2))[-1].params["view"]
             assert "Update to the 3 people who got the alert" in json.dumps(form2)
+            assert message_box(form2)["element"]["initial_value"] == "[{status}] {service}: {details}"
             confirm, follow, summary = await submit_and_confirm(
                 bot, form2, outage_values(service="API", status="Resolved", details="fixed"), n=2
             )
@@ -275,3 +276,83 @@ def test_follow_up_reaches_the_original_recipients_minus_permanent_failures(prov
     follow_up = provider.sent()[-2:]
     assert sorted(r.params["To"] for r in follow_up) == ["6581234567", "85251234567"]
     assert {r.params["Message"] for r in follow_up} == {"[Resolved] API: fixed"}
+
+
+def message_box(view: dict) -> dict:
+    (block,) = [b for b in view["blocks"] if b.get("block_id", "").startswith(BlockId.OUTAGE_MESSAGE)]
+    return block
+
+
+def test_the_message_box_holds_the_chosen_groups_template_and_stays_editable(provider, tmp_path):
+    """The form opens with the default template in the message box; choosing a group puts that group's
+    template there (Slack keeps typed text for an unchanged block_id, so the box gets a new one)."""
+
+    async def go():
+        async with Bot(
+            provider, tmp_path, ACCESS_OUTAGE="U0ONCALL,U0BOSS", CONTACT_GROUPS_FILE=write_groups(tmp_path)
+        ) as bot:
+            form = await open_outage(bot)
+            assert form["blocks"][0]["dispatch_action"] is True
+            assert message_box(form)["element"]["initial_value"] == "[{status}] {service}: {details}"
+            values = outage_values(groups=["stakeholders"], message="[{status}] {service}: {details}")
+            chosen = {
+                "type": "block_actions",
+                "user": {"id": "U0BOSS"},
+                "team": {"id": "T0001"},
+                "api_app_id": "A0001",
+                "trigger_id": "trigger-groups",
+                "container": {"type": "view", "view_id": "VFORM"},
+                "view": {**form, "id": "VFORM", "hash": "h-1", "state": {"values": values}},
+                "actions": [
+                    {
+                        "action_id": ActionId.OUTAGE_GROUPS,
+                        "block_id": BlockId.OUTAGE_GROUPS,
+                        "type": "multi_static_select",
+                        "selected_options": [{"value": "stakeholders"}],
+                    }
+                ],
+            }
+            assert (await bot.interact(chosen)).status_code == 200
+            (update,) = await bot.slack.wait_for("views.update", 1)
+            assert (update.params["view_id"], update.params["hash"]) == ("VFORM", "h-1")
+            updated = update.params["view"]
+            box = message_box(updated)
+            assert box["block_id"] != BlockId.OUTAGE_MESSAGE
+            assert box["element"]["initial_value"] == "{service} is {status}"
+            # The user edits the template, then submits: their words are what is sent.
+            edited = {
+                **outage_values(groups=["stakeholders"], service="Checkout", status="degraded"),
+                box["block_id"]: {
+                    ActionId.OUTAGE_MESSAGE: {
+                        "type": "plain_text_input",
+                        "value": "{service} is {status}, {name}",
+                    }
+                },
+            }
+            edited.pop(BlockId.OUTAGE_MESSAGE)
+            await submit_and_confirm(bot, {**updated, "id": "VFORM"}, edited, user="U0BOSS")
+
+    run(go())
+    assert sorted(r.params["Message"] for r in provider.sent()) == [
+        "Checkout is degraded, Bo again",
+        "Checkout is degraded, Cy",
+    ]
+
+
+def test_prefill_replaces_only_a_template_it_put_there():
+    from bot.core.groups import parse_groups
+    from bot.slack.listeners.outage import prefill
+    from bot.slack.metadata import OutageFormMetadata, digest
+
+    book = parse_groups(GROUPS)
+    start = OutageFormMetadata(channel_id="C1", prefilled=digest("[{status}] {service}: {details}"))
+
+    def values(groups, message):
+        return outage_values(groups=groups, message=message)
+
+    new, template = prefill(values(["stakeholders"], "[{status}] {service}: {details}"), start, book)
+    assert (template, new.message_version, new.prefilled) == ("{service} is {status}", 1, digest(template))
+    assert prefill(values(["stakeholders"], "Our own words"), start, book) is None  # never overwritten
+    assert prefill(values([], "[{status}] {service}: {details}"), start, book) is None  # already there
+    emptied = prefill(values(["payments"], ""), start, book)  # an emptied box is filled again
+    assert emptied is not None and emptied[1] == "[{status}] {service}: {details}"

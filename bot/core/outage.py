@@ -18,6 +18,7 @@ from .groups import GroupBook
 from .store import RecipientState, Store
 
 FIELDS = ("service", "status", "details")
+DEFAULT_TEMPLATE = "[{status}] {service}: {details}"
 
 
 @dataclass
@@ -44,13 +45,18 @@ class Recipients:
     dropped: list[str] = field(default_factory=list)  # masked: failed permanently last time
 
 
-def template_for(form: OutageForm, book: GroupBook) -> str:
-    if form.message.strip():
-        return form.message.strip()
-    for name in form.groups:
+def group_template(groups: list[str], book: GroupBook) -> str:
+    """The template the form starts with: the first chosen group's, else the default."""
+    for name in groups:
         if name in book.groups:
             return book.groups[name].template
-    return "[{status}] {service}: {details}"
+    return DEFAULT_TEMPLATE
+
+
+def template_for(form: OutageForm, book: GroupBook) -> str:
+    """The message as written in the form (prefilled from the group's template), or, when the box was
+    emptied, the group's template."""
+    return form.message.strip() or group_template(form.groups, book)
 
 
 def collect(form: OutageForm, book: GroupBook, store: Store, default_region: str | None) -> Recipients:
@@ -99,7 +105,7 @@ def problems(form: OutageForm, book: GroupBook) -> dict[str, str]:
     missing = [n for n in names if n in FIELDS and not getattr(form, n).strip()]
     if missing:
         found["details" if "details" in missing else "message"] = (
-            f"The message uses {{{missing[0]}}}: fill in “{missing[0]}”, or write the whole message below."
+            f"The message uses {{{missing[0]}}}: fill in “{missing[0]}”, or take it out of the message."
         )
     unknown = [n for n in names if n not in FIELDS and n != "name"]
     if unknown:

@@ -33,3 +33,14 @@ class BulkConfirmMetadata(BaseModel):
 
 class OutageFormMetadata(SendModalMetadata):
     follow_up_of: str | None = None
+    # The message box: a digest of the template last put in it (so a user's own edit is never replaced)
+    # and how many times it was replaced (its block_id carries the number; see outage_views).
+    prefilled: str | None = None
+    message_version: int = 0
+
+
+def digest(text: str) -> str:
+    """A short fingerprint of a text, for metadata that must stay small."""
+    import hashlib
+
+    return hashlib.sha256(text.strip().encode()).hexdigest()[:16]

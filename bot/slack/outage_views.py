@@ -25,13 +25,27 @@ from .views import escape
 STATUSES = ["Investigating", "Identified", "Monitoring", "Resolved"]
 
 
+def message_block_id(version: int) -> str:
+    """The message box's block_id. Slack keeps what is typed in an input across `views.update` as long as
+    its block_id stays the same, so putting another group's template in the box needs a new one."""
+    return BlockId.OUTAGE_MESSAGE if version == 0 else f"{BlockId.OUTAGE_MESSAGE}-{version}"
+
+
+def is_message_block(block_id: str) -> bool:
+    return block_id == BlockId.OUTAGE_MESSAGE or block_id.startswith(f"{BlockId.OUTAGE_MESSAGE}-")
+
+
 def outage_form(
     metadata: str,
     book: GroupBook,
     *,
+    message: str,
+    message_version: int = 0,
     follow_up_count: int | None = None,
     previous: dict[str, str] | None = None,
 ) -> View:
+    """The form. `message` is what the message box starts with: the chosen group's template, whose
+    {service}, {status} and {details} the fields fill in; the user may edit it."""
     previous = previous or {}
     blocks: list[Block] = []
     if follow_up_count is not None:
@@ -56,6 +70,7 @@ def outage_form(
             InputBlock(
                 block_id=BlockId.OUTAGE_GROUPS,
                 optional=True,
+                dispatch_action=True,  # choosing a group puts its template in the message box
                 label=PlainTextObject(text="Contact groups"),
                 element=StaticMultiSelectElement(
                     action_id=ActionId.OUTAGE_GROUPS, options=options, placeholder="Choose groups"
@@ -112,14 +127,16 @@ def outage_form(
             element=PlainTextInputElement(action_id=ActionId.OUTAGE_DETAILS, multiline=True, max_length=600),
         ),
         InputBlock(
-            block_id=BlockId.OUTAGE_MESSAGE,
+            block_id=message_block_id(message_version),
             optional=True,
-            label=PlainTextObject(text="Or the whole message"),
+            label=PlainTextObject(text="Message"),
             hint=PlainTextObject(
-                text="Replaces the group's template, e.g. “[{status}] {service}: {details}”. "
-                "{name} is each person's name."
+                text="The group's template: {service}, {status} and {details} come from the fields above, "
+                "{name} is each person's name. Edit it freely; the confirmation shows the result."
             ),
-            element=PlainTextInputElement(action_id=ActionId.OUTAGE_MESSAGE, multiline=True),
+            element=PlainTextInputElement(
+                action_id=ActionId.OUTAGE_MESSAGE, multiline=True, initial_value=message or None
+            ),
         ),
         InputBlock(
             block_id=BlockId.OUTAGE_TEST,

@@ -11,15 +11,17 @@ from typing import Any
 
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 
 from bot.core import outage
 from bot.core.access import Capability
 from bot.core.bulk import BulkProblem, save_draft
+from bot.core.groups import GroupBook
 
 from .. import bulk_views, outage_views
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
-from ..metadata import BulkConfirmMetadata, OutageFormMetadata
+from ..metadata import BulkConfirmMetadata, OutageFormMetadata, digest
 
 log = logging.getLogger("bot.slack.outage")
 
@@ -48,11 +50,72 @@ async def open_outage_form(ack: Any, command: dict[str, Any], respond: Any, clie
     if not await may_page(deps, command["user_id"]):
         await respond(text=deps.access.refusal(Capability.OUTAGE))
         return
-    metadata = OutageFormMetadata(channel_id=command["channel_id"], response_url=command.get("response_url"))
+    book = deps.groups.cached()
+    template = outage.group_template([], book)
+    metadata = OutageFormMetadata(
+        channel_id=command["channel_id"], response_url=command.get("response_url"), prefilled=digest(template)
+    )
     await client.views_open(
         trigger_id=command["trigger_id"],
-        view=outage_views.outage_form(metadata.dump(), deps.groups.cached()),
+        view=outage_views.outage_form(metadata.dump(), book, message=template),
     )
+
+
+async def outage_groups_changed_callback(ack: Any, body: dict[str, Any], client: Any, context: Any) -> None:
+    """Groups chosen in the form: put the (first) group's template in the message box, unless the user
+    has written their own message there."""
+    await ack()
+    deps: Deps = context["deps"]
+    view = body.get("view") or {}
+    try:
+        metadata = OutageFormMetadata.model_validate_json(view.get("private_metadata") or "{}")
+    except ValidationError:
+        return
+    book = deps.groups.cached()
+    change = prefill(((view.get("state") or {}).get("values")) or {}, metadata, book)
+    if change is None:
+        return
+    metadata, template = change
+    updated = outage_views.outage_form(
+        metadata.dump(), book, message=template, message_version=metadata.message_version
+    )
+    try:
+        await client.views_update(view_id=view.get("id"), hash=view.get("hash"), view=updated)
+    except SlackApiError as exc:  # e.g. hash_conflict: the user changed the form meanwhile; keep theirs
+        log.info("outage form not updated with the group's template: %s", exc.response.get("error"))
+
+
+def prefill(
+    values: dict[str, Any], metadata: OutageFormMetadata, book: GroupBook
+) -> tuple[OutageFormMetadata, str] | None:
+    """What the message box should now hold, given the form's state: the chosen group's template, as new
+    metadata and text; None to leave the box as it is (it holds the user's own words, or that template)."""
+    current = _message(values)
+    if current.strip() and digest(current) != metadata.prefilled:
+        return None  # their own words: never replaced
+    chosen = (values.get(BlockId.OUTAGE_GROUPS, {}).get(ActionId.OUTAGE_GROUPS) or {}).get("selected_options")
+    template = outage.group_template([o["value"] for o in chosen or []], book)
+    if digest(template) == metadata.prefilled and current.strip():
+        return None
+    new = metadata.model_copy(
+        update={"prefilled": digest(template), "message_version": metadata.message_version + 1}
+    )
+    return new, template
+
+
+def _message(values: dict[str, Any]) -> str:
+    """The message box's text, whichever version of its block the form holds."""
+    for block_id, actions in values.items():
+        if outage_views.is_message_block(block_id):
+            return (actions.get(ActionId.OUTAGE_MESSAGE) or {}).get("value") or ""
+    return ""
+
+
+def _message_block(view: dict[str, Any]) -> str:
+    for block in view.get("blocks", []):
+        if outage_views.is_message_block(block.get("block_id") or ""):
+            return block["block_id"]
+    return BlockId.OUTAGE_MESSAGE
 
 
 async def groups_command(ack: Any, respond: Any, text: str, deps: Deps) -> None:
@@ -88,7 +151,7 @@ def _form(
         service=el(BlockId.OUTAGE_SERVICE, ActionId.OUTAGE_SERVICE).get("value") or "",
         status=status.get("value") or "",
         details=el(BlockId.OUTAGE_DETAILS, ActionId.OUTAGE_DETAILS).get("value") or "",
-        message=el(BlockId.OUTAGE_MESSAGE, ActionId.OUTAGE_MESSAGE).get("value") or "",
+        message=_message(values),
         test_to_me=bool(el(BlockId.OUTAGE_TEST, ActionId.OUTAGE_TEST).get("selected_options")),
         follow_up_of=metadata.follow_up_of,
         sender_id=sender,
@@ -97,7 +160,6 @@ def _form(
 
 BLOCK_FOR = {
     "groups": BlockId.OUTAGE_GROUPS,
-    "message": BlockId.OUTAGE_MESSAGE,
     "details": BlockId.OUTAGE_DETAILS,
 }
 
@@ -116,19 +178,21 @@ async def outage_form_submission_callback(
         )
         return
     form = _form(view, user_id, metadata, deps.settings.sender_id)
+    message_block = _message_block(view)
+    block_for = {**BLOCK_FOR, "message": message_block}
     book = deps.groups.cached()  # kept fresh by a background watcher; reading the file here could be slow
     found = outage.problems(form, book)
     has_groups_block = any(b.get("block_id") == BlockId.OUTAGE_GROUPS for b in view.get("blocks", []))
     if "groups" in found and not has_groups_block:
         found[BlockId.OUTAGE_EXTRA] = found.pop("groups")
     if found:
-        await ack(response_action="errors", errors={BLOCK_FOR.get(k, k): v for k, v in found.items()})
+        await ack(response_action="errors", errors={block_for.get(k, k): v for k, v in found.items()})
         return
     if not await may_page(deps, user_id, form.groups):
         await ack(
             response_action="errors",
             errors={
-                BlockId.OUTAGE_GROUPS if has_groups_block else BlockId.OUTAGE_MESSAGE: deps.access.refusal(
+                BlockId.OUTAGE_GROUPS if has_groups_block else message_block: deps.access.refusal(
                     Capability.OUTAGE
                 )
                 + " (Groups with an `allow` list decide for themselves.)"
@@ -138,7 +202,7 @@ async def outage_form_submission_callback(
     try:  # bounded: members were validated when the groups file was read
         draft = outage.prepare(form, book, deps.store, deps.bulk_limits, book.number_for(user_id))
     except BulkProblem as exc:
-        await ack(response_action="errors", errors={BlockId.OUTAGE_MESSAGE: exc.message})
+        await ack(response_action="errors", errors={message_block: exc.message})
         return
     draft_id = deps.store.create_draft(user_id)
     save_draft(deps.store, draft, draft_id)
@@ -165,16 +229,19 @@ async def follow_up_callback(ack: Any, body: dict[str, Any], client: Any, contex
             text=deps.access.refusal(Capability.OUTAGE), replace_original=False, response_type="ephemeral"
         )
         return
+    template = str(job.meta.get("template") or "") or outage.DEFAULT_TEMPLATE
     metadata = OutageFormMetadata(
         channel_id=job.channel_id or body.get("channel", {}).get("id", ""),
         response_url=body.get("response_url"),
         follow_up_of=job_id,
+        prefilled=digest(template),
     )
     await client.views_open(
         trigger_id=body["trigger_id"],
         view=outage_views.outage_form(
             metadata.dump(),
             deps.groups.cached(),
+            message=template,
             follow_up_count=job.total,
             previous={"service": job.meta.get("service", ""), "status": "Resolved"},
         ),
@@ -184,3 +251,4 @@ async def follow_up_callback(ack: Any, body: dict[str, Any], client: Any, contex
 def register(app: AsyncApp) -> None:
     app.view(CallbackId.OUTAGE_FORM)(outage_form_submission_callback)
     app.action(ActionId.OUTAGE_FOLLOW_UP)(follow_up_callback)
+    app.action(ActionId.OUTAGE_GROUPS)(outage_groups_changed_callback)
