@@ -3,6 +3,8 @@
 import itertools
 import json
 
+import pytest
+
 from bot.sms import Hooks, SmsClient, Status, batch_send_all, fan_out
 from bot.sms.simulator import Fault
 
@@ -117,3 +119,34 @@ def test_batch_503_exhausted_is_failed_and_retryable(provider):
     outcomes = run(go())
     assert [o.status for o in outcomes] == [Status.FAILED] * 2
     assert all(o.retryable for o in outcomes)
+
+
+def test_batch_prepare_runs_before_each_chunk_waits_and_a_failure_stops_the_send(provider, sms_settings):
+    """`prepare` sees each chunk before its call; when it fails, that chunk and the later ones never go."""
+    seen: list[tuple[int, int]] = []
+    marked: list[tuple[int, int]] = []
+
+    async def prepare(indices):
+        seen.append((indices[0], indices[-1]))
+        if len(seen) == 2:
+            raise RuntimeError("the database is full")
+
+    async def before_send(indices):
+        marked.append((indices[0], indices[-1]))
+
+    async def go():
+        async with SmsClient(sms_settings) as client:
+            await batch_send_all(
+                client,
+                numbers(5),
+                ["x"] * 5,
+                chunk_size=2,
+                hooks=Hooks(prepare=prepare, before_send=before_send),
+            )
+
+    with pytest.raises(RuntimeError, match="database is full"):
+        run(go())
+    assert seen == [(0, 1), (2, 3)]
+    assert marked == [(0, 1)]  # prepared ahead, marked in flight only when its turn came
+    sent = provider.sent("BatchSendMessageToGlobe")
+    assert [json.loads(c.params["To"]) for c in sent] == [numbers(2)]

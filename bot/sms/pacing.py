@@ -260,12 +260,12 @@ async def batch_send_all(
     async def chunk(start: int, dispatched: asyncio.Event) -> None:
         end = min(start + chunk_size, total)
         chunk_numbers = [n.api if isinstance(n, PhoneNumber) else n for n in numbers[start:end]]
+        if hooks.prepare:  # a failure here stops the send like any hook's: nothing of this chunk went out
+            await hooks.prepare(range(start, end))
         try:
             req: BatchSendRequest = client.batch_request(
                 to=list(numbers[start:end]), messages=list(messages[start:end]), **common
             )
-            if hooks.prepare:
-                await hooks.prepare(range(start, end))
 
             async def mark() -> None:
                 if hooks.before_send:
