@@ -121,18 +121,23 @@ def test_batch_503_exhausted_is_failed_and_retryable(provider):
     assert all(o.retryable for o in outcomes)
 
 
-def test_batch_prepare_runs_before_each_chunk_waits_and_a_failure_stops_the_send(provider, sms_settings):
-    """`prepare` sees each chunk before its call; when it fails, that chunk and the later ones never go."""
+@pytest.mark.parametrize("failing", ["prepare", "before_send"])
+def test_batch_hooks_see_each_chunk_and_a_failing_hook_stops_the_send(provider, sms_settings, failing):
+    """`prepare` sees each chunk before it waits for its turn, `before_send` when the turn comes. A hook
+    that fails (say, the database is full) stops the send: that chunk and the later ones never go, and
+    the error reaches the caller instead of turning into "unknown" outcomes for numbers never sent."""
     seen: list[tuple[int, int]] = []
     marked: list[tuple[int, int]] = []
 
     async def prepare(indices):
         seen.append((indices[0], indices[-1]))
-        if len(seen) == 2:
+        if failing == "prepare" and len(seen) == 2:
             raise RuntimeError("the database is full")
 
     async def before_send(indices):
         marked.append((indices[0], indices[-1]))
+        if failing == "before_send" and len(marked) == 2:
+            raise RuntimeError("the database is full")
 
     async def go():
         async with SmsClient(sms_settings) as client:
@@ -147,6 +152,6 @@ def test_batch_prepare_runs_before_each_chunk_waits_and_a_failure_stops_the_send
     with pytest.raises(RuntimeError, match="database is full"):
         run(go())
     assert seen == [(0, 1), (2, 3)]
-    assert marked == [(0, 1)]  # prepared ahead, marked in flight only when its turn came
+    assert marked == ([(0, 1)] if failing == "prepare" else [(0, 1), (2, 3)])
     sent = provider.sent("BatchSendMessageToGlobe")
     assert [json.loads(c.params["To"]) for c in sent] == [numbers(2)]

@@ -260,6 +260,7 @@ async def batch_send_all(
     async def chunk(start: int, dispatched: asyncio.Event) -> None:
         end = min(start + chunk_size, total)
         chunk_numbers = [n.api if isinstance(n, PhoneNumber) else n for n in numbers[start:end]]
+        hook_failed: list[BaseException] = []
         if hooks.prepare:  # a failure here stops the send like any hook's: nothing of this chunk went out
             await hooks.prepare(range(start, end))
         try:
@@ -269,12 +270,18 @@ async def batch_send_all(
 
             async def mark() -> None:
                 if hooks.before_send:
-                    await hooks.before_send(range(start, end))
+                    try:
+                        await hooks.before_send(range(start, end))
+                    except BaseException as exc:
+                        hook_failed.append(exc)
+                        raise
                 dispatched.set()
 
             resp = await client.batch_send(req, on_dispatch=mark)
             group = batch_outcomes(start, chunk_numbers, resp)
         except Exception as exc:
+            if hook_failed:  # the caller's hook, before the request left: stop, as for `prepare`
+                raise
             if not isinstance(exc, SmsError):
                 log.error("unexpected error in batch chunk %d-%d", start, end, exc_info=exc)
             group = [
