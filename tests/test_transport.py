@@ -233,6 +233,15 @@ def test_unasked_for_gzip_is_decoded():
     assert response.json() == {"zipped": 1}
 
 
+def test_an_answer_that_cannot_be_decompressed_is_a_protocol_error():
+    async def bad_gzip(peer: Peer, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(ok(b"not gzip at all", "Content-Encoding: gzip"))
+        return True
+
+    peer, _, _ = failed_exchange(bad_gzip, httpx.RemoteProtocolError)  # the client: outcome unknown
+    assert len(peer.requests) == 1
+
+
 def test_connection_refused_is_a_connect_error_and_frees_the_slot():
     async def go():
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)

@@ -279,8 +279,8 @@ class Http1Transport(httpx.AsyncBaseTransport):
         if encoding in (b"gzip", b"deflate"):  # not asked for, but a proxy may do it anyway
             try:
                 content = zlib.decompressobj(wbits=47).decompress(content)
-            except zlib.error as exc:
-                raise httpx.DecodingError(f"the answer could not be decompressed: {exc}") from exc
+            except zlib.error as exc:  # after the request went out: for the client, an unknown outcome
+                raise httpx.RemoteProtocolError(f"the answer could not be decompressed: {exc}") from exc
             raw = [(k, v) for k, v in raw if k.lower() != b"content-encoding"]
         return status, raw, content
 
