@@ -356,3 +356,27 @@ def test_prefill_replaces_only_a_template_it_put_there():
     assert prefill(values([], "[{status}] {service}: {details}"), start, book) is None  # already there
     emptied = prefill(values(["payments"], ""), start, book)  # an emptied box is filled again
     assert emptied is not None and emptied[1] == "[{status}] {service}: {details}"
+
+
+def test_an_out_of_date_form_is_answered_on_the_message_box_it_holds(provider, tmp_path):
+    """Slack refuses `errors` naming a block the view does not have: after a prefill the message box
+    has a versioned block_id, and the error must name that one."""
+
+    async def go():
+        async with Bot(
+            provider, tmp_path, ACCESS_OUTAGE=ONCALL, CONTACT_GROUPS_FILE=write_groups(tmp_path)
+        ) as bot:
+            form = await open_outage(bot)
+            blocks = [
+                {**b, "block_id": f"{BlockId.OUTAGE_MESSAGE}-2"}
+                if b.get("block_id") == BlockId.OUTAGE_MESSAGE
+                else b
+                for b in form["blocks"]
+            ]
+            stale = {**form, "blocks": blocks, "private_metadata": "not json"}
+            return (await bot.submit_view(stale, outage_values(), user=ONCALL)).json()
+
+    body = run(go())
+    assert body["response_action"] == "errors"
+    assert list(body["errors"]) == [f"{BlockId.OUTAGE_MESSAGE}-2"]
+    assert provider.received == []

@@ -174,7 +174,7 @@ async def outage_form_submission_callback(
     except ValidationError:
         await ack(
             response_action="errors",
-            errors={BlockId.OUTAGE_MESSAGE: "This form is out of date; run /sms outage again."},
+            errors={_message_block(view): "This form is out of date; run /sms outage again."},
         )
         return
     form = _form(view, user_id, metadata, deps.settings.sender_id)
