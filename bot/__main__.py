@@ -1,17 +1,30 @@
-"""`python -m bot`: load settings, configure logging, run. Wiring lives in bot/runtime.py."""
+"""`python -m bot`: load settings, configure logging, run. Wiring lives in bot/runtime.py.
+
+`python -m bot db upgrade` brings the database schema to this version's head (the bot also does it at
+start unless DATABASE_AUTO_UPGRADE=false); `python -m bot db current` prints the revision it is at.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bot import logs
-from bot.config import load_settings
+from bot.config import Settings, load_settings
+from bot.core import db
 from bot.runtime import serve
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
     settings = load_settings()
+    if args[:1] == ["db"]:
+        return database_command(settings, args[1:])
+    if args:
+        print("usage: python -m bot [db upgrade | db current]", file=sys.stderr)
+        return 2
     problem = settings.startup_problem()
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -28,6 +41,37 @@ def main() -> int:
         ],
     )
     asyncio.run(serve(settings))
+    return 0
+
+
+def database_command(settings: Settings, args: list[str]) -> int:
+    if args not in (["upgrade"], ["current"]):
+        print("usage: python -m bot db upgrade | db current", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format, secrets=[])
+
+    async def go() -> str:
+        engine = db.create_engine(settings.sqlalchemy_url())
+        try:
+            if args == ["upgrade"]:
+                before, after = await db.upgrade(engine)
+                return (
+                    f"schema {before or 'unversioned'} → {after}"
+                    if before != after
+                    else f"schema {after}: up to date"
+                )
+            rev = await db.current(engine)
+            state = "up to date" if rev == db.head() else f"this version needs {db.head()}"
+            return f"schema {rev or 'unversioned'} ({state})"
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(go()))
+    except (db.DatabaseError, OSError, SQLAlchemyError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        print(f"error: {db.describe(settings.sqlalchemy_url())}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

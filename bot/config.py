@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from bot.core.access import Capability, parse_entries
 from bot.core.bulk import BulkLimits
+from bot.core.db import database_url
 from bot.sms.config import SmsSettings
 
 
@@ -25,6 +26,11 @@ class Settings(SmsSettings):
     host: str = Field(default="0.0.0.0", alias="HOST")  # noqa: S104 (a server in a container)
     port: int = Field(default=3000, ge=0, le=65535, alias="PORT")  # 0: any free port (tests)
     database_path: Path = Field(default=Path("data/sms-ops.sqlite3"), alias="DATABASE_PATH")
+    # postgresql://user:password@host:5432/db for several replicas; empty: SQLite at DATABASE_PATH.
+    database_url: str = Field(default="", alias="DATABASE_URL")
+    database_auto_upgrade: bool = Field(default=True, alias="DATABASE_AUTO_UPGRADE")
+    worker_lease_seconds: float = Field(default=15.0, gt=4.0, le=600.0, alias="WORKER_LEASE_SECONDS")
+    worker_poll_seconds: float = Field(default=0.5, gt=0.0, le=60.0, alias="WORKER_POLL_SECONDS")
     access_send: str = Field(default="*", alias="ACCESS_SEND")
     access_bulk: str = Field(default="", alias="ACCESS_BULK")
     access_outage: str = Field(default="", alias="ACCESS_OUTAGE")
@@ -45,6 +51,15 @@ class Settings(SmsSettings):
     def _access(cls, v: str) -> str:
         parse_entries(v)
         return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        database_url(v.strip(), "")
+        return v.strip()
+
+    def sqlalchemy_url(self) -> str:
+        return database_url(self.database_url, self.database_path)
 
     @field_validator("slack_api_url")
     @classmethod

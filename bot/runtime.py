@@ -12,8 +12,11 @@ from aiohttp import web
 from pydantic import SecretStr
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
+from bot.core import db
 from bot.core.access import AccessPolicy
 from bot.core.groups import GroupFile
 from bot.core.service import SendService
@@ -60,11 +63,19 @@ class Runtime:
                 }
             )
         self.sms = SmsClient(sms_settings)
-        self.store = Store(s.database_path)
+        self.store = Store(await open_database(s))
         self.client = web_client(s.slack_bot_token.get_secret_value(), s.slack_api_url)
         self.reporter = SlackReporter(self.client, self.store)
         self.busy = Busy()
-        self.worker = Worker(self.store, self.sms, self.reporter, fault=self.fault, busy=self.busy)
+        self.worker = Worker(
+            self.store,
+            self.sms,
+            self.reporter,
+            fault=self.fault,
+            busy=self.busy,
+            lease_seconds=s.worker_lease_seconds,
+            poll_seconds=s.worker_poll_seconds,
+        )
         self.access = AccessPolicy(s.access_rules(), SlackDirectory(self.client), ttl=s.access_cache_seconds)
         self.service = SendService(self.store, self.worker, dry_run=s.dry_run)
         self.groups = GroupFile(s.contact_groups_file, s.default_region)
@@ -79,9 +90,7 @@ class Runtime:
             settings=s, store=self.store, service=self.service, access=self.access, groups=self.groups
         )
         self.bolt = build_app(self.deps, self.client, await authorize_once(self.client))
-        resumed = await self.worker.start()
-        if resumed:
-            log.info("resumed %d unfinished job(s) after the last stop", len(resumed))
+        await self.worker.start()
         if s.socket_mode:
             app_token = s.slack_app_token.get_secret_value()
             try:  # the Socket Mode client retries a rejected token forever: check it once, first
@@ -105,17 +114,27 @@ class Runtime:
         mode = "Socket Mode" if s.socket_mode else f"HTTP mode at {self.url}/slack/events"
         log.info("SMS Ops running in %s%s", mode, " (dry run: simulated provider)" if s.dry_run else "")
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
         db_ok = True
         try:
-            self.store.ping()
+            await asyncio.wait_for(self.store.ping(), 2.0)
         except Exception:
             db_ok = False
         ok = db_ok and self.worker.alive
-        return {"ok": ok, "database": db_ok, "worker": self.worker.alive, "dry_run": self.settings.dry_run}
+        return {
+            "ok": ok,
+            "database": db_ok,
+            "worker": self.worker.alive,
+            "sender": self.worker.is_sender,
+            "dry_run": self.settings.dry_run,
+        }
 
     async def aclose(self) -> None:
         if not hasattr(self, "worker"):
+            if hasattr(self, "store"):
+                await self.store.close()
+            if self.simulator is not None:
+                await self.simulator.stop()
             return
         if getattr(self, "_watcher", None) is not None:
             self._watcher.cancel()
@@ -128,7 +147,34 @@ class Runtime:
         await self.sms.aclose()
         if self.simulator is not None:
             await self.simulator.stop()
-        self.store.close()
+        await self.store.close()
+
+
+async def open_database(s: Settings) -> AsyncEngine:
+    """The engine, with the schema brought to this code's head (or checked, without auto-upgrade)."""
+    url = s.sqlalchemy_url()
+    where = "DATABASE_URL" if s.database_url else "DATABASE_PATH"
+    try:
+        engine = db.create_engine(url)
+    except db.DatabaseError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        if s.database_auto_upgrade:
+            before, after = await db.upgrade(engine)
+            if before != after:
+                log.info("database schema upgraded from %s to %s", before or "unversioned", after)
+        else:
+            await db.check(engine)
+    except db.DatabaseError as exc:
+        await engine.dispose()
+        raise StartupError(f"{where}: {exc}") from None
+    except (OSError, SQLAlchemyError) as exc:
+        await engine.dispose()
+        reason = getattr(exc, "orig", None) or exc
+        raise StartupError(
+            f"{where}: cannot use the database at {db.describe(url)} ({type(reason).__name__}: {reason})."
+        ) from None
+    return engine
 
 
 async def serve(settings: Settings) -> None:

@@ -5,8 +5,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from bot.core import db
+from bot.core.store import Store
 from bot.sms import SmsSettings
 from bot.sms.simulator import ProviderProcess
+
+from .pg import PostgresServer
 
 
 def run(coro):
@@ -25,6 +29,44 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         ):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session, started here (see tests/pg.py): never skipped."""
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server: PostgresServer) -> str:
+    """A database at the schema's head, copied for each test that wants PostgreSQL."""
+    url = pg_server.create_database()
+
+    async def upgrade() -> None:
+        engine = db.create_engine(db.database_url(url, ""))
+        await db.upgrade(engine)
+        await engine.dispose()
+
+    run(upgrade())
+    return url.rsplit("/", 1)[1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A DATABASE_URL at the schema's head: an SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/bot.sqlite3"
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.create_database(request.getfixturevalue("pg_template"))
+
+
+async def open_store(url: str) -> Store:
+    """A store on a DATABASE_URL, upgraded to head (a no-op on a copy of the template)."""
+    engine = db.create_engine(db.database_url(url, ""))
+    await db.upgrade(engine)
+    return Store(engine)
 
 
 @pytest.fixture(scope="session")

@@ -160,7 +160,14 @@ class Bot:
 
         job_ids = await asyncio.wait_for(self.runtime.worker.wait_submitted(n), 10)
         summary = await asyncio.wait_for(self.runtime.worker.wait(job_ids[n - 1]), 30)
-        return self.runtime.store.get_job(job_ids[n - 1]), summary
+        return await self.runtime.store.get_job(job_ids[n - 1]), summary
 
-    def recipients(self, job_id: str) -> list[Any]:
-        return self.runtime.store.recipients(job_id)
+    async def recipients(self, job_id: str) -> list[Any]:
+        return await self.runtime.store.recipients(job_id)
+
+    async def count(self, table: str) -> int:
+        """Rows in a table of the bot's database."""
+        import sqlalchemy as sa
+
+        async with self.runtime.store.engine.connect() as conn:
+            return (await conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()

@@ -118,7 +118,7 @@ def test_form_errors_are_inline_and_change_nothing(provider, tmp_path):
                 body = (await bot.submit_view(form, values, user=LEAD)).json()
                 assert body["response_action"] == "errors"
                 assert expected in body["errors"][block], body
-            assert bot.runtime.store.db.execute("SELECT COUNT(*) FROM drafts").fetchone()[0] == 0
+            assert await bot.count("drafts") == 0
 
     run(go())
     assert provider.received == []
@@ -191,7 +191,7 @@ def test_two_confirmations_of_one_draft_start_one_job(provider, tmp_path):
             assert first == second == {"response_action": "clear"}
             await bot.job_done(1)
             assert len(bot.runtime.worker.submitted) == 1
-            assert bot.runtime.store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+            assert await bot.count("jobs") == 1
 
     run(go())
     assert len(provider.sent("BatchSendMessageToGlobe")) == 1

@@ -121,37 +121,72 @@ def test_batch_503_exhausted_is_failed_and_retryable(provider):
     assert all(o.retryable for o in outcomes)
 
 
-@pytest.mark.parametrize("failing", ["prepare", "before_send"])
-def test_batch_hooks_see_each_chunk_and_a_failing_hook_stops_the_send(provider, sms_settings, failing):
-    """`prepare` sees each chunk before it waits for its turn, `before_send` when the turn comes. A hook
-    that fails (say, the database is full) stops the send: that chunk and the later ones never go, and
-    the error reaches the caller instead of turning into "unknown" outcomes for numbers never sent."""
-    seen: list[tuple[int, int]] = []
+def test_batch_a_failing_before_send_stops_the_send(provider, sms_settings):
+    """`before_send` sees each chunk when its turn comes. A hook that fails (say, the database is full)
+    stops the send: that chunk and the later ones never go, and the error reaches the caller instead of
+    turning into "unknown" outcomes for numbers never sent."""
     marked: list[tuple[int, int]] = []
-
-    async def prepare(indices):
-        seen.append((indices[0], indices[-1]))
-        if failing == "prepare" and len(seen) == 2:
-            raise RuntimeError("the database is full")
 
     async def before_send(indices):
         marked.append((indices[0], indices[-1]))
-        if failing == "before_send" and len(marked) == 2:
+        if len(marked) == 2:
             raise RuntimeError("the database is full")
 
     async def go():
         async with SmsClient(sms_settings) as client:
             await batch_send_all(
-                client,
-                numbers(5),
-                ["x"] * 5,
-                chunk_size=2,
-                hooks=Hooks(prepare=prepare, before_send=before_send),
+                client, numbers(5), ["x"] * 5, chunk_size=2, hooks=Hooks(before_send=before_send)
             )
 
     with pytest.raises(RuntimeError, match="database is full"):
         run(go())
-    assert seen == [(0, 1), (2, 3)]
-    assert marked == ([(0, 1)] if failing == "prepare" else [(0, 1), (2, 3)])
+    assert marked == [(0, 1), (2, 3)]
     sent = provider.sent("BatchSendMessageToGlobe")
     assert [json.loads(c.params["To"]) for c in sent] == [numbers(2)]
+
+
+def test_batch_waiting_for_a_retry_is_not_in_flight(provider, sms_settings):
+    """A throttled chunk certainly did not reach the provider: while its retry waits, its recipients are
+    withdrawn (not in flight), and marked again just before the next attempt is written."""
+    provider.inject(Fault("throttle", action="BatchSendMessageToGlobe"))
+    events: list[tuple[str, int]] = []
+
+    async def before_send(indices):
+        events.append(("in_flight", len(indices)))
+
+    async def withdraw(indices):
+        events.append(("withdrawn", len(indices)))
+
+    async def go():
+        async with SmsClient(sms_settings) as client:
+            return await batch_send_all(
+                client, numbers(3), ["x"] * 3, hooks=Hooks(before_send=before_send, withdraw=withdraw)
+            )
+
+    outcomes = run(go())
+    assert [o.status for o in outcomes] == [Status.ACCEPTED] * 3
+    assert events == [("in_flight", 3), ("withdrawn", 3), ("in_flight", 3)]
+
+
+def test_fan_out_marks_after_the_grant_and_a_failing_mark_sends_nothing_more(provider):
+    """Requests are marked in flight only once the limiter granted them, in groups; when marking fails,
+    no request of that group or after it is written, and the cause reaches the caller."""
+    provider.reset(single_rate=200)
+    settings = settings_for(provider, SMS_SINGLE_RATE=200)
+    marked: list[list[int]] = []
+
+    async def before_send(indices):
+        marked.append(list(indices))
+        if sum(map(len, marked)) >= 20:
+            raise RuntimeError("the database is full")
+
+    async def go():
+        async with SmsClient(settings) as client:
+            reqs = [client.send_request(to=n, message="hi") for n in numbers(100)]
+            return await fan_out(client, reqs, hooks=Hooks(before_send=before_send))
+
+    with pytest.raises(RuntimeError, match="database is full"):
+        run(go())
+    written = sum(map(len, marked[:-1]))  # the failing group's requests never left
+    assert 20 <= sum(map(len, marked)) < 100
+    assert len(provider.sent("SendMessageToGlobe")) == written

@@ -57,6 +57,7 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
                 "ok": True,
                 "database": True,
                 "worker": True,
+                "sender": True,
                 "dry_run": True,
             }
             for i, text in enumerate(["+852 5123 4567 Hello from the dry run", "+852 5123 0000 will fail"]):

@@ -47,7 +47,7 @@ def test_send_now_posts_parent_and_thread_reply(provider, tmp_path, caplog):
             assert "<@U0AGENT>" in json.dumps(parent.params["blocks"])
             assert reply.params["thread_ts"] == job.thread_ts and reply.params["channel"] == "C0SUPPORT"
             reply_text = json.dumps(reply.params["blocks"], ensure_ascii=False)
-            assert "Accepted" in reply_text and bot.recipients(job.id)[0].message_id in reply_text
+            assert "Accepted" in reply_text and (await bot.recipients(job.id))[0].message_id in reply_text
             assert "Hong Kong" in reply_text
             for call in bot.slack.calls:
                 assert no_full_number(call.params)
@@ -286,7 +286,7 @@ def test_audit_log_records_every_attempt(provider, tmp_path):
         async with Bot(provider, tmp_path) as bot:
             await bot.command("+852 5123 4567 hello")
             job, _ = await bot.job_done()
-            (r,) = bot.recipients(job.id)
+            (r,) = await bot.recipients(job.id)
             assert (job.created_by, job.channel_id) == ("U0AGENT", "C0SUPPORT")
             assert r.number.e164 == "+" + HK and r.message == "hello" and r.state == RecipientState.ACCEPTED
             assert r.message_id and r.request_id and job.created_at and job.finished_at

@@ -1,135 +1,233 @@
-"""The store's draft → job path: confirming is constant work; each recipient's row is written right
-before its request goes (or when the job stops), and a restart picks up where the rows end."""
+"""The store on both databases: drafts into jobs exactly once, fenced in-flight marks, leases, recovery."""
 
 from __future__ import annotations
 
-from bot.core.store import RecipientState, Store, _runs
+import asyncio
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from bot.core.store import DraftState, JobKind, NewRecipient, RecipientState, Store, _runs
+from bot.sms.phone import PhoneNumber
+
+from .conftest import open_store, run
 
 
-def payload(n: int, segments: int = 2) -> dict:
-    return {
-        "user_id": "U1",
-        "channel_id": "C1",
-        "total_segments": n * segments,
-        "recipients": [
-            {
-                "e164": f"+6581{i:06d}",
-                "cc": 65,
-                "national": f"81{i:06d}",
-                "region": "SG",
-                "message": f"Hi P{i}",
-                "segments": segments,
-            }
-            for i in range(n)
-        ],
-    }
+def people(n: int, segments: int = 2) -> list[NewRecipient]:
+    return [
+        NewRecipient(PhoneNumber(f"+6581{i:06d}", 65, f"81{i:06d}", "SG"), f"Hi P{i}", segments)
+        for i in range(n)
+    ]
 
 
-def confirmed(store: Store, n: int) -> tuple[str, str]:
-    draft_id = store.create_draft("U1")
-    assert store.fill_draft(draft_id, payload(n))
-    job_id, created = store.claim_draft_into_job(
-        draft_id, kind="batch", created_by="U1", total=n, est_segments=2 * n
-    )
+async def confirmed(store: Store, n: int) -> tuple[str, str]:
+    draft_id = await store.create_draft("U1")
+    assert await store.fill_draft(draft_id, {"user_id": "U1"}, people(n))
+    job_id, created = await store.claim_draft_into_job(draft_id, kind=JobKind.BATCH, created_by="U1")
     assert created
     return draft_id, job_id
 
 
-def rows(store: Store, job_id: str) -> dict[int, str]:
-    return dict(store.db.execute("SELECT idx, state FROM recipients WHERE job_id = ?", (job_id,)).fetchall())
+async def states(store: Store, job_id: str) -> dict[int, str]:
+    return {r.idx: r.state.value for r in await store.recipients(job_id)}
 
 
-def test_the_draft_keeps_only_a_count_and_confirming_writes_no_recipient_rows(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    draft_id, job_id = confirmed(store, 5)
-    _, state, head, linked = store.get_draft(draft_id)
-    assert (state, linked, head["count"]) == ("confirmed", job_id, 5)
-    assert "recipients" not in head
-    assert rows(store, job_id) == {}
-    summary = store.summary(job_id)
-    assert (summary.total, summary.pending, summary.accepted) == (5, 5, 0)
-    pending = store.pending(job_id)
-    assert [(p.idx, p.number.e164, p.message) for p in pending] == [
-        (i, f"+6581{i:06d}", f"Hi P{i}") for i in range(5)
-    ]
-    again = store.claim_draft_into_job(draft_id, kind="batch", created_by="U1", total=5, est_segments=10)
-    assert again == (job_id, False)
+async def count(store: Store, table: str) -> int:
+    async with store.engine.connect() as conn:
+        return (await conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()
 
 
-def test_rows_are_written_in_flight_as_they_are_sent_and_the_draft_copy_goes_at_the_end(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    _, job_id = confirmed(store, 5)
-    store.mark_in_flight(job_id, [0, 1])
-    assert rows(store, job_id) == {0: "in_flight", 1: "in_flight"}
-    assert [p.idx for p in store.pending(job_id)] == [2, 3, 4]
-    store.mark_in_flight(job_id, [2, 3, 4])
-    assert set(rows(store, job_id).values()) == {"in_flight"}
-    assert store.pending(job_id) == []
-    assert store.db.execute("SELECT COUNT(*) FROM draft_recipients").fetchone()[0] == 0
-    assert store.db.execute("SELECT COUNT(*) FROM job_sources").fetchone()[0] == 0
-    stored = store.recipients(job_id)
-    assert [(r.idx, r.number.e164, r.message) for r in stored][:2] == [
-        (0, "+6581000000", "Hi P0"),
-        (1, "+6581000001", "Hi P1"),
-    ]
+def test_confirming_copies_the_draft_into_the_job_once(database):
+    async def go():
+        store = await open_store(database)
+        draft_id, job_id = await confirmed(store, 5)
+        draft = await store.get_draft(draft_id)
+        assert (draft.state, draft.job_id, draft.count) == (DraftState.CONFIRMED, job_id, 5)
+        assert await states(store, job_id) == dict.fromkeys(range(5), "queued")
+        assert await count(store, "draft_rows") == 0  # the copy is the job's now
+        pending = await store.pending(job_id)
+        assert [(p.idx, p.number.e164, p.message) for p in pending] == [
+            (i, f"+6581{i:06d}", f"Hi P{i}") for i in range(5)
+        ]
+        again = await store.claim_draft_into_job(draft_id, kind=JobKind.BATCH, created_by="U1")
+        assert again == (job_id, False)
+        assert await count(store, "jobs") == 1
+        await store.close()
+
+    run(go())
 
 
-def test_a_restart_resumes_from_the_stored_rows_and_never_resends_in_flight_ones(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    _, job_id = confirmed(store, 6)
-    store.mark_in_flight(job_id, [0, 1, 2])
-    store.close()  # the process dies with three requests in flight and three never sent
+def test_racing_confirmations_create_one_job(database):
+    """Double clicks, Slack's retries, two replicas: however many confirm at once, one job."""
 
-    store = Store(tmp_path / "s.sqlite3")
-    assert store.in_flight_to_unknown(job_id) == 3
-    assert [p.idx for p in store.pending(job_id)] == [3, 4, 5]
-    summary = store.summary(job_id)
-    assert (summary.unknown, summary.pending, summary.total) == (3, 3, 6)
+    async def go():
+        stores = [await open_store(database) for _ in range(4)]
+        draft_id = await stores[0].create_draft("U1")
+        await stores[0].fill_draft(draft_id, {}, people(50))
+        results = await asyncio.gather(
+            *(s.claim_draft_into_job(draft_id, kind=JobKind.BATCH, created_by="U1") for s in stores)
+        )
+        assert len({job_id for job_id, _ in results}) == 1
+        assert sum(created for _, created in results) == 1
+        assert await count(stores[0], "jobs") == 1 and await count(stores[0], "recipients") == 50
+        for s in stores:
+            await s.close()
 
-
-def test_a_stopped_job_stores_every_unsent_recipient_as_failed(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    _, job_id = confirmed(store, 5)
-    store.mark_in_flight(job_id, [0])
-    assert store.queued_to_failed(job_id, "Not sent: stopped.") == 4
-    states = rows(store, job_id)
-    assert states == {0: "in_flight", 1: "failed", 2: "failed", 3: "failed", 4: "failed"}
-    assert all(
-        r.code == "NOT_SENT" and r.retryable for r in store.recipients(job_id, [RecipientState.FAILED])
-    )
+    run(go())
 
 
-def test_one_unsendable_recipient_is_failed_without_touching_the_others(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    _, job_id = confirmed(store, 4)
-    store.fail_unsent(job_id, 2, "INVALID", "The message is empty.")
-    assert rows(store, job_id) == {0: "queued", 1: "queued", 2: "failed"}
-    assert [p.idx for p in store.pending(job_id)] == [0, 1, 3]
+def test_an_idempotency_key_starts_one_job_across_processes(database):
+    async def go():
+        a, b = await open_store(database), await open_store(database)
+        one = people(1)
+        results = await asyncio.gather(
+            a.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=one, source_key="view:V1"),
+            b.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=one, source_key="view:V1"),
+        )
+        assert results[0][0].id == results[1][0].id
+        assert sorted(created for _, created in results) == [False, True]
+        await a.close()
+        await b.close()
+
+    run(go())
 
 
-def test_the_daily_budget_counts_recipients_not_yet_stored(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    _, job_id = confirmed(store, 10)  # 2 segments each
-    assert store.segments_today("U1") == 20
-    store.mark_in_flight(job_id, range(4))
-    assert store.segments_today("U1") == 20  # 4 rows of 2 stored, 6 of 2 still counted from the draft
-    store.queued_to_failed(job_id, "Not sent.")
-    assert store.segments_today("U1") == 8  # failed unsent recipients cost nothing
+def test_only_the_lease_holder_moves_rows_and_only_queued_ones(database):
+    async def go():
+        store = await open_store(database)
+        _, job_id = await confirmed(store, 6)
+        until = time.time() + 10
+        assert [c.job_id for c in await store.claim_jobs("A", until, limit=5)] == [job_id]
+        assert await store.claim_jobs("B", until, limit=5) == []  # held by A
+        assert await store.mark_in_flight(job_id, [0, 1], owner="B") == 0  # not B's to send
+        assert await store.mark_in_flight(job_id, [0, 1], owner="A", fence=2) == 2
+        assert await store.mark_in_flight(job_id, [1, 2], owner="A") == 1  # 1 is already in flight
+        assert await store.mark_in_flight(job_id, [3], owner="A", fence=11) == 0  # lease ends too soon
+        assert await store.withdraw(job_id, [2]) == 1
+        assert await states(store, job_id) == {0: "in_flight", 1: "in_flight", 2: "queued", 3: "queued",
+                                               4: "queued", 5: "queued"}  # fmt: skip
+        await store.close()
+
+    run(go())
 
 
-def test_discarding_a_draft_drops_its_recipients(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    draft_id = store.create_draft("U1")
-    store.fill_draft(draft_id, payload(3))
-    assert store.discard_draft(draft_id)
-    assert store.db.execute("SELECT COUNT(*) FROM draft_recipients").fetchone()[0] == 0
-    try:
-        store.claim_draft_into_job(draft_id, kind="batch", created_by="U1", total=3, est_segments=3)
-    except LookupError:
-        pass
-    else:
-        raise AssertionError("a discarded draft was confirmed")
-    assert store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+def test_an_expired_job_lease_is_taken_over_and_flagged_recovered(database):
+    async def go():
+        now = [1000.0]
+        store = await open_store(database)
+        store.clock = lambda: now[0]
+        _, job_id = await confirmed(store, 3)
+        (claim,) = await store.claim_jobs("A", now[0] + 15, limit=1)
+        assert not claim.recovered
+        now[0] += 10
+        assert await store.renew_jobs("A", now[0] + 15, [job_id]) == {job_id}
+        assert await store.claim_jobs("B", now[0] + 15, limit=1) == []
+        now[0] += 16  # A stopped renewing
+        (taken,) = await store.claim_jobs("B", now[0] + 15, limit=1)
+        assert taken.job_id == job_id and taken.recovered
+        assert await store.renew_jobs("A", now[0] + 15, [job_id]) == set()  # A must stop
+        await store.close()
+
+    run(go())
+
+
+def test_the_sender_lease_has_one_holder_and_passes_on_after_it_ends(database):
+    async def go():
+        now = [1000.0]
+        a, b = await open_store(database), await open_store(database)
+        a.clock = b.clock = lambda: now[0]
+        assert await a.acquire_lease("sender", "A", 15) == 1015.0
+        assert await b.acquire_lease("sender", "B", 15) is None
+        now[0] += 5
+        assert await a.acquire_lease("sender", "A", 15) == 1020.0  # renewed
+        await a.release_lease("sender", "A", hold=1.1)
+        assert await b.acquire_lease("sender", "B", 15) is None  # the hand-over gap
+        now[0] += 1.2
+        assert await b.acquire_lease("sender", "B", 15) == now[0] + 15
+        await a.close()
+        await b.close()
+
+    run(go())
+
+
+def test_recovery_reports_in_flight_unknown_and_resends_none_of_them(database):
+    async def go():
+        store = await open_store(database)
+        _, job_id = await confirmed(store, 6)
+        await store.mark_in_flight(job_id, [0, 1, 2])
+        await store.close()  # the process dies with three requests in flight and three never sent
+
+        store = await open_store(database)
+        assert await store.in_flight_to_unknown(job_id) == 3
+        assert [p.idx for p in await store.pending(job_id)] == [3, 4, 5]
+        summary = await store.summary(job_id)
+        assert (summary.unknown, summary.pending, summary.total) == (3, 3, 6)
+        await store.close()
+
+    run(go())
+
+
+def test_a_stopped_job_stores_every_unsent_recipient_as_failed(database):
+    async def go():
+        store = await open_store(database)
+        _, job_id = await confirmed(store, 5)
+        await store.mark_in_flight(job_id, [0])
+        assert await store.queued_to_failed(job_id, "Not sent: stopped.") == 4
+        assert await states(store, job_id) == {
+            0: "in_flight",
+            1: "failed",
+            2: "failed",
+            3: "failed",
+            4: "failed",
+        }
+        failed = await store.recipients(job_id, [RecipientState.FAILED])
+        assert all(r.code == "NOT_SENT" and r.retryable for r in failed)
+        await store.fail_unsent(job_id, 0, "INVALID", "x")  # in flight: not touched
+        assert (await states(store, job_id))[0] == "in_flight"
+        await store.close()
+
+    run(go())
+
+
+def test_the_daily_budget_counts_estimates_until_billed_and_not_unsent(database):
+    async def go():
+        store = await open_store(database)
+        _, job_id = await confirmed(store, 10)  # 2 segments each
+        assert await store.segments_today("U1") == 20
+        await store.mark_in_flight(job_id, range(4))
+        await store.queued_to_failed(job_id, "Not sent.")
+        assert await store.segments_today("U1") == 8  # failed unsent recipients cost nothing
+        await store.close()
+
+    run(go())
+
+
+def test_discarding_a_draft_drops_its_recipients_and_it_cannot_be_confirmed(database):
+    async def go():
+        store = await open_store(database)
+        draft_id = await store.create_draft("U1")
+        await store.fill_draft(draft_id, {}, people(3))
+        assert await store.discard_draft(draft_id)
+        assert await count(store, "draft_rows") == 0
+        with pytest.raises(LookupError):
+            await store.claim_draft_into_job(draft_id, kind=JobKind.BATCH, created_by="U1")
+        assert await count(store, "jobs") == 0
+        await store.close()
+
+    run(go())
+
+
+def test_threads_are_remembered_per_channel_and_number(database):
+    async def go():
+        store = await open_store(database)
+        await store.remember_thread("C1", "+6581000000", "1.1")
+        await store.remember_thread("C1", "+6581000000", "1.2")
+        assert await store.thread_for("C1", "+6581000000") == "1.2"
+        assert await store.thread_for("C2", "+6581000000") is None
+        await store.close()
+
+    run(go())
 
 
 def test_runs_of_consecutive_indices():

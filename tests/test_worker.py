@@ -1,62 +1,111 @@
-"""The worker's exactly-once rules, against the fake provider (no Slack)."""
+"""The worker's exactly-once rules and its leases, against the fake provider (no Slack), on both databases."""
 
-from bot.core.store import NewRecipient, RecipientState, Store
+import asyncio
+import time
+
+from bot.core.store import JobKind, NewRecipient, RecipientState
 from bot.core.worker import Worker
 from bot.sms import SmsClient
 from bot.sms.phone import parse_number
 
-from .conftest import run
+from .conftest import open_store, run
 
 
 class Boom(Exception):
     pass
 
 
-def test_an_unexpected_error_leaves_no_recipient_queued(provider, sms_settings, tmp_path):
+def people(n: int, prefix: str = "+65 8100") -> list[NewRecipient]:
+    return [NewRecipient(parse_number(f"{prefix} {i:04d}"), "hi") for i in range(n)]
+
+
+def test_an_unexpected_error_leaves_no_recipient_queued(provider, sms_settings, database):
     """In-flight requests become unknown; the ones never sent become failed (retryable), none stay queued."""
-    calls = []
 
     def fault(point: str) -> None:
-        calls.append(point)
         if point == "before_store_results":
             raise Boom("a bug while storing the first answers")
 
     async def go():
-        store = Store(tmp_path / "w.sqlite3")
-        numbers = [parse_number(f"+65 8100 {i:04d}") for i in range(3)]
-        job, _ = store.create_job(
-            kind="single", created_by="U1", recipients=[NewRecipient(n, "hi") for n in numbers]
-        )
+        store = await open_store(database)
+        job, _ = await store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=people(3))
         async with SmsClient(sms_settings) as client:
             worker = Worker(store, client, fault=fault)
             await worker.start()
             worker.submit(job.id)
-            summary = await worker.wait(job.id)
+            summary = await asyncio.wait_for(worker.wait(job.id), 10)
             await worker.stop()
-        states = [r.state for r in store.recipients(job.id)]
-        store.close()
-        return summary, states
+        found = [r.state for r in await store.recipients(job.id)]
+        await store.close()
+        return summary, found
 
-    summary, states = run(go())
-    assert RecipientState.QUEUED not in states and RecipientState.IN_FLIGHT not in states
+    summary, found = run(go())
+    assert RecipientState.QUEUED not in found and RecipientState.IN_FLIGHT not in found
     assert summary.pending == 0 and summary.unknown + summary.failed == 3
     assert len(provider.sent()) <= 3
 
 
-def test_a_job_submitted_twice_runs_once(provider, sms_settings, tmp_path):
+def test_a_job_submitted_twice_runs_once(provider, sms_settings, database):
     async def go():
-        store = Store(tmp_path / "w.sqlite3")
-        job, _ = store.create_job(
-            kind="single", created_by="U1", recipients=[NewRecipient(parse_number("+65 8100 0001"), "hi")]
-        )
+        store = await open_store(database)
+        job, _ = await store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
         async with SmsClient(sms_settings) as client:
             worker = Worker(store, client)
-            assert await worker.start() == [job.id]  # resumed: it was queued
-            worker.submit(job.id)  # and queued again
-            summary = await worker.wait(job.id)
+            await worker.start()
+            worker.submit(job.id)
+            worker.submit(job.id)
+            summary = await asyncio.wait_for(worker.wait(job.id), 10)
             await worker.stop()
-        store.close()
+        await store.close()
         return summary
 
     assert run(go()).accepted == 1
     assert len(provider.sent()) == 1
+
+
+def test_two_workers_one_sender_and_a_takeover_after_its_lease_ends(provider, sms_settings, database):
+    """A job created on B is sent by A (the sender). A dies without a word (its heartbeat stops, its
+    leases stay): B becomes the sender once they end, takes the job over, reports what A had in flight
+    as unknown and sends the rest, once."""
+
+    async def go():
+        a_store, b_store = await open_store(database), await open_store(database)
+        async with SmsClient(sms_settings) as a_client, SmsClient(sms_settings) as b_client:
+            a = Worker(a_store, a_client, lease_seconds=4.5, poll_seconds=0.05, name="A")
+            await a.start()
+            await asyncio.wait_for(a.wait_sender(), 5)
+            b = Worker(b_store, b_client, lease_seconds=4.5, poll_seconds=0.05, name="B")
+            await b.start()
+            first, _ = await b_store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=people(3))
+            b.submit(first.id)
+            await asyncio.wait_for(a.wait(first.id), 10)
+            assert not b.is_sender and (await a_store.get_job(first.id)).owner == "A"
+
+            # A dies holding a job with two requests in flight and three never sent.
+            a._runner.cancel()  # no more heartbeats, no hand-back: as if killed
+            second, _ = await b_store.create_job(
+                kind=JobKind.FANOUT, created_by="U1", recipients=people(5, "+65 8200")
+            )
+            (claim,) = await a_store.claim_jobs("A", a._lease_until, limit=1)
+            assert claim.job_id == second.id
+            await a_store.mark_in_flight(second.id, [0, 1], owner="A")
+            died = time.time()
+            b.submit(second.id)
+            summary = await asyncio.wait_for(b.wait(second.id), 15)
+            took_over = time.time() - died
+            assert b.is_sender
+            await b.stop()
+            await a_store.release_jobs("A")
+        rows = await b_store.recipients(second.id)
+        await a_store.close()
+        await b_store.close()
+        return summary, rows, took_over
+
+    summary, rows, took_over = run(go())
+    assert (summary.unknown, summary.accepted, summary.pending) == (2, 3, 0)
+    assert [r.state for r in rows[:2]] == [RecipientState.UNKNOWN] * 2
+    sent = [r.params["To"] for r in provider.sent()]
+    assert (
+        len(sent) == len(set(sent)) == 6
+    )  # 3 of the first job, 3 of the second: none twice, none of the two
+    assert took_over < 4.5 + 1.0

@@ -26,7 +26,7 @@ from bot.sms.recipients import (
     template_fields,
 )
 
-from .store import RecipientState, Store
+from .store import DraftState, JobKind, NewRecipient, RecipientState, Store
 
 SLICE = 256  # numbers validated between two yields to the event loop
 
@@ -66,7 +66,7 @@ class Draft:
     type: str
     sender_id: str | None
     validity: int | None
-    recipients: list[dict[str, Any]]  # e164, cc, national, region, message, segments
+    recipients: list[NewRecipient]
     refused: list[dict[str, Any]]  # line, masked, reason
     duplicates: int
     total_segments: int
@@ -77,7 +77,9 @@ class Draft:
     currency: str
     needs_typed_count: bool
     retry_of: str | None = None
-    kind: str = "batch"  # batch: BatchSendMessageToGlobe at 1/s; fanout: single sends at the account rate
+    kind: JobKind = (
+        JobKind.BATCH
+    )  # batch: BatchSendMessageToGlobe at 1/s; fanout: single sends at the account rate
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,11 +87,11 @@ class Draft:
         return len(self.recipients)
 
     def samples(self, n: int = 3) -> list[tuple[str, str]]:
-        picks = self.recipients[:n]
-        return [(mask(r["e164"]), r["message"]) for r in picks]
+        return [(r.number.masked, r.message) for r in self.recipients[:n]]
 
-    def payload(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "id"}
+    def head(self) -> dict[str, Any]:
+        """What the confirmation needs later, without the recipients (stored as rows of their own)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("id", "recipients")}
 
 
 class BulkProblem(Exception):
@@ -104,7 +106,7 @@ class Tally:
     """Recipients of a draft as they are added, with encodings, segments and the daily budget check."""
 
     def __init__(self) -> None:
-        self.recipients: list[dict[str, Any]] = []
+        self.recipients: list[NewRecipient] = []
         self.encodings: Counter[str] = Counter()
         self.total = 0
         self.worst = 0
@@ -115,19 +117,10 @@ class Tally:
         self.total += info.segments
         self.worst = max(self.worst, info.segments)
         self.trigger = self.trigger or info.ucs2_trigger
-        self.recipients.append(
-            {
-                "e164": number.e164,
-                "cc": number.country_code,
-                "national": number.national,
-                "region": number.region,
-                "message": message,
-                "segments": info.segments,
-            }
-        )
+        self.recipients.append(NewRecipient(number, message, info.segments))
 
-    def check_budget(self, store: Store, user_id: str, limits: BulkLimits) -> None:
-        used = store.segments_today(user_id)
+    async def check_budget(self, store: Store, user_id: str, limits: BulkLimits) -> None:
+        used = await store.segments_today(user_id)
         if used + self.total > limits.daily_segments:
             raise BulkProblem(
                 f"This send needs {self.total:,} segments, and you have used {used:,} of your "
@@ -218,7 +211,7 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
         tally.add(r.number, message, info)
         if i % SLICE == SLICE - 1:
             await asyncio.sleep(0)
-    tally.check_budget(store, form.user_id, limits)
+    await tally.check_budget(store, form.user_id, limits)
     return tally.draft(
         limits,
         user_id=form.user_id,
@@ -246,24 +239,24 @@ async def _parse_in_slices(text: str, limits: BulkLimits) -> RecipientList:
     return parser.result
 
 
-def save_draft(store: Store, draft: Draft, draft_id: str) -> bool:
+async def save_draft(store: Store, draft: Draft, draft_id: str) -> bool:
     """Store the validated draft (checking → open); False if the user closed the modal meanwhile."""
     draft.id = draft_id
-    return store.fill_draft(draft_id, draft.payload())
+    return await store.fill_draft(draft_id, draft.head(), draft.recipients)
 
 
-def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimits) -> Draft:
+async def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimits) -> Draft:
     """A new draft holding only the failed recipients of `job_id` (messages as they were rendered)."""
-    job = store.get_job(job_id)
+    job = await store.get_job(job_id)
     if job is None:
         raise BulkProblem("That send no longer exists.")
-    failed = store.recipients(job_id, [RecipientState.FAILED])
+    failed = await store.recipients(job_id, [RecipientState.FAILED])
     if not failed:
         raise BulkProblem("No recipient of that send failed: there is nothing to retry.")
     tally = Tally()
     for r in failed:
         tally.add(r.number, r.message, analyse(r.message))
-    tally.check_budget(store, user_id, limits)
+    await tally.check_budget(store, user_id, limits)
     draft = tally.draft(
         limits,
         user_id=user_id,
@@ -277,71 +270,57 @@ def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimits) -> 
         duplicates=0,
         retry_of=job_id,
     )
-    draft_id = store.create_draft(user_id, state="checking")
-    save_draft(store, draft, draft_id)
+    draft_id = await store.create_draft(user_id)
+    await save_draft(store, draft, draft_id)
     return draft
 
 
-def estimate_cost(recipients: list[dict[str, Any]], limits: BulkLimits) -> float | None:
+def estimate_cost(recipients: list[NewRecipient], limits: BulkLimits) -> float | None:
     if not limits.prices:
         return None
     total = 0.0
     for r in recipients:
-        price = limits.prices.get(r["region"], limits.prices.get("*"))
+        price = limits.prices.get(r.number.region, limits.prices.get("*"))
         if price is None:
             return None
-        total += price * r["segments"]
+        total += price * (r.segments or 1)
     return round(total, 4)
 
 
-def confirm(
-    store: Store,
-    draft_id: str,
-    *,
-    dry_run: bool,
-    found: tuple[str, str, dict[str, Any], str | None] | None = None,
-) -> tuple[str | None, str]:
-    """Claim the draft and create its job in one transaction. Returns (job id, note):
-    a second confirmation of the same draft returns the first job's id and creates nothing.
-    `found` is the draft as the caller already read it (`Store.get_draft`). Constant work, whatever
-    the number of recipients: this runs before Slack's ack."""
-    found = found or store.get_draft(draft_id)
+async def confirm(store: Store, draft_id: str, *, dry_run: bool) -> tuple[str | None, str]:
+    """Claim the draft and create its job, with every recipient, in one transaction. Returns (job id,
+    note): a second confirmation of the same draft returns the first job's id and creates nothing. The
+    recipients are copied inside the database (one INSERT … SELECT, tens of milliseconds for 10,000):
+    nothing of that size passes through the event loop."""
+    found = await store.get_draft(draft_id)
     if found is None:
         return None, "This confirmation has expired. Start again with /sms bulk."
-    _, state, head, job_id = found
-    if state == "confirmed" and job_id:
-        return job_id, "already confirmed"
-    if state == "open" and "count" not in head:  # stored by a version that kept the list in the payload
-        return None, "This confirmation was made before the bot was updated. Start again with /sms bulk."
-    if state != "open" or not head.get("count"):
+    if found.state == DraftState.CONFIRMED and found.job_id:
+        return found.job_id, "already confirmed"
+    if found.state != DraftState.OPEN or not found.count:
         return None, "This draft was discarded or is still being checked. Start again with /sms bulk."
+    head = found.head
     try:
-        job_id, created = _claim(store, draft_id, head, dry_run)
+        job_id, created = await store.claim_draft_into_job(
+            draft_id,
+            kind=JobKind(head.get("kind", JobKind.BATCH)),
+            created_by=head["user_id"],
+            channel_id=head.get("channel_id"),
+            response_url=head.get("response_url"),
+            sender_id=head.get("sender_id"),
+            type=head.get("type"),
+            validity=head.get("validity"),
+            meta={
+                "dry_run": dry_run,
+                "bulk": True,
+                "template": str(head.get("template") or "")[:500],
+                "refused": len(head.get("refused") or []),
+                "duplicates": head.get("duplicates", 0),
+                "retry_of": head.get("retry_of"),
+                "confirmed_at": time.time(),
+                **(head.get("meta") or {}),
+            },
+        )
     except LookupError:
         return None, "This draft was discarded. Start again with /sms bulk."
     return job_id, "created" if created else "already confirmed"
-
-
-def _claim(store: Store, draft_id: str, head: dict[str, Any], dry_run: bool) -> tuple[str, bool]:
-    return store.claim_draft_into_job(
-        draft_id,
-        kind=head.get("kind", "batch"),
-        created_by=head["user_id"],
-        total=head["count"],
-        est_segments=head.get("total_segments") or head["count"],
-        channel_id=head.get("channel_id"),
-        response_url=head.get("response_url"),
-        sender_id=head.get("sender_id"),
-        type=head.get("type"),
-        validity=head.get("validity"),
-        meta={
-            "dry_run": dry_run,
-            "bulk": True,
-            "template": str(head.get("template") or "")[:500],
-            "refused": len(head.get("refused") or []),
-            "duplicates": head.get("duplicates", 0),
-            "retry_of": head.get("retry_of"),
-            "confirmed_at": time.time(),
-            **(head.get("meta") or {}),
-        },
-    )

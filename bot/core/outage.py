@@ -15,7 +15,7 @@ from bot.sms.recipients import TemplateError, parse_recipients, render, template
 
 from .bulk import BulkLimits, BulkProblem, Draft, Tally
 from .groups import GroupBook
-from .store import RecipientState, Store
+from .store import JobKind, RecipientState, Store
 
 FIELDS = ("service", "status", "details")
 DEFAULT_TEMPLATE = "[{status}] {service}: {details}"
@@ -59,7 +59,7 @@ def template_for(form: OutageForm, book: GroupBook) -> str:
     return form.message.strip() or group_template(form.groups, book)
 
 
-def collect(form: OutageForm, book: GroupBook, store: Store, default_region: str | None) -> Recipients:
+async def collect(form: OutageForm, book: GroupBook, store: Store, default_region: str | None) -> Recipients:
     out = Recipients()
     seen: set[str] = set()
 
@@ -71,7 +71,7 @@ def collect(form: OutageForm, book: GroupBook, store: Store, default_region: str
         out.people.append((number, name))
 
     if form.follow_up_of:
-        for r in store.recipients(form.follow_up_of):
+        for r in await store.recipients(form.follow_up_of):
             if r.state == RecipientState.FAILED and not r.retryable:
                 out.dropped.append(r.number.masked)
             else:
@@ -115,7 +115,7 @@ def problems(form: OutageForm, book: GroupBook) -> dict[str, str]:
     return found
 
 
-def prepare(
+async def prepare(
     form: OutageForm, book: GroupBook, store: Store, limits: BulkLimits, caller_number: PhoneNumber | None
 ) -> Draft:
     template = template_for(form, book)
@@ -127,7 +127,7 @@ def prepare(
             )
         found = Recipients(people=[(caller_number, "you")])
     else:
-        found = collect(form, book, store, limits.default_region)
+        found = await collect(form, book, store, limits.default_region)
     if not found.people:
         raise BulkProblem("Nobody is left to text: every number was refused or failed permanently before.")
     if len(found.people) > limits.max_recipients:
@@ -144,7 +144,7 @@ def prepare(
         except (TemplateError, MessageError) as exc:
             raise BulkProblem(exc.reason) from None
         tally.add(number, message, info)
-    tally.check_budget(store, form.user_id, limits)
+    await tally.check_budget(store, form.user_id, limits)
     draft = tally.draft(
         limits,
         user_id=form.user_id,
@@ -156,7 +156,7 @@ def prepare(
         validity=None,
         refused=found.refused,
         duplicates=found.duplicates,
-        kind="fanout",
+        kind=JobKind.FANOUT,
         meta={
             "outage": True,
             "groups": form.groups,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bot.sms.phone import PhoneNumber
 
-from .store import Job, NewRecipient, Store
+from .store import Job, JobKind, NewRecipient, Store
 from .worker import Worker
 
 
@@ -16,7 +16,7 @@ class SendService:
     worker: Worker
     dry_run: bool = False
 
-    def send_single(
+    async def send_single(
         self,
         *,
         user_id: str,
@@ -29,8 +29,8 @@ class SendService:
         source_key: str | None = None,
     ) -> tuple[Job, bool]:
         """Record the intent (job + recipient) and queue it. Idempotent on `source_key`."""
-        job, created = self.store.create_job(
-            kind="single",
+        job, created = await self.store.create_job(
+            kind=JobKind.SINGLE,
             created_by=user_id,
             channel_id=channel_id,
             response_url=response_url,

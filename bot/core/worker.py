@@ -1,10 +1,24 @@
 """The background worker: runs send jobs on the event loop, never inside Slack's listener handling.
 
-Exactly-once rules it keeps:
-- a recipient is marked `in_flight` in the database before its request can leave;
+Several processes (replicas) may share one database. Which one does what is decided there:
+- **One sending replica.** The `sender` lease (a row in `leases`) names the one process that talks to
+  the provider, so the account's limits (≤ 1 batch call/s, ≤ SMS_SINGLE_RATE single sends/s) hold
+  whatever the number of replicas: its in-process limiter sees every request. The others take Slack
+  traffic and create jobs; when the sender stops renewing (it died), another takes over once the lease
+  has ended.
+- **A job runs in one process at a time**, claimed with a lease (`jobs.owner`, `jobs.lease_until`;
+  `FOR UPDATE SKIP LOCKED` on PostgreSQL) that the heartbeat renews with the sender lease.
+- **Fencing.** A recipient moves to `in_flight` only through a statement that moves rows still queued
+  of a job whose lease this process holds for at least FENCE more seconds; the process sends only the
+  rows it moved. A process that cannot renew stops sending FENCE seconds before its lease ends, so the
+  next sender's first request comes more than a second after the last one of the previous sender.
+
+Exactly-once rules:
+- a recipient is marked `in_flight` after the rate limiter granted its request and before the request
+  is written; a request waiting for a retry's backoff is withdrawn (queued again) meanwhile;
 - its outcome is stored as soon as the answer (or the error) arrives;
-- on start-up, jobs left unfinished are resumed: `queued` recipients are sent, `in_flight` ones become
-  `unknown` (the request may have reached the provider) and are never resent automatically.
+- a job claimed by a process turns its `in_flight` recipients into `unknown` (the request may have
+  reached the provider: never resent automatically) and sends the queued ones.
 """
 
 from __future__ import annotations
@@ -12,19 +26,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from bot.sms import Hooks, MessageType, SmsClient, batch_send_all, fan_out
-from bot.sms.errors import InvalidRequestError
-from bot.sms.pacing import Outcome
+from bot.sms import Hooks, InvalidRequestError, MessageType, Outcome, SmsClient, batch_send_all, fan_out
 
-from .store import Job, JobState, Pending, RecipientRow, Store, Summary
+from .store import Claim, Job, JobKind, JobState, Pending, RecipientRow, Store, Summary
 
 log = logging.getLogger("bot.core.worker")
 
 KEEP_FINISHED = 10_000  # completion futures kept for `wait()` after a job finished
+SENDER = "sender"
+FENCE = 2.0  # seconds before its lease ends that a process stops writing requests (> the 1 s batch interval)
+HANDOVER = 1.1  # after a clean stop, the next sender waits this long (> the 1 s batch interval, margin)
+MAX_JOBS = 8  # jobs one sender runs at once (they share the account's limiter)
 
 
 class JobObserver(Protocol):
@@ -79,6 +98,14 @@ class SimulatedCrash(BaseException):
     """Raised by a test's fault hook to stop the worker the way a killed process would: mid-step."""
 
 
+class LeaseLost(Exception):
+    """This process no longer holds the job (or the sender lease): it must not send any more of it."""
+
+
+def process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 class Worker:
     def __init__(
         self,
@@ -88,66 +115,83 @@ class Worker:
         *,
         fault: Callable[[str], None] | None = None,
         busy: Busy | None = None,
+        lease_seconds: float = 15.0,
+        poll_seconds: float = 0.5,
+        name: str | None = None,
     ) -> None:
+        if lease_seconds <= FENCE * 2:
+            raise ValueError(f"lease_seconds must be more than {FENCE * 2:g}")
         self.busy = busy or Busy()
         self.store = store
         self.client = client
         self.observer: JobObserver = observer or NullObserver()
+        self.name = name or process_name()
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
         self._fault = fault
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._wake = asyncio.Event()
         self._done: dict[str, asyncio.Future[Summary]] = {}
+        self._jobs: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
+        self._lease_until = 0.0
+        self._renew_at = 0.0
+        self._sender = asyncio.Event()
         self.crashed: BaseException | None = None
         self.submitted: list[str] = []
-        self._running: set[str] = set()
         self._submit_waiters: list[tuple[int, asyncio.Future[list[str]]]] = []
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> list[str]:
-        """Recover unfinished jobs (in-flight recipients → unknown), queue them, start consuming."""
-        resumed = []
-        for job in self.store.unfinished_jobs():
-            lost = self.store.in_flight_to_unknown(job.id)
-            if lost:
-                log.warning(
-                    "job %s: %d request(s) were in flight at the last stop; reported unknown", job.id, lost
-                )
-                meta = dict(job.meta)
-                meta["recovered_unknown"] = meta.get("recovered_unknown", 0) + lost
-                self.store.set_job(job.id, meta=meta)
-            self.submit(job.id)
-            resumed.append(job.id)
+    async def start(self) -> None:
+        """Start the heartbeat: become the sender when the lease is free, claim and run jobs."""
         self._runner = asyncio.create_task(self._run(), name="sms-worker")
-        return resumed
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop taking jobs; let running ones finish for up to `grace` seconds, then cancel them (their
-        in-flight recipients stay in flight and become unknown at the next start; queued ones resume)."""
+        """Stop claiming; let running jobs finish for up to `grace` seconds, then cancel them (their
+        in-flight recipients become unknown when the job is next claimed; queued ones are sent then).
+        The leases are handed back so that another process (or the next start) can go on at once,
+        a pacing interval later."""
         if self._runner:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace)
-        for task in list(self._tasks):
+        running = list(self._jobs.values())
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        for task in [*self._jobs.values(), *self._tasks]:
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, SimulatedCrash):
+        for task in [*running, *list(self._tasks)]:
+            with contextlib.suppress(asyncio.CancelledError, SimulatedCrash, Exception):
                 await task
+        with contextlib.suppress(Exception):
+            await self.store.release_jobs(self.name)
+            if self._lease_until:
+                # Nothing more leaves this process: the next sender may start one batch interval on.
+                await self.store.release_lease(SENDER, self.name, hold=HANDOVER)
 
     @property
     def alive(self) -> bool:
         return self._runner is not None and not self._runner.done() and self.crashed is None
 
+    @property
+    def is_sender(self) -> bool:
+        return self._lease_until > time.time()
+
+    async def wait_sender(self) -> None:
+        """Until this process is the sending replica (tests and tooling)."""
+        await self._sender.wait()
+
     def submit(self, job_id: str) -> None:
+        """A job was created here: look for it now rather than at the next poll (the sending replica may
+        be another process, which finds it at its next poll)."""
         self._future(job_id)
-        self._queue.put_nowait(job_id)
-        # A connection to the provider opens now, while the job is read: its first request need not
-        # wait for a TCP and TLS handshake.
-        warming = asyncio.get_running_loop().create_task(self.client.warm_up())
-        self._tasks.add(warming)
-        warming.add_done_callback(self._tasks.discard)
+        self._wake.set()
+        if self.is_sender:
+            # A connection to the provider opens now, while the job is read: its first request need
+            # not wait for a TCP and TLS handshake.
+            warming = asyncio.get_running_loop().create_task(self.client.warm_up())
+            self._tasks.add(warming)
+            warming.add_done_callback(self._tasks.discard)
         self.submitted.append(job_id)
         for count, fut in list(self._submit_waiters):
             if len(self.submitted) >= count and not fut.done():
@@ -155,7 +199,7 @@ class Worker:
                 self._submit_waiters.remove((count, fut))
 
     async def wait_submitted(self, count: int = 1) -> list[str]:
-        """Until `count` jobs have been submitted since start (tests and tooling)."""
+        """Until `count` jobs have been submitted in this process since start (tests and tooling)."""
         if len(self.submitted) >= count:
             return list(self.submitted)
         fut: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
@@ -163,7 +207,7 @@ class Worker:
         return await fut
 
     async def wait(self, job_id: str) -> Summary:
-        """Until `job_id` has finished (its results are stored and reported)."""
+        """Until `job_id` has finished in this process (its results are stored and reported)."""
         return await self._future(job_id)
 
     def finished(self, job_id: str) -> bool:
@@ -175,29 +219,67 @@ class Worker:
             fut = self._done[job_id] = asyncio.get_running_loop().create_future()
         return fut
 
+    # ------------------------------------------------------------------ heartbeat
     async def _run(self) -> None:
         while True:
-            job_id = await self._queue.get()
-            task = asyncio.create_task(self._run_job(job_id), name=f"job-{job_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            try:
+                await self._tick()
+            except Exception:
+                log.exception("worker heartbeat failed; trying again")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def _tick(self) -> None:
+        now = time.time()
+        if now >= self._renew_at or not self.is_sender:
+            until = await self.store.acquire_lease(SENDER, self.name, self.lease_seconds)
+            if until is None:
+                if self._lease_until:
+                    log.warning("lost the sender lease: stopping %d job(s) here", len(self._jobs))
+                    self._lease_until = 0.0
+                    self._sender.clear()
+                    for task in self._jobs.values():
+                        task.cancel()
+                return
+            if not self._lease_until:
+                log.info("this process (%s) is now the sending replica", self.name)
+                self._sender.set()
+            self._lease_until = until
+            self._renew_at = now + self.lease_seconds / 3
+            if self._jobs:
+                kept = await self.store.renew_jobs(self.name, until, self._jobs)
+                for job_id in set(self._jobs) - kept:
+                    log.warning("job %s: lease lost; it stops here", job_id)
+                    self._jobs[job_id].cancel()
+        if len(self._jobs) < MAX_JOBS:
+            claims = await self.store.claim_jobs(
+                self.name, self._lease_until, limit=MAX_JOBS - len(self._jobs), skip=self._jobs
+            )
+            for claim in claims:
+                task = asyncio.create_task(self._run_job(claim), name=f"job-{claim.job_id}")
+                self._jobs[claim.job_id] = task
+                task.add_done_callback(lambda _t, j=claim.job_id: self._jobs.pop(j, None))
 
     # ------------------------------------------------------------------ one job
-    async def _run_job(self, job_id: str) -> None:
-        if job_id in self._running:  # submitted twice (e.g. resumed at start and queued again): run it once
-            return
-        self._running.add(job_id)
-        try:
-            await self._run_job_once(job_id)
-        finally:
-            self._running.discard(job_id)
-
-    async def _run_job_once(self, job_id: str) -> None:
+    async def _run_job(self, claim: Claim) -> None:
+        job_id = claim.job_id
         await self.busy.wait_idle()
-        job = self.store.get_job(job_id)
-        if job is None or job.state == JobState.DONE:
-            if job is not None:
-                self._resolve(job_id, self.store.summary(job_id))
+        lost = await self.store.in_flight_to_unknown(job_id)
+        job = await self.store.get_job(job_id)
+        if job is None:
+            return
+        if lost:
+            log.warning(
+                "job %s: %d request(s) were in flight at the last stop; reported unknown", job_id, lost
+            )
+            meta = {**job.meta, "recovered_unknown": job.meta.get("recovered_unknown", 0) + lost}
+            await self.store.set_job(job_id, meta=meta)
+            job.meta = meta
+        if claim.recovered:
+            log.info("job %s: taken over after its previous process stopped", job_id)
+        if job.state == JobState.DONE:
+            self._resolve(job_id, await self.store.summary(job_id))
             return
         try:
             await self._execute(job)
@@ -207,23 +289,26 @@ class Worker:
             fut = self._done.get(job_id)
             if fut and not fut.done():
                 fut.set_exception(RuntimeError("worker crashed"))
+        except (LeaseLost, asyncio.CancelledError):
+            log.warning("job %s: stopped in this process; whoever holds it next goes on", job_id)
+            raise
         except Exception:
             log.exception("job %s stopped on an unexpected error", job_id)
-            self.store.in_flight_to_unknown(job_id)
-            self.store.queued_to_failed(
+            await self.store.in_flight_to_unknown(job_id)
+            await self.store.queued_to_failed(
                 job_id, "Not sent: the send stopped on an internal error before reaching this number."
             )
             await self._finish(job_id)
 
     async def _execute(self, job: Job) -> None:
         if job.state == JobState.QUEUED:
-            self.store.set_job(job.id, state=JobState.RUNNING, started_at=time.time())
-            job = self.store.get_job(job.id) or job
+            await self.store.set_job(job.id, state=JobState.RUNNING, started_at=time.time())
+            job = await self.store.get_job(job.id) or job
         # Full rows only where the observer uses them (a single send's thread); a 10,000-recipient job
         # starts sending from light rows.
-        recipients = self.store.recipients(job.id) if job.total == 1 else []
+        recipients = await self.store.recipients(job.id) if job.total == 1 else []
         started = asyncio.create_task(self._notify("job_started", job, recipients))
-        pending = self.store.pending(job.id)
+        pending = await self.store.pending(job.id)
         if pending:
             await self._send(job, pending)
         await started
@@ -232,7 +317,7 @@ class Worker:
     async def _send(self, job: Job, pending: list[Pending]) -> None:
         common = {"sender_id": job.sender_id, "task_id": job.task_id, "validity_period": job.validity}
         requests = []
-        if job.kind != "batch":
+        if job.kind != JobKind.BATCH:
             valid = []
             for r in pending:
                 try:
@@ -242,31 +327,34 @@ class Worker:
                     valid.append(r)
                 except InvalidRequestError as exc:
                     # Checked at draft time; kept for rows stored by older code.
-                    self.store.fail_unsent(job.id, r.idx, "INVALID", exc.message)
+                    await self.store.fail_unsent(job.id, r.idx, "INVALID", exc.message)
             pending = valid
         idx_at = [r.idx for r in pending]  # helper position -> recipient index
         last_progress = 0.0
 
-        async def prepare(positions: Sequence[int]) -> None:
-            self.store.store_rows(job.id, [idx_at[p] for p in positions])
-
         async def before_send(positions: Sequence[int]) -> None:
-            self.store.mark_in_flight(job.id, [idx_at[p] for p in positions])
+            wanted = [idx_at[p] for p in positions]
+            moved = await self.store.mark_in_flight(job.id, wanted, owner=self.name, fence=FENCE)
+            if moved != len(wanted):
+                raise LeaseLost(f"job {job.id}: {len(wanted) - moved} recipient(s) could not be marked")
             self._hit("after_mark_in_flight")
+
+        async def withdraw(positions: Sequence[int]) -> None:
+            await self.store.withdraw(job.id, [idx_at[p] for p in positions])
 
         async def on_results(outcomes: Sequence[Outcome]) -> None:
             nonlocal last_progress
             self._hit("before_store_results")
             for o in outcomes:
                 o.index = idx_at[o.index]
-            self.store.record_outcomes(job.id, outcomes)
+            await self.store.record_outcomes(job.id, outcomes)
             now = time.monotonic()
             if now - last_progress >= 0.5:
                 last_progress = now
-                await self._notify("job_progress", job, self.store.summary(job.id))
+                await self._notify("job_progress", job, await self.store.summary(job.id))
 
-        hooks = Hooks(before_send=before_send, on_results=on_results, prepare=prepare)
-        if job.kind == "batch":
+        hooks = Hooks(before_send=before_send, withdraw=withdraw, on_results=on_results)
+        if job.kind == JobKind.BATCH:
             await batch_send_all(
                 self.client,
                 [r.number for r in pending],
@@ -279,14 +367,14 @@ class Worker:
             await fan_out(self.client, requests, hooks=hooks)
 
     async def _finish(self, job_id: str) -> None:
-        summary = self.store.summary(job_id)
-        self.store.set_job(job_id, state=JobState.DONE, finished_at=time.time())
-        job = self.store.get_job(job_id)
+        summary = await self.store.summary(job_id)
+        await self.store.set_job(job_id, state=JobState.DONE, finished_at=time.time())
+        job = await self.store.get_job(job_id)
         assert job is not None
-        await self._notify("job_finished", job, summary, self.store.recipients(job_id))
+        await self._notify("job_finished", job, summary, await self.store.recipients(job_id))
         self._resolve(job_id, summary)
-        if not self._running - {job_id}:  # no other job sending: a quiet moment for the checkpoint
-            self.store.checkpoint()
+        if not set(self._jobs) - {job_id}:  # no other job sending: a quiet moment for the checkpoint
+            await self.store.checkpoint()
 
     def _resolve(self, job_id: str, summary: Summary) -> None:
         fut = self._future(job_id)

@@ -38,9 +38,9 @@ class SlackReporter:
         if job.total != 1 or not job.channel_id:
             return
         r = recipients[0]
-        existing = self.store.thread_for(job.channel_id, r.number.e164)
+        existing = await self.store.thread_for(job.channel_id, r.number.e164)
         if existing:
-            self.store.set_job(job.id, thread_ts=existing, meta={**job.meta, "thread_existing": True})
+            await self.store.set_job(job.id, thread_ts=existing, meta={**job.meta, "thread_existing": True})
             return
         try:
             resp = await self.client.chat_postMessage(
@@ -52,11 +52,11 @@ class SlackReporter:
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             log.info("cannot post parent message in %s: %s", job.channel_id, error)
-            self.store.set_job(job.id, meta={**job.meta, "post_error": error})
+            await self.store.set_job(job.id, meta={**job.meta, "post_error": error})
             return
         ts = str(resp["ts"])
-        self.store.remember_thread(job.channel_id, r.number.e164, ts)
-        self.store.set_job(job.id, thread_ts=ts, parent_ts=ts)
+        await self.store.remember_thread(job.channel_id, r.number.e164, ts)
+        await self.store.set_job(job.id, thread_ts=ts, parent_ts=ts)
 
     async def job_progress(self, job: Job, summary: Summary) -> None:
         if not job.meta.get("bulk"):
@@ -64,7 +64,7 @@ class SlackReporter:
         now = time.monotonic()
         if now - self._last_update.get(job.id, 0.0) < self.progress_every:
             return
-        current = self.store.get_job(job.id)
+        current = await self.store.get_job(job.id)
         if current is None or not current.parent_ts or not current.channel_id:
             return
         self._last_update[job.id] = now
@@ -83,15 +83,15 @@ class SlackReporter:
             resp = await self.client.chat_postMessage(
                 channel=job.channel_id,
                 text=f"Bulk SMS to {job.total:,} recipients by <@{job.created_by}>",
-                blocks=bulk_views.progress_blocks(job, self.store.summary(job.id), done=False),
+                blocks=bulk_views.progress_blocks(job, await self.store.summary(job.id), done=False),
             )
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             log.info("cannot post bulk parent message in %s: %s", job.channel_id, error)
-            self.store.set_job(job.id, meta={**job.meta, "post_error": error})
+            await self.store.set_job(job.id, meta={**job.meta, "post_error": error})
             return
         ts = str(resp["ts"])
-        self.store.set_job(job.id, parent_ts=ts, thread_ts=ts)
+        await self.store.set_job(job.id, parent_ts=ts, thread_ts=ts)
 
     async def _bulk_finished(self, job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> None:
         self._last_update.pop(job.id, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +17,7 @@ log = logging.getLogger("bot.http")
 
 
 def web_app(
-    bolt: AsyncApp | None, health: Callable[[], dict[str, Any]], busy: Busy | None = None
+    bolt: AsyncApp | None, health: Callable[[], Awaitable[dict[str, Any]]], busy: Busy | None = None
 ) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
 
@@ -40,7 +40,7 @@ def web_app(
         return await to_aiohttp_response(response)
 
     async def healthz(request: web.Request) -> web.Response:
-        status = health()
+        status = await health()
         return web.json_response(status, status=200 if status.get("ok") else 503)
 
     if bolt is not None:

@@ -133,25 +133,45 @@ class SmsClient:
         return _build(BatchSendRequest, fields)
 
     async def send(
-        self, request: SendRequest | None = None, /, *, on_dispatch: Hook | None = None, **fields: Any
+        self,
+        request: SendRequest | None = None,
+        /,
+        *,
+        on_dispatch: Hook | None = None,
+        on_retry: Hook | None = None,
+        **fields: Any,
     ) -> SendResponse:
         """SendMessageToGlobe. Returns the accepted response or raises an `SmsError`.
 
-        `on_dispatch` is awaited once, after the rate limiter let the call through and just before the
-        request leaves (the moment to record "in flight").
+        `on_dispatch` is awaited before each attempt, after the rate limiter let it through and just
+        before the request is written (the moment to record "in flight"); if it raises, nothing is sent
+        and the exception propagates. `on_retry` is awaited when an attempt certainly did not reach the
+        provider and another will follow after a backoff (the moment to record "waiting, not in flight").
         """
         req = request or self.send_request(**fields)
         body = await self._call(
-            SEND, req.params(), self.limiter.single, log_to=req.to, on_dispatch=on_dispatch
+            SEND,
+            req.params(),
+            self.limiter.single,
+            log_to=req.to,
+            on_dispatch=on_dispatch,
+            on_retry=on_retry,
         )
         resp = _parse(SendResponse, body)
         self._raise_for_code(resp.response_code, resp.response_description, resp.request_id)
         return resp
 
     async def batch_send(
-        self, request: BatchSendRequest | None = None, /, *, on_dispatch: Hook | None = None, **fields: Any
+        self,
+        request: BatchSendRequest | None = None,
+        /,
+        *,
+        on_dispatch: Hook | None = None,
+        on_retry: Hook | None = None,
+        **fields: Any,
     ) -> BatchSendResponse:
-        """BatchSendMessageToGlobe (≤ 1,000 numbers). A non-empty `failed_list` is a partial success."""
+        """BatchSendMessageToGlobe (≤ 1,000 numbers). A non-empty `failed_list` is a partial success.
+        `on_dispatch` and `on_retry` as for `send`."""
         req = request or self.batch_request(**fields)
         body = await self._call(
             BATCH_SEND,
@@ -159,6 +179,7 @@ class SmsClient:
             self.limiter.batch,
             count=len(req.to),
             on_dispatch=on_dispatch,
+            on_retry=on_retry,
         )
         resp = _parse(BatchSendResponse, body)
         self._raise_for_code(resp.response_code, resp.response_description, resp.request_id)
@@ -196,6 +217,7 @@ class SmsClient:
         log_to: str | None = None,
         count: int | None = None,
         on_dispatch: Hook | None = None,
+        on_retry: Hook | None = None,
     ) -> dict[str, Any]:
         s = self.settings
         missing = s.missing_credentials()
@@ -212,7 +234,7 @@ class SmsClient:
         while True:
             attempt += 1
             await limiter.acquire()
-            if on_dispatch is not None and attempt == 1:
+            if on_dispatch is not None:
                 await on_dispatch()
             headers = signing.sign(
                 method="POST",
@@ -249,6 +271,8 @@ class SmsClient:
                 if retry_in is None:
                     raise
                 self.stats["retries"] += 1
+                if on_retry is not None:
+                    await on_retry()
                 await self._sleep(retry_in)
                 continue
             if log.isEnabledFor(logging.DEBUG):

@@ -3,10 +3,15 @@
 - `fan_out`: N single sends (SendMessageToGlobe), concurrently, paced by the account's single-send limiter.
 - `batch_send_all`: N recipients in chunks of ≤ 1,000 (BatchSendMessageToGlobe), ≤ 1 call/s.
 
-Both report progress, and take hooks that let a caller persist state: `before_send(indices)` is awaited
-just before those recipients' requests go out, `on_results(outcomes)` after answers arrive (in groups).
-`batch_send_all` also awaits `prepare(indices)` when a chunk starts waiting for its turn (up to a second
-before it goes): the place for slow work, so that `before_send` stays short and the chunk leaves on time.
+Both report progress, and take hooks that let a caller persist state:
+- `before_send(indices)` is awaited after the rate limiter granted those recipients' requests and just
+  before they are written: "in flight" then means "may have left this machine", never "waiting for its
+  turn". Single sends granted while one call is under way are handed over together in the next call,
+  so a fan-out at 2,000/s makes one call per few requests, not one per request. If it raises, those
+  requests are not sent and the whole send stops.
+- `withdraw(indices)` is awaited when an attempt certainly did not reach the provider and a retry waits
+  for its backoff: those recipients are no longer in flight until `before_send` says so again.
+- `on_results(outcomes)` after answers arrive (in groups), `on_progress(done, total)` after that.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ class Outcome:
 @dataclass
 class Hooks:
     before_send: Callable[[Sequence[int]], Awaitable[None]] | None = None
-    prepare: Callable[[Sequence[int]], Awaitable[None]] | None = None
+    withdraw: Callable[[Sequence[int]], Awaitable[None]] | None = None
     on_results: Callable[[Sequence[Outcome]], Awaitable[None] | None] | None = None
     on_progress: Callable[[int, int], Awaitable[None] | None] | None = None
     _done: int = field(default=0, init=False)
@@ -77,6 +82,56 @@ class Hooks:
 async def _maybe_await(value: Any) -> None:
     if inspect.isawaitable(value):
         await value
+
+
+class HookFailed(Exception):
+    """A caller's hook raised before a request was written: that request did not leave."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _Marks:
+    """Hands granted indices to `before_send` in groups: the ones granted while a call is under way go
+    together in the next call. Each `mark` returns once its index is recorded (or raises HookFailed)."""
+
+    def __init__(self, hook: Callable[[Sequence[int]], Awaitable[None]]) -> None:
+        self.hook = hook
+        self.waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
+
+    async def mark(self, index: int) -> None:
+        if self.failed is not None:
+            raise HookFailed(self.failed)
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting.append((index, fut))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._flush())
+        await fut
+
+    async def _flush(self) -> None:
+        while self.waiting:
+            group, self.waiting = self.waiting, []
+            try:
+                await self.hook([i for i, _ in group])
+            except BaseException as exc:
+                self.failed = exc
+                for _, fut in group + self.waiting:
+                    if not fut.done():
+                        fut.set_exception(HookFailed(exc))
+                self.waiting = []
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            for _, fut in group:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 def outcome_from_error(index: int, to: str, exc: BaseException, *, log_unexpected: bool = True) -> Outcome:
@@ -121,14 +176,13 @@ async def fan_out(
     requests: Sequence[SendRequest],
     *,
     concurrency: int | None = None,
-    wave: int | None = None,
     hooks: Hooks | None = None,
 ) -> list[Outcome]:
     """Send every request as its own SendMessageToGlobe call, at the account's single-send rate.
 
     `concurrency` bounds requests in flight (default: the connection pool size); reaching 2,000/s with
-    a 50–200 ms round trip needs 100–400 in flight. `wave` recipients at a time are handed to
-    `before_send` just before they go out (default: 50 ms worth at the configured rate).
+    a 50–200 ms round trip needs 100–400 in flight. A failing hook stops the send: requests not yet
+    written are not sent (and get no outcome), and the hook's exception is raised.
     """
     hooks = hooks or Hooks()
     total = len(requests)
@@ -136,49 +190,74 @@ async def fan_out(
     if not total:
         return []
     limit = concurrency or client.settings.max_connections
-    wave = wave or max(1, int(client.settings.single_rate * 0.05))
     sem = asyncio.Semaphore(limit)
-    results: asyncio.Queue[Outcome] = asyncio.Queue()
+    results: asyncio.Queue[Outcome | None] = asyncio.Queue()  # None: no more outcomes
+    marks = _Marks(hooks.before_send) if hooks.before_send else None
+    withdraw = hooks.withdraw
+    stopped: list[BaseException] = []
+    running = 0
+    all_ended = asyncio.Event()
 
     async def one(i: int) -> None:
+        nonlocal running
         req = requests[i]
+        dispatch = (lambda: marks.mark(i)) if marks else None
+        retry = (lambda: withdraw([i])) if withdraw else None
         try:
-            outcome = outcome_from_send(i, await client.send(req), req.to)
-        except Exception as exc:  # every failure becomes that recipient's outcome
-            outcome = outcome_from_error(i, req.to, exc)
+            resp = await client.send(req, on_dispatch=dispatch, on_retry=retry)
+            results.put_nowait(outcome_from_send(i, resp, req.to))
+        except HookFailed as exc:  # not written: no outcome, and nothing more goes out
+            stopped.append(exc.cause)
+        except Exception as exc:  # every other failure becomes that recipient's outcome
+            results.put_nowait(outcome_from_error(i, req.to, exc))
         finally:
             sem.release()
-        results.put_nowait(outcome)
+            running -= 1
+            if running == 0:
+                all_ended.set()
 
     async def drain() -> None:
-        done = 0
-        while done < total:
+        while True:
             group = [await results.get()]
             while not results.empty() and len(group) < 1000:
                 group.append(results.get_nowait())
-            for o in group:
+            last = group[-1] is None
+            done = [o for o in group if o is not None]
+            for o in done:
                 outcomes[o.index] = o
-            done += len(group)
-            await hooks.results(group, total)
+            if done:
+                await hooks.results(done, total)
+            if last:
+                return
 
     drainer = asyncio.create_task(drain())
     tasks: set[asyncio.Task[None]] = set()
     try:
-        for start in range(0, total, wave):
-            if drainer.done():  # a results hook failed: send nothing more
+        for i in range(total):
+            await sem.acquire()
+            if drainer.done() or stopped:  # a hook failed: send nothing more
+                sem.release()
                 break
-            indices = range(start, min(start + wave, total))
-            if hooks.before_send:
-                await hooks.before_send(indices)
-            for i in indices:
-                await sem.acquire()
-                task = asyncio.create_task(one(i))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+            running += 1
+            all_ended.clear()
+            task = asyncio.create_task(one(i))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if running:
+            ended = asyncio.ensure_future(all_ended.wait())
+            await asyncio.wait([ended, drainer], return_when=asyncio.FIRST_COMPLETED)
+            ended.cancel()
+        if drainer.done():  # the results hook failed
+            drainer.result()
+        results.put_nowait(None)
         await drainer
+        if stopped:
+            raise stopped[0]
     except BaseException:
         # A hook failed (or we were cancelled): no request may still go out after this.
         drainer.cancel()
+        if marks:
+            marks.cancel()
         for task in list(tasks):
             task.cancel()
         raise
@@ -261,8 +340,6 @@ async def batch_send_all(
         end = min(start + chunk_size, total)
         chunk_numbers = [n.api if isinstance(n, PhoneNumber) else n for n in numbers[start:end]]
         hook_failed: list[BaseException] = []
-        if hooks.prepare:  # a failure here stops the send like any hook's: nothing of this chunk went out
-            await hooks.prepare(range(start, end))
         try:
             req: BatchSendRequest = client.batch_request(
                 to=list(numbers[start:end]), messages=list(messages[start:end]), **common
@@ -277,10 +354,18 @@ async def batch_send_all(
                         raise
                 dispatched.set()
 
-            resp = await client.batch_send(req, on_dispatch=mark)
+            async def withdraw() -> None:
+                if hooks.withdraw:
+                    try:
+                        await hooks.withdraw(range(start, end))
+                    except BaseException as exc:
+                        hook_failed.append(exc)
+                        raise
+
+            resp = await client.batch_send(req, on_dispatch=mark, on_retry=withdraw)
             group = batch_outcomes(start, chunk_numbers, resp)
         except Exception as exc:
-            if hook_failed:  # the caller's hook, before the request left: stop, as for `prepare`
+            if hook_failed:  # the caller's hook, before the request left: stop the send
                 raise
             if not isinstance(exc, SmsError):
                 log.error("unexpected error in batch chunk %d-%d", start, end, exc_info=exc)

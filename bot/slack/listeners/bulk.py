@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.core import bulk
 from bot.core.access import Capability
+from bot.core.store import DraftState
 
 from .. import bulk_views
 from ..deps import Deps
@@ -99,7 +100,7 @@ async def bulk_form_submission_callback(
     if problems:
         await ack(response_action="errors", errors={BLOCK_FOR[k]: v for k, v in problems.items()})
         return
-    draft_id = deps.store.create_draft(form.user_id)
+    draft_id = await deps.store.create_draft(form.user_id)
     external_id = f"bulk-{draft_id}"
     await ack(response_action="push", view=bulk_views.checking_view(external_id))
     deps.spawn(_validate(deps, client, form, file, draft_id, external_id))
@@ -113,12 +114,12 @@ async def _validate(
             form.file_text = await download_text(client, file)
         draft = await bulk.prepare(form, deps.bulk_limits, deps.store)
     except bulk.BulkProblem as exc:
-        deps.store.discard_draft(draft_id)
+        await deps.store.discard_draft(draft_id)
         await _update(client, external_id, bulk_views.problem_view(external_id, exc.message))
         return
     except Exception:
         log.exception("bulk validation failed")
-        deps.store.discard_draft(draft_id)
+        await deps.store.discard_draft(draft_id)
         await _update(
             client,
             external_id,
@@ -129,7 +130,7 @@ async def _validate(
             ),
         )
         return
-    if not bulk.save_draft(deps.store, draft, draft_id):
+    if not await bulk.save_draft(deps.store, draft, draft_id):
         return  # closed meanwhile
     metadata = BulkConfirmMetadata(draft_id=draft_id).dump()
     await _update(
@@ -207,16 +208,16 @@ async def bulk_confirm_submission_callback(
             ),
         )
         return
-    found = deps.store.get_draft(draft_id)
-    if found is not None and found[1] == "open" and "count" in found[2]:
-        count = int(found[2]["count"])
-        if found[2].get("needs_typed_count") and _typed(view["state"]["values"]) != str(count):
+    found = await deps.store.get_draft(draft_id)
+    if found is not None and found.state == DraftState.OPEN and found.count:
+        count = found.count
+        if found.head.get("needs_typed_count") and _typed(view["state"]["values"]) != str(count):
             await ack(
                 response_action="errors",
                 errors={BlockId.BULK_TYPED_COUNT: f"Type {count:,} (the number of recipients) to send."},
             )
             return
-    job_id, note = bulk.confirm(deps.store, draft_id, dry_run=deps.settings.dry_run, found=found)
+    job_id, note = await bulk.confirm(deps.store, draft_id, dry_run=deps.settings.dry_run)
     if job_id is None:  # discarded or expired: say so in the modal instead of closing it silently
         log.info("bulk confirmation of %s refused: %s", draft_id, note)
         await ack(
@@ -237,7 +238,7 @@ async def bulk_confirm_closed_callback(ack: Any, view: dict[str, Any], context: 
         draft_id = BulkConfirmMetadata.model_validate_json(view.get("private_metadata") or "{}").draft_id
     except ValidationError:
         return
-    deps.store.discard_draft(draft_id)
+    await deps.store.discard_draft(draft_id)
 
 
 async def bulk_retry_callback(
@@ -253,7 +254,7 @@ async def bulk_retry_callback(
         )
         return
     try:
-        draft = bulk.retry_draft(deps.store, job_id, user_id, deps.bulk_limits)
+        draft = await bulk.retry_draft(deps.store, job_id, user_id, deps.bulk_limits)
     except bulk.BulkProblem as exc:
         await respond(text=exc.message, replace_original=False, response_type="ephemeral")
         return

@@ -58,7 +58,7 @@ async def sms_command_callback(
         await open_bulk_form(ack, command, respond, client, deps)
         return
     if first == "history":
-        rows = deps.store.history(user_id, deps.settings.history_limit)  # indexed, bounded by the limit
+        rows = await deps.store.history(user_id, deps.settings.history_limit)  # indexed, bounded by the limit
         await ack(text="Your recent sends", blocks=views.history_blocks(rows))
         return
     if first.isalpha() and not any(ch.isdigit() for ch in text.split(None, 1)[0]):
@@ -83,7 +83,7 @@ async def sms_command_callback(
         await reply(text=f"Nothing was sent. {deps.access.refusal(Capability.SEND)}")
         return
     # Record the intent (one row) before answering: bounded, and nothing is lost if we stop right after.
-    job, _ = deps.service.send_single(
+    job, _ = await deps.service.send_single(
         user_id=user_id,
         channel_id=command.get("channel_id"),
         response_url=command.get("response_url"),

@@ -200,12 +200,12 @@ async def outage_form_submission_callback(
         )
         return
     try:  # bounded: members were validated when the groups file was read
-        draft = outage.prepare(form, book, deps.store, deps.bulk_limits, book.number_for(user_id))
+        draft = await outage.prepare(form, book, deps.store, deps.bulk_limits, book.number_for(user_id))
     except BulkProblem as exc:
         await ack(response_action="errors", errors={message_block: exc.message})
         return
-    draft_id = deps.store.create_draft(user_id)
-    save_draft(deps.store, draft, draft_id)
+    draft_id = await deps.store.create_draft(user_id)
+    await save_draft(deps.store, draft, draft_id)
     confirm = bulk_views.confirm_view(
         None,
         draft,
@@ -220,7 +220,7 @@ async def follow_up_callback(ack: Any, body: dict[str, Any], client: Any, contex
     await ack()
     deps: Deps = context["deps"]
     job_id = body["actions"][0]["value"]
-    job = deps.store.get_job(job_id)
+    job = await deps.store.get_job(job_id)
     if job is None:
         await respond(text="That alert no longer exists.", replace_original=False, response_type="ephemeral")
         return

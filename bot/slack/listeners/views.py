@@ -68,7 +68,7 @@ async def send_modal_submission_callback(
         await ack(response_action="errors", errors=errors)
         return
     # One insert, keyed by the view id: a double submit or a retried submission starts one job.
-    job, created = deps.service.send_single(
+    job, created = await deps.service.send_single(
         user_id=body["user"]["id"],
         channel_id=metadata.channel_id,
         response_url=metadata.response_url,

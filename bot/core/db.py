@@ -1,0 +1,147 @@
+"""The database: an async SQLAlchemy engine for SQLite (the embedded default) or PostgreSQL, and its
+schema versions through Alembic (`migrations/`).
+
+`DATABASE_URL` takes a plain libpq URL (`postgresql://user:password@host:port/db`); the bot picks its
+async driver (asyncpg). Without it, `DATABASE_PATH` names an SQLite file, as before migrations existed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL: replicas starting together run migrations one at a time (a transaction-scoped lock).
+_MIGRATION_LOCK = 0x5350_5301  # arbitrary, fixed
+
+
+class DatabaseError(Exception):
+    """The database cannot be used as it is; the message is one line for the operator."""
+
+
+def database_url(url: str, path: str | Path) -> str:
+    """SQLAlchemy's URL for a libpq `postgresql://…` URL, an `sqlite:///…` URL, or else an SQLite path."""
+    if not url:
+        return f"sqlite+aiosqlite:///{Path(path)}"
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("must be a URL such as postgresql://user:password@host:5432/db")
+    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return f"postgresql+asyncpg://{rest}"
+    if scheme in ("sqlite", "sqlite+aiosqlite"):
+        return f"sqlite+aiosqlite://{rest}"
+    raise ValueError(f"“{scheme}://” is not supported: use postgresql://… (or leave it empty for SQLite)")
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+# Drivers that log each statement with its parameters (phone numbers, messages) at DEBUG: never wanted,
+# whatever LOG_LEVEL says.
+_STATEMENT_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "asyncpg")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    for name in _STATEMENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database or ""
+        if db and db != ":memory:":
+            try:
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"DATABASE_PATH: cannot create the folder of {db} ({exc.strerror})."
+                ) from None
+        # One connection: SQLite has one writer at a time anyway, and a single connection never meets
+        # "database is locked" between two of our own transactions.
+        engine = create_async_engine(url, pool_size=1, max_overflow=0)
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+WAL_AUTOCHECKPOINT_PAGES = 16_384  # 64 MiB of 4 KiB pages; the worker checkpoints between jobs instead
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cur = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+# ---------------------------------------------------------------------- schema versions
+def _config(connection: sa.Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _current(connection: sa.Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current(engine: AsyncEngine) -> str | None:
+    """The database's schema revision (None: a new database, or one made before migrations)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
+    """Bring the schema to this code's head, in one transaction. Returns (before, after). Refuses a
+    database that is newer than the code."""
+    async with engine.begin() as conn:
+        await _lock(conn)
+        before = await conn.run_sync(_current)
+        _check_known(before)
+        if before != head():
+            await conn.run_sync(lambda c: command.upgrade(_config(c), "head"))
+    return before, head()
+
+
+async def check(engine: AsyncEngine) -> None:
+    """Refuse a database whose schema is not this code's head (newer, or not yet upgraded)."""
+    rev = await current(engine)
+    _check_known(rev)
+    if rev != head():
+        raise DatabaseError(
+            f"the database is at schema revision {rev or 'none'}, this version needs {head()}: "
+            "run `python -m bot db upgrade` (or start with DATABASE_AUTO_UPGRADE=true)."
+        )
+
+
+def _check_known(rev: str | None) -> None:
+    if rev is None:
+        return
+    script = ScriptDirectory.from_config(_config())
+    if not any(r.revision == rev for r in script.walk_revisions()):
+        raise DatabaseError(
+            f"the database is at schema revision {rev}, newer than this version of the bot knows "
+            f"(up to {head()}): run the newer version, or restore a backup made before the upgrade."
+        )
+
+
+async def _lock(conn: AsyncConnection) -> None:
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})

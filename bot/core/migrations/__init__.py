@@ -1,0 +1,1 @@
+"""Alembic revisions of the bot's database (SQLite and PostgreSQL). Run through `bot.core.db`."""

@@ -1,0 +1,103 @@
+"""The database schema at head, as SQLAlchemy Core tables (the queries use these; Alembic's revisions in
+`migrations/` are the history that gets a database here, and never import this module).
+
+Core owns every table here. Slack's bookkeeping columns on `jobs` (thread_ts, parent_ts, response_url)
+are still core's until they move to the Slack layer's own tables (see the README, "Architecture").
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),  # JobKind
+    sa.Column("state", sa.Text, nullable=False),  # JobState
+    sa.Column("source_key", sa.Text, unique=True),  # idempotency key (a view id, a draft, a trigger)
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("channel_id", sa.Text),
+    sa.Column("response_url", sa.Text),
+    sa.Column("sender_id", sa.Text),
+    sa.Column("type", sa.Text),
+    sa.Column("task_id", sa.Text),
+    sa.Column("validity", sa.Integer),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("thread_ts", sa.Text),
+    sa.Column("parent_ts", sa.Text),
+    sa.Column("meta", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("started_at", sa.Double),
+    sa.Column("finished_at", sa.Double),
+    # The process that runs the job, until when (see `leases` and bot/core/worker.py).
+    sa.Column("owner", sa.Text),
+    sa.Column("lease_until", sa.Double),
+)
+
+recipients = sa.Table(
+    "recipients",
+    metadata,
+    sa.Column("job_id", sa.Text, sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("e164", sa.Text, nullable=False),
+    sa.Column("country_code", sa.Integer, nullable=False),
+    sa.Column("national", sa.Text, nullable=False),
+    sa.Column("region", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),  # RecipientState
+    sa.Column("message_id", sa.Text),
+    sa.Column("segments", sa.Integer),
+    sa.Column("code", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("request_id", sa.Text),
+    sa.Column("country", sa.Text),
+    sa.Column("carrier", sa.Text),
+    sa.Column("retryable", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("est_segments", sa.Integer),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+threads = sa.Table(
+    "threads",
+    metadata,
+    sa.Column("channel_id", sa.Text, primary_key=True),
+    sa.Column("e164", sa.Text, primary_key=True),
+    sa.Column("thread_ts", sa.Text, nullable=False),
+)
+
+drafts = sa.Table(
+    "drafts",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),  # DraftState
+    sa.Column("payload", sa.Text, nullable=False),  # what the confirmation shows (JSON), not the list
+    sa.Column("job_id", sa.Text),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+# A draft's validated recipients, one row each; copied into `recipients` when the draft is confirmed.
+draft_rows = sa.Table(
+    "draft_rows",
+    metadata,
+    sa.Column("draft_id", sa.Text, sa.ForeignKey("drafts.id"), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("e164", sa.Text, nullable=False),
+    sa.Column("country_code", sa.Integer, nullable=False),
+    sa.Column("national", sa.Text, nullable=False),
+    sa.Column("region", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("segments", sa.Integer),
+)
+
+# Named leases held by one process at a time: `sender` is the replica that talks to the provider.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("until", sa.Double, nullable=False),
+)
