@@ -31,6 +31,15 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture
+def bot_processes() -> Iterator[None]:
+    """For tests that run `python -m bot` processes: none outlives the test, whatever happened."""
+    from .processes import kill_leftovers
+
+    yield
+    kill_leftovers()
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL server for the session, started here (see tests/pg.py): never skipped."""

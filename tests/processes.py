@@ -1,0 +1,144 @@
+"""The real bot (`python -m bot`) as processes of their own, to kill and restart: replicas, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from bot.core.store import Job, JobState, Store
+
+from .harness import BOT_TOKEN, SIGNING_SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+STARTED: list[BotProcess] = []  # killed after each test that starts any (fixture `bot_processes`)
+
+
+class BotProcess:
+    """`python -m bot` in HTTP mode against a fake Slack and a fake provider, on a shared database."""
+
+    def __init__(self, *, database: str, provider_url: str, slack_url: str, cwd: Path, **env: str) -> None:
+        self.env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack_url + "/api/",
+            "HOST": "127.0.0.1",
+            "PORT": "0",
+            "DATABASE_URL": database,
+            "SMS_ENDPOINT": provider_url,
+            "ALIBABA_CLOUD_ACCESS_KEY_ID": "testid",
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "testsecret",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            "WORKER_LEASE_SECONDS": "4.5",
+            "WORKER_POLL_SECONDS": "0.1",
+            **env,
+        }
+        self.cwd = cwd
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[dict[str, Any]] = []
+        self.url = ""
+        self._reader: asyncio.Task[None] | None = None
+        self._sender = asyncio.Event()
+
+    async def start(self) -> BotProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=self.cwd, env=self.env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        STARTED.append(self)
+        started = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(started))
+        self.url = await asyncio.wait_for(started, 30)
+        return self
+
+    async def _read(self, started: asyncio.Future[str]) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = {"msg": line.decode(errors="replace")}
+            self.lines.append(record)
+            message = str(record.get("msg", ""))
+            if "HTTP mode at " in message and not started.done():
+                started.set_result(message.split("HTTP mode at ", 1)[1].split("/slack/events")[0])
+            if "is now the sending replica" in message:
+                self._sender.set()
+        if not started.done():
+            started.set_exception(RuntimeError("the bot exited: " + json.dumps(self.lines[-5:])))
+
+    async def wait_sender(self, limit: float = 30) -> None:
+        await asyncio.wait_for(self._sender.wait(), limit)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as a crash or an OOM kill."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), 30)
+        if self._reader is not None:
+            await self._reader
+        return code
+
+    async def health(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            return (await http.get("/healthz")).json()
+
+
+def kill_leftovers() -> None:
+    """SIGKILL every bot process a test started and left running (a failed assertion, a time-out)."""
+    while STARTED:
+        proc = STARTED.pop().proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+
+
+async def until(check: Callable[[], Awaitable[T | None]], limit: float, what: str, every: float = 0.01) -> T:
+    """Poll another process's progress (a shared database, a peer's counters): there is nothing in this
+    process to await. Raises TimeoutError naming `what` after `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} (after {limit:g} s)")
+        await asyncio.sleep(every)
+
+
+async def wait_provider(provider: Any, at_least: int, limit: float = 30) -> int:
+    """Until the fake provider has received `at_least` requests; returns how many it had then."""
+    async with httpx.AsyncClient(base_url=provider.url) as http:
+
+        async def received() -> int | None:
+            count = (await http.get("/_stats")).json()["requests"]
+            return count if count >= at_least else None
+
+        return await until(received, limit, f"the provider did not receive {at_least} requests", every=0.005)
+
+
+async def wait_done(store: Store, job_id: str, limit: float = 60) -> Job:
+    """Until a job run by another process is done (its state is in the shared database)."""
+
+    async def done() -> Job | None:
+        job = await store.get_job(job_id)
+        return job if job is not None and job.state == JobState.DONE else None
+
+    return await until(done, limit, f"job {job_id} not done", every=0.05)
