@@ -1,0 +1,132 @@
+"""Upgrades keep data: databases made by earlier versions (dumped from them, tests/data/) upgrade in place
+and the bot sends from them; a database newer than the code is refused with one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.core import db
+from bot.core.bulk import confirm
+from bot.core.store import DraftState, JobState, RecipientState
+from bot.slack.app import StartupError
+
+from .conftest import run
+from .harness import Bot
+
+DATA = Path(__file__).parent / "data"
+
+
+def load(dump: str, path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.executescript((DATA / dump).read_text())
+    conn.close()
+    return path
+
+
+def test_todays_main_upgrades_without_loss_and_the_bot_sends_from_it(provider, tmp_path):
+    """Made by commit 29db38b (the last version without migrations): a finished send with its thread, a
+    queued one, a bulk job part-way (one accepted, one in flight, three not yet written as rows) and an
+    open draft. After the upgrade: the finished send is as it was, the queued one is sent, the bulk job
+    reports its in-flight recipient unknown and sends the three others, the draft can still be confirmed."""
+    path = load("db-29db38b.sql", tmp_path / "bot.sqlite3")
+    old = sqlite3.connect(path)
+    (done_id,) = old.execute("SELECT id FROM jobs WHERE state = 'done'").fetchone()
+    (bulk_id,) = old.execute("SELECT id FROM jobs WHERE state = 'running'").fetchone()
+    (draft_id,) = old.execute("SELECT id FROM drafts WHERE state = 'open'").fetchone()
+    old.close()
+
+    async def go():
+        async with Bot(provider, tmp_path, DATABASE_PATH=str(path)) as bot:
+            store = bot.runtime.store
+            assert await db.current(store.engine) == db.head()
+            queued = [j for j in await store.unfinished_jobs() if j.id != bulk_id]
+            for job in [*queued, await store.get_job(bulk_id)]:
+                await asyncio.wait_for(bot.runtime.worker.wait(job.id), 20)
+            done = await store.get_job(done_id)
+            (kept,) = await store.recipients(done_id)
+            bulk_rows = await store.recipients(bulk_id)
+            thread = await store.thread_for("C0SUPPORT", "+85251234567")
+            draft = await store.get_draft(draft_id)
+            job_id, note = await confirm(store, draft_id, dry_run=False)
+            await asyncio.wait_for(bot.runtime.worker.wait(job_id), 20)
+            from_draft = await store.recipients(job_id)
+            return done, kept, bulk_rows, thread, draft, note, from_draft
+
+    done, kept, bulk_rows, thread, draft, note, from_draft = run(go())
+    assert done.state == JobState.DONE and done.thread_ts == "1700000000.000100"
+    assert (kept.state, kept.message_id, kept.country) == (RecipientState.ACCEPTED, "100000001", "Hong Kong")
+    assert thread == "1700000000.000100"
+    assert [r.state for r in bulk_rows] == [RecipientState.ACCEPTED, RecipientState.UNKNOWN] + [
+        RecipientState.ACCEPTED
+    ] * 3
+    assert [r.message for r in bulk_rows] == [f"Hi P{i}" for i in range(5)]
+    assert (draft.state, draft.count) == (DraftState.OPEN, 3)
+    assert note == "created" and [r.state for r in from_draft] == [RecipientState.ACCEPTED] * 3
+    sent = [r.params["To"] for r in provider.sent()]
+    batches = [json.loads(r.params["To"]) for r in provider.sent("BatchSendMessageToGlobe")]
+    assert sent == ["6581234567"]  # the queued single send; the finished one is not sent again
+    assert batches == [["6581000002", "6581000003", "6581000004"], ["6581000000", "6581000001", "6581000002"]]
+
+
+def test_the_first_release_upgrades_too(provider, tmp_path):
+    """Made by commit ee75317 (before bulk sends: no est_segments column, no bulk tables)."""
+    path = load("db-ee75317.sql", tmp_path / "bot.sqlite3")
+
+    async def go():
+        async with Bot(provider, tmp_path, DATABASE_PATH=str(path)) as bot:
+            store = bot.runtime.store
+            (queued,) = await store.unfinished_jobs()
+            await asyncio.wait_for(bot.runtime.worker.wait(queued.id), 20)
+            jobs = await store.history("U0AGENT")
+            return [(r.message, r.state) for _, r in jobs], await store.segments_today("U0AGENT")
+
+    rows, _ = run(go())
+    assert sorted(rows) == [
+        ("First release", RecipientState.ACCEPTED),
+        ("Queued in the first release", RecipientState.ACCEPTED),
+    ]
+    assert [r.params["To"] for r in provider.sent()] == ["6581234567"]
+
+
+def test_a_database_newer_than_the_code_is_refused_with_one_line(provider, tmp_path, database):
+    async def go():
+        engine = db.create_engine(db.database_url(database, ""))
+        await db.upgrade(engine)
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+        await engine.dispose()
+        with pytest.raises(StartupError) as refused:
+            async with Bot(provider, tmp_path, DATABASE_URL=database):
+                pass
+        return str(refused.value)
+
+    message = run(go())
+    assert "9999" in message and "newer than this version" in message and "\n" not in message
+    assert message.startswith("DATABASE_URL")
+
+
+def test_operators_upgrade_and_check_by_command(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(tmp_path / "ops.sqlite3"), "LOG_LEVEL": "WARNING"}
+
+    def bot_db(*args: str) -> str:
+        done = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "bot", "db", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert bot_db("current") == f"schema unversioned (this version needs {db.head()})"
+    assert bot_db("upgrade") == f"schema unversioned → {db.head()}"
+    assert bot_db("current") == f"schema {db.head()} (up to date)"
+    assert bot_db("upgrade") == f"schema {db.head()}: up to date"
