@@ -101,6 +101,26 @@ class BotProcess:
             return (await http.get("/healthz")).json()
 
 
+async def reap() -> None:
+    """Inside the test's event loop: SIGKILL and wait for every bot process still running."""
+    for bot in list(STARTED):
+        if bot.proc is not None and bot.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                bot.proc.send_signal(signal.SIGKILL)
+            await bot.proc.wait()
+        if bot._reader is not None:
+            await bot._reader
+
+
+async def first_sender(bots: list[BotProcess], limit: float = 30) -> BotProcess:
+    """The process that became the sending replica (the first to say so)."""
+    waits = {asyncio.ensure_future(b.wait_sender(limit)): b for b in bots}
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in pending:
+        w.cancel()
+    return waits[next(iter(done))]
+
+
 def kill_leftovers() -> None:
     """SIGKILL every bot process a test started and left running (a failed assertion, a time-out)."""
     while STARTED:

@@ -14,7 +14,7 @@ from bot.sms.simulator import Fault, numbers_accepted
 
 from .conftest import open_store, run
 from .fake_slack import FakeSlack
-from .processes import BotProcess, until, wait_done, wait_provider
+from .processes import BotProcess, reap, until, wait_done, wait_provider
 
 
 def numbers(n: int) -> list[NewRecipient]:
@@ -31,6 +31,13 @@ async def bots(database: str, provider, tmp_path, count: int = 1):
         for _ in range(count)
     ]
     return slack, procs
+
+
+async def reaping(scenario):
+    try:
+        return await scenario
+    finally:
+        await reap()
 
 
 def test_sigkill_mid_outage_fan_out(provider, database, tmp_path, bot_processes):
@@ -55,7 +62,7 @@ def test_sigkill_mid_outage_fan_out(provider, database, tmp_path, bot_processes)
         await slack.stop()
         return rows
 
-    rows = run(go())
+    rows = run(reaping(go()))
     counts, received = provider.snapshot()
     arrived = Counter(r.params["To"] for r in received if r.action == "SendMessageToGlobe")
     assert counts["throttled"] == 0
@@ -106,7 +113,7 @@ def test_sigkill_while_a_batch_waits_to_retry_then_restart_at_once(
         await slack.stop()
         return found
 
-    found = run(go())
+    found = run(reaping(go()))
     counts, received = provider.snapshot()
     accepted = Counter(numbers_accepted(received))
     assert found == Counter(accepted=3000)
