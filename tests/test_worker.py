@@ -95,7 +95,7 @@ def test_two_workers_one_sender_and_a_takeover_after_its_lease_ends(provider, sm
             took_over = time.time() - died
             assert b.is_sender
             await b.stop()
-            await a_store.release_jobs("A")
+            await a.stop()  # its listening connection and leases, for a clean end of the test
         rows = await b_store.recipients(second.id)
         await a_store.close()
         await b_store.close()
@@ -109,3 +109,29 @@ def test_two_workers_one_sender_and_a_takeover_after_its_lease_ends(provider, sm
         len(sent) == len(set(sent)) == 6
     )  # 3 of the first job, 3 of the second: none twice, none of the two
     assert took_over < 4.5 + 1.0
+
+
+def test_postgresql_wakes_the_sender_when_another_replica_creates_a_job(
+    provider, sms_settings, pg_server, pg_template
+):
+    """The sender polls every 30 s here, yet a job created through another process's store is sent at
+    once: the creating transaction's NOTIFY wakes it (polling stays the source of truth)."""
+    database = pg_server.create_database(pg_template)
+
+    async def go():
+        sender_store, other_store = await open_store(database), await open_store(database)
+        async with SmsClient(sms_settings) as client:
+            worker = Worker(sender_store, client, poll_seconds=30)
+            await worker.start()
+            await asyncio.wait_for(worker.wait_sender(), 5)
+            t0 = time.monotonic()
+            job, _ = await other_store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
+            summary = await asyncio.wait_for(worker.wait(job.id), 5)
+            took = time.monotonic() - t0
+            await worker.stop()
+        await sender_store.close()
+        await other_store.close()
+        return summary, took
+
+    summary, took = run(go())
+    assert summary.accepted == 1 and took < 2.0

@@ -9,10 +9,11 @@ of, and leases (`claim_jobs`, `acquire_lease`) decide which process does what.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -195,6 +196,7 @@ class Store:
         try:
             async with self.engine.begin() as conn:
                 job_id = await self._insert_job(conn, kind, created_by, source_key, len(recipients), **fields)
+                await self._announce(conn)
                 if recipients:
                     await conn.execute(
                         sa.insert(rtab),
@@ -281,6 +283,7 @@ class Store:
                 )
             )
             await conn.execute(sa.delete(draft_rows).where(draft_rows.c.draft_id == draft_id))
+            await self._announce(conn)
         return job_id, True
 
     async def _job_by_key(self, source_key: str | None) -> Job | None:
@@ -352,6 +355,34 @@ class Store:
                 )
             ).fetchall()
         return [_job(r) for r in rows]
+
+    # ------------------------------------------------------------------ wake-ups
+    async def _announce(self, conn: AsyncConnection) -> None:
+        """PostgreSQL: wake listening processes when this transaction commits (a hint; they poll anyway)."""
+        if self.dialect == "postgresql":
+            await conn.exec_driver_sql(f"NOTIFY {NEW_JOBS_CHANNEL}")
+
+    async def listen(self, wake: Callable[[], None]) -> Callable[[], Awaitable[None]] | None:
+        """PostgreSQL: call `wake()` when another process creates a job. Returns a closer, or None where
+        there is nothing to listen to (SQLite: one process). NOTIFY is not replayed to a listener that
+        was disconnected, and does not pass PgBouncer in transaction mode: callers keep polling."""
+        if self.dialect != "postgresql":
+            return None
+        conn = await self.engine.connect()
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+
+        def on_notify(*_: object) -> None:
+            wake()
+
+        await driver.add_listener(NEW_JOBS_CHANNEL, on_notify)  # type: ignore[union-attr]
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await driver.remove_listener(NEW_JOBS_CHANNEL, on_notify)  # type: ignore[union-attr]
+            await conn.close()
+
+        return close
 
     # ------------------------------------------------------------------ leases
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> float | None:
@@ -756,6 +787,7 @@ class Store:
         return self._dialect_insert(table).on_conflict_do_nothing()
 
 
+NEW_JOBS_CHANNEL = "sms_ops_new_job"
 DRAFT_CHUNK = 1000  # draft rows per INSERT (one statement per chunk, inside one transaction)
 
 

@@ -30,7 +30,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from bot.sms import Hooks, InvalidRequestError, MessageType, Outcome, SmsClient, batch_send_all, fan_out
@@ -137,13 +137,21 @@ class Worker:
         self._lease_until = 0.0
         self._renew_at = 0.0
         self._sender = asyncio.Event()
+        self._unlisten: Callable[[], Awaitable[None]] | None = None
         self.crashed: BaseException | None = None
         self.submitted: list[str] = []
         self._submit_waiters: list[tuple[int, asyncio.Future[list[str]]]] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Start the heartbeat: become the sender when the lease is free, claim and run jobs."""
+        """Start the heartbeat: become the sender when the lease is free, claim and run jobs. On
+        PostgreSQL, a job created by another replica wakes it at once (else: the next poll)."""
+        try:
+            self._unlisten = await self.store.listen(self._wake.set)
+        except Exception:
+            log.warning(
+                "cannot listen for new jobs; polling every %.1f s instead", self.poll_seconds, exc_info=True
+            )
         self._runner = asyncio.create_task(self._run(), name="sms-worker")
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -163,6 +171,9 @@ class Worker:
         for task in [*running, *list(self._tasks)]:
             with contextlib.suppress(asyncio.CancelledError, SimulatedCrash, Exception):
                 await task
+        if self._unlisten is not None:
+            with contextlib.suppress(Exception):
+                await self._unlisten()
         with contextlib.suppress(Exception):
             await self.store.release_jobs(self.name)
             if self._lease_until:
