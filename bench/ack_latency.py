@@ -5,7 +5,11 @@ fake Slack Web API and the fake provider (50 ms latency, own process); the sends
 in the same process while the acks are measured. Requests come from a separate process.
 Slack's limit is 3 s; the target is p99 < 100 ms.
 
+`--baseline REV` measures another revision of this repository side by side in the same run (its own
+`bench.ack_latency`, from a temporary git worktree, same interpreter), alternating `--rounds` times.
+
     .venv/bin/python -m bench.ack_latency
+    .venv/bin/python -m bench.ack_latency --baseline 29db38b --rounds 3
 """
 
 from __future__ import annotations
@@ -83,5 +87,55 @@ async def main() -> None:
     )
 
 
+def side_by_side(baseline: str, rounds: int) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    git = shutil.which("git") or "git"
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory(prefix="sms-ops-baseline-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(
+            [git, "-C", str(root), "worktree", "add", "--detach", str(tree), baseline],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            for k in range(rounds):
+                for name, where in ((f"baseline {baseline}", tree), ("this tree", root)):
+                    env = {**os.environ, "PYTHONPATH": str(where)}
+                    out = (
+                        subprocess.run(
+                            [sys.executable, "-m", "bench.ack_latency"],
+                            cwd=where,
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            check=True,
+                        )
+                        .stdout.strip()
+                        .splitlines()[-1]
+                    )
+                    print(f"round {k + 1}, {name}: {out}", flush=True)
+        finally:
+            subprocess.run(
+                [git, "-C", str(root), "worktree", "remove", "--force", str(tree)],
+                check=False,
+                capture_output=True,
+            )
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--baseline", help="a git revision to measure side by side")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.baseline:
+        side_by_side(args.baseline, args.rounds)
+    else:
+        asyncio.run(main())

@@ -45,7 +45,6 @@ def test_confirming_copies_the_draft_into_the_job_once(database):
         draft = await store.get_draft(draft_id)
         assert (draft.state, draft.job_id, draft.count) == (DraftState.CONFIRMED, job_id, 5)
         assert await states(store, job_id) == dict.fromkeys(range(5), "queued")
-        assert await count(store, "draft_rows") == 0  # the copy is the job's now
         pending = await store.pending(job_id)
         assert [(p.idx, p.number.e164, p.message) for p in pending] == [
             (i, f"+6581{i:06d}", f"Hi P{i}") for i in range(5)
@@ -53,6 +52,9 @@ def test_confirming_copies_the_draft_into_the_job_once(database):
         again = await store.claim_draft_into_job(draft_id, kind=JobKind.BATCH, created_by="U1")
         assert again == (job_id, False)
         assert await count(store, "jobs") == 1
+        await store.finish_job(job_id)
+        assert await count(store, "draft_rows") == 0  # the copy is the job's: the draft's goes at the end
+        assert (await store.get_job(job_id)).state == "done"
         await store.close()
 
     run(go())

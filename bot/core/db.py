@@ -71,6 +71,14 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+def create_sync_sqlite_engine(url: sa.URL) -> sa.Engine:
+    """The synchronous twin of an SQLite engine, for a store that runs each call whole on one thread
+    (see `Store`): one connection, the same pragmas."""
+    engine = sa.create_engine(url.set(drivername="sqlite"), pool_size=1, max_overflow=0)
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 WAL_AUTOCHECKPOINT_PAGES = 16_384  # 64 MiB of 4 KiB pages; the worker checkpoints between jobs instead
 
 

@@ -9,19 +9,21 @@ of, and leases (`claim_jobs`, `acquire_lease`) decide which process does what.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.sms.phone import PhoneNumber
 
@@ -56,6 +58,8 @@ class DraftState(StrEnum):
     CONFIRMED = "confirmed"
     DISCARDED = "discarded"
 
+
+T = TypeVar("T")
 
 FINAL_STATES = (RecipientState.ACCEPTED, RecipientState.FAILED, RecipientState.UNKNOWN)
 
@@ -98,6 +102,7 @@ class Job:
     finished_at: float | None
     owner: str | None = None
     lease_until: float | None = None
+    source_key: str | None = None
 
 
 @dataclass
@@ -152,10 +157,20 @@ class Claim:
 
 
 class Store:
+    """Every method is one transaction (or one read), run as a plain function over a synchronous
+    SQLAlchemy connection: on SQLite, whole, on a thread of its own (one hand-off per call, not one per
+    driver call); on PostgreSQL through `AsyncConnection.run_sync` (asyncpg, no threads). Nothing of it
+    runs on the event loop's thread for SQLite, and no call blocks the loop on either."""
+
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.clock = clock
         self.dialect = engine.dialect.name
+        self._sync: sa.Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if self.dialect == "sqlite":
+            self._sync = db.create_sync_sqlite_engine(engine.url)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
 
     @classmethod
     def connect(cls, url: str, *, clock: Callable[[], float] = time.time) -> Store:
@@ -164,17 +179,41 @@ class Store:
         return cls(db.create_engine(url), clock=clock)
 
     async def close(self) -> None:
+        if self._thread is not None and self._sync is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._sync.dispose)
+            self._thread.shutdown(wait=True)
         await self.engine.dispose()
+
+    async def _write(self, fn: Callable[[sa.Connection], T]) -> T:
+        """`fn` in one transaction, committed when it returns (rolled back if it raises)."""
+        if self._thread is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._sync_write, fn)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(fn)
+
+    async def _read(self, fn: Callable[[sa.Connection], T]) -> T:
+        if self._thread is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._sync_read, fn)
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(fn)
+
+    def _sync_write(self, fn: Callable[[sa.Connection], T]) -> T:
+        assert self._sync is not None
+        with self._sync.begin() as conn:
+            return fn(conn)
+
+    def _sync_read(self, fn: Callable[[sa.Connection], T]) -> T:
+        assert self._sync is not None
+        with self._sync.connect() as conn:
+            return fn(conn)
 
     async def checkpoint(self) -> None:
         """SQLite: copy the WAL into the database file now, without waiting for readers (a quiet moment)."""
         if self.dialect == "sqlite":
-            async with self.engine.connect() as conn:
-                await conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            await self._read(lambda conn: conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)"))
 
     async def ping(self) -> bool:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(sa.select(1))).scalar() == 1
+        return await self._read(lambda conn: conn.execute(sa.select(1)).scalar() == 1)
 
     # ------------------------------------------------------------------ jobs
     async def create_job(
@@ -188,30 +227,29 @@ class Store:
     ) -> tuple[Job, bool]:
         """Create a job and its recipients in one transaction. With a `source_key` already used, return
         that job instead (`created` False): a double submit, a retry, or another replica's copy of the
-        same request starts one job."""
-        existing = await self._job_by_key(source_key)
-        if existing is not None:
-            return existing, False
+        same request starts one job (the key is a unique column: the database decides)."""
         now = self.clock()
+        job = _new_job(kind, created_by, source_key, len(recipients), now, **fields)
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(sa.insert(jobs).values(**_job_values(job)))
+            if recipients:
+                conn.execute(
+                    sa.insert(rtab),
+                    [
+                        _recipient_values(job.id, i, r.number, r.message, r.segments, now)
+                        for i, r in enumerate(recipients)
+                    ],
+                )
+            self._announce(conn)
+
         try:
-            async with self.engine.begin() as conn:
-                job_id = await self._insert_job(conn, kind, created_by, source_key, len(recipients), **fields)
-                await self._announce(conn)
-                if recipients:
-                    await conn.execute(
-                        sa.insert(rtab),
-                        [
-                            _recipient_values(job_id, i, r.number, r.message, r.segments, now)
-                            for i, r in enumerate(recipients)
-                        ],
-                    )
+            await self._write(tx)
         except IntegrityError:
             existing = await self._job_by_key(source_key)
             if existing is None:
                 raise
             return existing, False
-        job = await self.get_job(job_id)
-        assert job is not None
         return job, True
 
     async def claim_draft_into_job(
@@ -219,124 +257,68 @@ class Store:
     ) -> tuple[str, bool]:
         """open → confirmed and its job with every recipient, in one transaction: however many
         confirmations race (double clicks, Slack retries, two replicas), one job is created; the
-        others get its id. The recipients are copied by one INSERT … SELECT inside the database."""
-        try:
-            return await self._claim_draft(draft_id, kind=kind, created_by=created_by, **fields)
-        except _LostRace:
-            winner = await self.get_draft(draft_id)
-            if winner is not None and winner.job_id:
-                return winner.job_id, False
-            raise LookupError("draft is not open") from None
-
-    async def _claim_draft(
-        self, draft_id: str, *, kind: JobKind, created_by: str, **fields: Any
-    ) -> tuple[str, bool]:
+        others get its id. The recipients are copied by one INSERT … SELECT inside the database; the
+        draft's own rows are deleted when the job finishes (`finish_job`), not in this transaction."""
         now = self.clock()
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(sa.select(drafts.c.state, drafts.c.job_id).where(drafts.c.id == draft_id))
+
+        def tx(conn: sa.Connection) -> tuple[str, bool]:
+            row = conn.execute(
+                sa.select(drafts.c.state, drafts.c.job_id).where(drafts.c.id == draft_id)
             ).first()
             if row is None or row.state != DraftState.OPEN:
                 if row is not None and row.job_id:
                     return row.job_id, False
                 raise LookupError("draft is not open")
-            job_id = uuid.uuid4().hex
-            moved = await conn.execute(
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(draft_rows).where(draft_rows.c.draft_id == draft_id)
+            ).scalar_one()
+            job = _new_job(kind, created_by, f"draft:{draft_id}", total, now, **fields)
+            moved = conn.execute(
                 sa.update(drafts)
                 .where(drafts.c.id == draft_id, drafts.c.state == DraftState.OPEN)
-                .values(state=DraftState.CONFIRMED, job_id=job_id)
+                .values(state=DraftState.CONFIRMED, job_id=job.id)
             )
             if moved.rowcount != 1:  # another confirmation won between our read and our update
                 raise _LostRace
-            total = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(draft_rows)
-                    .where(draft_rows.c.draft_id == draft_id)
-                )
-            ).scalar_one()
-            await self._insert_job(
-                conn, kind, created_by, f"draft:{draft_id}", total, job_id=job_id, **fields
-            )
+            conn.execute(sa.insert(jobs).values(**_job_values(job)))
             cols = [draft_rows.c[c] for c in ("idx", "e164", "country_code", "national", "region", "message")]
-            await conn.execute(
+            conn.execute(
                 sa.insert(rtab).from_select(
-                    [
-                        "job_id",
-                        "idx",
-                        "e164",
-                        "country_code",
-                        "national",
-                        "region",
-                        "message",
-                        "state",
-                        "est_segments",
-                        "updated_at",
-                    ],
+                    ["job_id", "idx", "e164", "country_code", "national", "region", "message", "state",
+                     "est_segments", "updated_at"],
                     sa.select(
-                        sa.literal(job_id),
-                        *cols,
-                        sa.literal(str(RecipientState.QUEUED)),
-                        draft_rows.c.segments,
-                        sa.literal(now, sa.Double),
+                        sa.literal(job.id), *cols, sa.literal(str(RecipientState.QUEUED)),
+                        draft_rows.c.segments, sa.literal(now, sa.Double),
                     ).where(draft_rows.c.draft_id == draft_id),
                 )
-            )
-            await conn.execute(sa.delete(draft_rows).where(draft_rows.c.draft_id == draft_id))
-            await self._announce(conn)
-        return job_id, True
+            )  # fmt: skip
+            self._announce(conn)
+            return job.id, True
+
+        try:
+            return await self._write(tx)
+        except (_LostRace, IntegrityError):
+            winner = await self.get_draft(draft_id)
+            if winner is not None and winner.job_id:
+                return winner.job_id, False
+            raise LookupError("draft is not open") from None
 
     async def _job_by_key(self, source_key: str | None) -> Job | None:
         if source_key is None:
             return None
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(jobs).where(jobs.c.source_key == source_key))).first()
-        return _job(row) if row else None
 
-    async def _insert_job(
-        self,
-        conn: AsyncConnection,
-        kind: JobKind,
-        created_by: str,
-        source_key: str | None,
-        total: int,
-        *,
-        job_id: str | None = None,
-        channel_id: str | None = None,
-        response_url: str | None = None,
-        sender_id: str | None = None,
-        type: str | None = None,
-        task_id: str | None = None,
-        validity: int | None = None,
-        meta: dict[str, Any] | None = None,
-        thread_ts: str | None = None,
-    ) -> str:
-        job_id = job_id or uuid.uuid4().hex
-        await conn.execute(
-            sa.insert(jobs).values(
-                id=job_id,
-                kind=str(kind),
-                state=str(JobState.QUEUED),
-                source_key=source_key,
-                created_by=created_by,
-                channel_id=channel_id,
-                response_url=response_url,
-                sender_id=sender_id,
-                type=type,
-                task_id=task_id or job_id,
-                validity=validity,
-                total=total,
-                thread_ts=thread_ts,
-                meta=json.dumps(meta or {}),
-                created_at=self.clock(),
-            )
-        )
-        return job_id
+        def read(conn: sa.Connection) -> Job | None:
+            row = conn.execute(sa.select(jobs).where(jobs.c.source_key == source_key)).first()
+            return _job(row) if row else None
+
+        return await self._read(read)
 
     async def get_job(self, job_id: str) -> Job | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).first()
-        return _job(row) if row else None
+        def read(conn: sa.Connection) -> Job | None:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+            return _job(row) if row else None
+
+        return await self._read(read)
 
     async def set_job(self, job_id: str, **fields: Any) -> None:
         if "meta" in fields:
@@ -344,23 +326,36 @@ class Store:
         for key in ("state", "kind"):
             if key in fields:
                 fields[key] = str(fields[key])
-        async with self.engine.begin() as conn:
-            await conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**fields))
+        await self._write(
+            lambda conn: conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**fields))
+        )
+
+    async def finish_job(self, job_id: str) -> None:
+        """The job is done; the draft it was confirmed from (if any) gives up its copy of the recipients."""
+        now = self.clock()
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id).values(state=str(JobState.DONE), finished_at=now)
+            )
+            conn.execute(
+                sa.delete(draft_rows).where(
+                    draft_rows.c.draft_id
+                    == sa.select(drafts.c.id).where(drafts.c.job_id == job_id).scalar_subquery()
+                )
+            )
+
+        await self._write(tx)
 
     async def unfinished_jobs(self) -> list[Job]:
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(jobs).where(jobs.c.state != str(JobState.DONE)).order_by(jobs.c.created_at)
-                )
-            ).fetchall()
-        return [_job(r) for r in rows]
+        query = sa.select(jobs).where(jobs.c.state != str(JobState.DONE)).order_by(jobs.c.created_at)
+        return await self._read(lambda conn: [_job(r) for r in conn.execute(query)])
 
     # ------------------------------------------------------------------ wake-ups
-    async def _announce(self, conn: AsyncConnection) -> None:
+    def _announce(self, conn: sa.Connection) -> None:
         """PostgreSQL: wake listening processes when this transaction commits (a hint; they poll anyway)."""
         if self.dialect == "postgresql":
-            await conn.exec_driver_sql(f"NOTIFY {NEW_JOBS_CHANNEL}")
+            conn.exec_driver_sql(f"NOTIFY {NEW_JOBS_CHANNEL}")
 
     async def listen(self, wake: Callable[[], None]) -> Callable[[], Awaitable[None]] | None:
         """PostgreSQL: call `wake()` when another process creates a job. Returns a closer, or None where
@@ -390,27 +385,28 @@ class Store:
         process holds it (until it renews no more and its lease ends)."""
         now = self.clock()
         until = now + ttl
-        async with self.engine.begin() as conn:
-            renewed = await conn.execute(
+
+        def tx(conn: sa.Connection) -> float | None:
+            renewed = conn.execute(
                 sa.update(leases)
                 .where(leases.c.name == name, sa.or_(leases.c.owner == owner, leases.c.until < now))
                 .values(owner=owner, until=until)
             )
             if renewed.rowcount == 1:
                 return until
-            inserted = await conn.execute(
-                self._insert_ignore(leases).values(name=name, owner=owner, until=until)
-            )
+            inserted = conn.execute(self._insert_ignore(leases).values(name=name, owner=owner, until=until))
             return until if inserted.rowcount == 1 else None
+
+        return await self._write(tx)
 
     async def release_lease(self, name: str, owner: str, hold: float = 0.0) -> None:
         """Let the lease go: another process may take it `hold` seconds from now."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.update(leases)
-                .where(leases.c.name == name, leases.c.owner == owner)
-                .values(until=self.clock() + hold)
+        until = self.clock() + hold
+        await self._write(
+            lambda conn: conn.execute(
+                sa.update(leases).where(leases.c.name == name, leases.c.owner == owner).values(until=until)
             )
+        )
 
     async def claim_jobs(
         self, owner: str, until: float, *, limit: int, skip: Iterable[str] = ()
@@ -419,57 +415,50 @@ class Store:
         until `until`. PostgreSQL skips rows another process is claiming at the same moment."""
         now = self.clock()
         skipped = list(skip)
+        free = sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until < now)
         query = (
             sa.select(jobs.c.id, jobs.c.owner)
-            .where(
-                jobs.c.state != str(JobState.DONE),
-                sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until < now),
-            )
+            .where(jobs.c.state != str(JobState.DONE), free)
             .order_by(jobs.c.created_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         if skipped:
             query = query.where(jobs.c.id.not_in(skipped))
-        async with self.engine.begin() as conn:
-            found = (await conn.execute(query)).fetchall()
+
+        def tx(conn: sa.Connection) -> list[Claim]:
             claims = []
-            for row in found:
-                taken = await conn.execute(
-                    sa.update(jobs)
-                    .where(
-                        jobs.c.id == row.id,
-                        sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until < now),
-                    )
-                    .values(owner=owner, lease_until=until)
+            for row in conn.execute(query).fetchall():
+                taken = conn.execute(
+                    sa.update(jobs).where(jobs.c.id == row.id, free).values(owner=owner, lease_until=until)
                 )
                 if taken.rowcount == 1:
                     claims.append(Claim(row.id, recovered=row.owner is not None))
-        return claims
+            return claims
+
+        return await self._write(tx)
 
     async def renew_jobs(self, owner: str, until: float, job_ids: Iterable[str]) -> set[str]:
         """Extend our leases; returns the jobs still ours (a job missing from it must stop sending)."""
         wanted = list(job_ids)
         if not wanted:
             return set()
-        async with self.engine.begin() as conn:
-            rows = await conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id.in_(wanted), jobs.c.owner == owner)
-                .values(lease_until=until)
-                .returning(jobs.c.id)
-            )
-            return {r[0] for r in rows}
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(wanted), jobs.c.owner == owner)
+            .values(lease_until=until)
+            .returning(jobs.c.id)
+        )
+        return await self._write(lambda conn: {r[0] for r in conn.execute(stmt)})
 
     async def release_jobs(self, owner: str) -> int:
         """Hand back every unfinished job this process holds (it is stopping and sends no more)."""
-        async with self.engine.begin() as conn:
-            res = await conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.owner == owner, jobs.c.state != str(JobState.DONE))
-                .values(owner=None, lease_until=None)
-            )
-        return res.rowcount
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.owner == owner, jobs.c.state != str(JobState.DONE))
+            .values(owner=None, lease_until=None)
+        )
+        return await self._write(lambda conn: conn.execute(stmt).rowcount)
 
     # ------------------------------------------------------------------ recipients
     async def recipients(
@@ -478,22 +467,21 @@ class Store:
         query = sa.select(*_RECIPIENT_COLUMNS).where(rtab.c.job_id == job_id).order_by(rtab.c.idx)
         if states is not None:
             query = query.where(rtab.c.state.in_([str(s) for s in states]))
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).fetchall()
-        return [_recipient(r) for r in rows]
+        return await self._read(lambda conn: [_recipient(r) for r in conn.execute(query)])
 
     async def pending(self, job_id: str) -> list[Pending]:
         """The recipients still to send, as light rows (index, number, message), in index order."""
         r = rtab.c
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(r.idx, r.e164, r.country_code, r.national, r.region, r.message)
-                    .where(r.job_id == job_id, r.state == str(RecipientState.QUEUED))
-                    .order_by(r.idx)
-                )
-            ).fetchall()
-        return [Pending(x[0], PhoneNumber(x[1], x[2], x[3], x[4]), x[5]) for x in rows]
+        query = (
+            sa.select(r.idx, r.e164, r.country_code, r.national, r.region, r.message)
+            .where(r.job_id == job_id, r.state == str(RecipientState.QUEUED))
+            .order_by(r.idx)
+        )
+        return await self._read(
+            lambda conn: [
+                Pending(x[0], PhoneNumber(x[1], x[2], x[3], x[4]), x[5]) for x in conn.execute(query)
+            ]
+        )
 
     async def mark_in_flight(
         self, job_id: str, indices: Iterable[int], *, owner: str | None = None, fence: float = 0.0
@@ -536,8 +524,7 @@ class Store:
                     jobs.c.id == job_id, jobs.c.owner == owner, jobs.c.lease_until > now + fence
                 )
             )
-        async with self.engine.begin() as conn:
-            return (await conn.execute(stmt)).rowcount
+        return await self._write(lambda conn: conn.execute(stmt).rowcount)
 
     async def record_outcomes(self, job_id: str, outcomes: Iterable[Any]) -> None:
         """Store `bot.sms.Outcome`s (status accepted / failed / unknown) for their recipients."""
@@ -560,214 +547,189 @@ class Store:
             for o in outcomes
         ]
         if rows:
-            async with self.engine.begin() as conn:
-                await conn.execute(_RECORD_OUTCOME, rows)
+            await self._write(lambda conn: conn.execute(_RECORD_OUTCOME, rows))
 
     async def in_flight_to_unknown(self, job_id: str) -> int:
         """After a crash: requests that may have gone out are reported unknown, never resent."""
         r = rtab.c
-        async with self.engine.begin() as conn:
-            res = await conn.execute(
-                sa.update(rtab)
-                .where(r.job_id == job_id, r.state == str(RecipientState.IN_FLIGHT))
-                .values(state=str(RecipientState.UNKNOWN), error=UNKNOWN_AFTER_STOP, updated_at=self.clock())
-            )
-        return res.rowcount
+        stmt = (
+            sa.update(rtab)
+            .where(r.job_id == job_id, r.state == str(RecipientState.IN_FLIGHT))
+            .values(state=str(RecipientState.UNKNOWN), error=UNKNOWN_AFTER_STOP, updated_at=self.clock())
+        )
+        return await self._write(lambda conn: conn.execute(stmt).rowcount)
 
     async def queued_to_failed(self, job_id: str, reason: str) -> int:
         """Recipients never sent because their job stopped: failed (not sent, retryable), not left queued."""
         r = rtab.c
-        async with self.engine.begin() as conn:
-            res = await conn.execute(
-                sa.update(rtab)
-                .where(r.job_id == job_id, r.state == str(RecipientState.QUEUED))
-                .values(
-                    state=str(RecipientState.FAILED),
-                    code="NOT_SENT",
-                    error=reason,
-                    retryable=1,
-                    updated_at=self.clock(),
-                )
+        stmt = (
+            sa.update(rtab)
+            .where(r.job_id == job_id, r.state == str(RecipientState.QUEUED))
+            .values(
+                state=str(RecipientState.FAILED),
+                code="NOT_SENT",
+                error=reason,
+                retryable=1,
+                updated_at=self.clock(),
             )
-        return res.rowcount
+        )
+        return await self._write(lambda conn: conn.execute(stmt).rowcount)
 
     async def fail_unsent(self, job_id: str, idx: int, code: str, error: str) -> None:
         """One queued recipient that will not be sent (e.g. refused by the client's own checks)."""
         r = rtab.c
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.update(rtab)
-                .where(r.job_id == job_id, r.idx == idx, r.state == str(RecipientState.QUEUED))
-                .values(state=str(RecipientState.FAILED), code=code, error=error, updated_at=self.clock())
-            )
+        stmt = (
+            sa.update(rtab)
+            .where(r.job_id == job_id, r.idx == idx, r.state == str(RecipientState.QUEUED))
+            .values(state=str(RecipientState.FAILED), code=code, error=error, updated_at=self.clock())
+        )
+        await self._write(lambda conn: conn.execute(stmt))
 
     async def summary(self, job_id: str) -> Summary:
         r = rtab.c
-        async with self.engine.connect() as conn:
+
+        def read(conn: sa.Connection) -> Summary:
             counts = dict(
-                (
-                    await conn.execute(
-                        sa.select(r.state, sa.func.count()).where(r.job_id == job_id).group_by(r.state)
-                    )
+                conn.execute(
+                    sa.select(r.state, sa.func.count()).where(r.job_id == job_id).group_by(r.state)
                 ).fetchall()
             )
-            segments = (
-                await conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.sum(r.segments), 0)).where(
-                        r.job_id == job_id, r.state == str(RecipientState.ACCEPTED)
-                    )
+            segments = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(r.segments), 0)).where(
+                    r.job_id == job_id, r.state == str(RecipientState.ACCEPTED)
                 )
             ).scalar_one()
-            total = (await conn.execute(sa.select(jobs.c.total).where(jobs.c.id == job_id))).scalar()
-        total = max(total or 0, sum(counts.values()))
-        accepted = counts.get(RecipientState.ACCEPTED, 0)
-        failed = counts.get(RecipientState.FAILED, 0)
-        unknown = counts.get(RecipientState.UNKNOWN, 0)
-        return Summary(
-            total=total,
-            accepted=accepted,
-            failed=failed,
-            unknown=unknown,
-            pending=total - accepted - failed - unknown,  # queued or in flight
-            segments=int(segments),
-        )
+            total = max(
+                conn.execute(sa.select(jobs.c.total).where(jobs.c.id == job_id)).scalar() or 0,
+                sum(counts.values()),
+            )
+            accepted = counts.get(RecipientState.ACCEPTED, 0)
+            failed = counts.get(RecipientState.FAILED, 0)
+            unknown = counts.get(RecipientState.UNKNOWN, 0)
+            return Summary(
+                total=total,
+                accepted=accepted,
+                failed=failed,
+                unknown=unknown,
+                pending=total - accepted - failed - unknown,  # queued or in flight
+                segments=int(segments),
+            )
+
+        return await self._read(read)
 
     async def history(self, user_id: str, limit: int = 10) -> list[tuple[Job, RecipientRow]]:
-        async with self.engine.connect() as conn:
-            found = (
-                await conn.execute(
-                    sa.select(jobs)
-                    .where(jobs.c.created_by == user_id)
-                    .order_by(jobs.c.created_at.desc())
-                    .limit(limit)
-                )
+        def read(conn: sa.Connection) -> list[tuple[Job, RecipientRow]]:
+            found = conn.execute(
+                sa.select(jobs)
+                .where(jobs.c.created_by == user_id)
+                .order_by(jobs.c.created_at.desc())
+                .limit(limit)
             ).fetchall()
             out = []
             for row in found:
-                first = (
-                    await conn.execute(
-                        sa.select(*_RECIPIENT_COLUMNS)
-                        .where(rtab.c.job_id == row.id)
-                        .order_by(rtab.c.idx)
-                        .limit(1)
-                    )
+                first = conn.execute(
+                    sa.select(*_RECIPIENT_COLUMNS)
+                    .where(rtab.c.job_id == row.id)
+                    .order_by(rtab.c.idx)
+                    .limit(1)
                 ).first()
                 if first:
                     out.append((_job(row), _recipient(first)))
-        return out
+            return out
+
+        return await self._read(read)
 
     async def segments_today(self, user_id: str) -> int:
         """Segments of the user's sends since 00:00 UTC: billed ones, else the estimate."""
         now = self.clock()
         midnight = now - now % 86400
         r = rtab.c
-        async with self.engine.connect() as conn:
-            used = (
-                await conn.execute(
-                    sa.select(
-                        sa.func.coalesce(sa.func.sum(sa.func.coalesce(r.segments, r.est_segments, 1)), 0)
-                    )
-                    .select_from(rtab.join(jobs, jobs.c.id == r.job_id))
-                    .where(
-                        jobs.c.created_by == user_id,
-                        jobs.c.created_at >= midnight,
-                        r.state != str(RecipientState.FAILED),
-                    )
-                )
-            ).scalar_one()
-        return int(used)
+        query = (
+            sa.select(sa.func.coalesce(sa.func.sum(sa.func.coalesce(r.segments, r.est_segments, 1)), 0))
+            .select_from(rtab.join(jobs, jobs.c.id == r.job_id))
+            .where(
+                jobs.c.created_by == user_id,
+                jobs.c.created_at >= midnight,
+                r.state != str(RecipientState.FAILED),
+            )
+        )
+        return await self._read(lambda conn: int(conn.execute(query).scalar_one()))
 
     # ------------------------------------------------------------------ customer threads
     async def thread_for(self, channel_id: str, e164: str) -> str | None:
-        async with self.engine.connect() as conn:
-            return (
-                await conn.execute(
-                    sa.select(threads.c.thread_ts).where(
-                        threads.c.channel_id == channel_id, threads.c.e164 == e164
-                    )
-                )
-            ).scalar()
+        query = sa.select(threads.c.thread_ts).where(
+            threads.c.channel_id == channel_id, threads.c.e164 == e164
+        )
+        return await self._read(lambda conn: conn.execute(query).scalar())
 
     async def remember_thread(self, channel_id: str, e164: str, thread_ts: str) -> None:
         insert = self._dialect_insert(threads).values(channel_id=channel_id, e164=e164, thread_ts=thread_ts)
         stmt = insert.on_conflict_do_update(
             index_elements=["channel_id", "e164"], set_={"thread_ts": insert.excluded.thread_ts}
         )
-        async with self.engine.begin() as conn:
-            await conn.execute(stmt)
+        await self._write(lambda conn: conn.execute(stmt))
 
     # ------------------------------------------------------------------ drafts
     async def create_draft(
         self, user_id: str, head: dict[str, Any] | None = None, *, state: DraftState = DraftState.CHECKING
     ) -> str:
         draft_id = uuid.uuid4().hex
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.insert(drafts).values(
-                    id=draft_id,
-                    user_id=user_id,
-                    state=str(state),
-                    payload=json.dumps(head or {}),
-                    created_at=self.clock(),
-                )
-            )
+        stmt = sa.insert(drafts).values(
+            id=draft_id,
+            user_id=user_id,
+            state=str(state),
+            payload=json.dumps(head or {}),
+            created_at=self.clock(),
+        )
+        await self._write(lambda conn: conn.execute(stmt))
         return draft_id
 
     async def fill_draft(self, draft_id: str, head: dict[str, Any], rows: Sequence[NewRecipient]) -> bool:
         """checking → open with what the confirmation shows and the validated recipients (not if the
         draft was discarded meanwhile). `head` gets the recipients' `count`."""
         head = {**head, "count": len(rows)}
-        async with self.engine.begin() as conn:
-            moved = await conn.execute(
+        values = [
+            {
+                "draft_id": draft_id,
+                "idx": i,
+                "e164": r.number.e164,
+                "country_code": r.number.country_code,
+                "national": r.number.national,
+                "region": r.number.region,
+                "message": r.message,
+                "segments": r.segments,
+            }
+            for i, r in enumerate(rows)
+        ]
+
+        def tx(conn: sa.Connection) -> bool:
+            moved = conn.execute(
                 sa.update(drafts)
                 .where(drafts.c.id == draft_id, drafts.c.state == str(DraftState.CHECKING))
                 .values(state=str(DraftState.OPEN), payload=json.dumps(head))
             )
             if moved.rowcount != 1:
                 return False
-            for start in range(0, len(rows), DRAFT_CHUNK):
-                await conn.execute(
-                    sa.insert(draft_rows),
-                    [
-                        {
-                            "draft_id": draft_id,
-                            "idx": i,
-                            "e164": r.number.e164,
-                            "country_code": r.number.country_code,
-                            "national": r.number.national,
-                            "region": r.number.region,
-                            "message": r.message,
-                            "segments": r.segments,
-                        }
-                        for i, r in enumerate(rows[start : start + DRAFT_CHUNK], start=start)
-                    ],
-                )
-        return True
+            for start in range(0, len(values), DRAFT_CHUNK):
+                conn.execute(sa.insert(draft_rows), values[start : start + DRAFT_CHUNK])
+            return True
+
+        return await self._write(tx)
 
     async def get_draft(self, draft_id: str) -> DraftRecord | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(drafts).where(drafts.c.id == draft_id))).first()
-        if row is None:
-            return None
-        return DraftRecord(row.id, row.user_id, DraftState(row.state), json.loads(row.payload), row.job_id)
+        def read(conn: sa.Connection) -> DraftRecord | None:
+            row = conn.execute(sa.select(drafts).where(drafts.c.id == draft_id)).first()
+            if row is None:
+                return None
+            return DraftRecord(
+                row.id, row.user_id, DraftState(row.state), json.loads(row.payload), row.job_id
+            )
 
-    async def draft_recipients(self, draft_id: str, limit: int | None = None) -> list[Pending]:
-        """A draft's validated recipients (e.g. the confirmation's samples), in order."""
-        d = draft_rows.c
-        query = (
-            sa.select(d.idx, d.e164, d.country_code, d.national, d.region, d.message)
-            .where(d.draft_id == draft_id)
-            .order_by(d.idx)
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).fetchall()
-        return [Pending(x[0], PhoneNumber(x[1], x[2], x[3], x[4]), x[5]) for x in rows]
+        return await self._read(read)
 
     async def discard_draft(self, draft_id: str) -> bool:
-        async with self.engine.begin() as conn:
-            res = await conn.execute(
+        def tx(conn: sa.Connection) -> bool:
+            res = conn.execute(
                 sa.update(drafts)
                 .where(
                     drafts.c.id == draft_id,
@@ -776,8 +738,10 @@ class Store:
                 .values(state=str(DraftState.DISCARDED), payload="{}")
             )
             if res.rowcount == 1:
-                await conn.execute(sa.delete(draft_rows).where(draft_rows.c.draft_id == draft_id))
-        return res.rowcount == 1
+                conn.execute(sa.delete(draft_rows).where(draft_rows.c.draft_id == draft_id))
+            return res.rowcount == 1
+
+        return await self._write(tx)
 
     # ------------------------------------------------------------------ helpers
     def _dialect_insert(self, table: sa.Table) -> Any:
@@ -785,6 +749,65 @@ class Store:
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         return self._dialect_insert(table).on_conflict_do_nothing()
+
+
+def _new_job(
+    kind: JobKind,
+    created_by: str,
+    source_key: str | None,
+    total: int,
+    now: float,
+    *,
+    channel_id: str | None = None,
+    response_url: str | None = None,
+    sender_id: str | None = None,
+    type: str | None = None,
+    task_id: str | None = None,
+    validity: int | None = None,
+    meta: dict[str, Any] | None = None,
+    thread_ts: str | None = None,
+) -> Job:
+    job_id = uuid.uuid4().hex
+    return Job(
+        id=job_id,
+        kind=JobKind(kind),
+        state=JobState.QUEUED,
+        created_by=created_by,
+        channel_id=channel_id,
+        response_url=response_url,
+        sender_id=sender_id,
+        type=type,
+        task_id=task_id or job_id,
+        validity=validity,
+        total=total,
+        thread_ts=thread_ts,
+        parent_ts=None,
+        meta=dict(meta or {}),
+        created_at=now,
+        started_at=None,
+        finished_at=None,
+        source_key=source_key,
+    )
+
+
+def _job_values(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": str(job.kind),
+        "state": str(job.state),
+        "source_key": job.source_key,
+        "created_by": job.created_by,
+        "channel_id": job.channel_id,
+        "response_url": job.response_url,
+        "sender_id": job.sender_id,
+        "type": job.type,
+        "task_id": job.task_id,
+        "validity": job.validity,
+        "total": job.total,
+        "thread_ts": job.thread_ts,
+        "meta": json.dumps(job.meta),
+        "created_at": job.created_at,
+    }
 
 
 NEW_JOBS_CHANNEL = "sms_ops_new_job"
@@ -860,6 +883,7 @@ def _job(row: Any) -> Job:
         finished_at=row.finished_at,
         owner=row.owner,
         lease_until=row.lease_until,
+        source_key=row.source_key,
     )
 
 

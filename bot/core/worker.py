@@ -379,7 +379,7 @@ class Worker:
 
     async def _finish(self, job_id: str) -> None:
         summary = await self.store.summary(job_id)
-        await self.store.set_job(job_id, state=JobState.DONE, finished_at=time.time())
+        await self.store.finish_job(job_id)
         job = await self.store.get_job(job_id)
         assert job is not None
         await self._notify("job_finished", job, summary, await self.store.recipients(job_id))
