@@ -52,7 +52,7 @@ def test_confirming_copies_the_draft_into_the_job_once(database):
         again = await store.claim_draft_into_job(draft_id, kind=JobKind.BATCH, created_by="U1")
         assert again == (job_id, False)
         assert await count(store, "jobs") == 1
-        await store.finish_job(job_id)
+        await store.complete_job(job_id)
         assert await count(store, "draft_rows") == 0  # the copy is the job's: the draft's goes at the end
         assert (await store.get_job(job_id)).state == "done"
         await store.close()
@@ -235,3 +235,17 @@ def test_threads_are_remembered_per_channel_and_number(database):
 def test_runs_of_consecutive_indices():
     assert _runs([0, 1, 2, 5, 6, 9]) == [(0, 2), (5, 6), (9, 9)]
     assert _runs([7]) == [(7, 7)]
+
+
+def test_a_checkpoint_leaves_nothing_open_for_the_next_write(database):
+    """SQLite's checkpoint answers with a row; unread, it kept a statement open and the next commit
+    failed ("cannot commit transaction - SQL statements in progress")."""
+
+    async def go():
+        store = await open_store(database)
+        await store.checkpoint()
+        job, created = await store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
+        assert created and (await store.get_job(job.id)).total == 1
+        await store.close()
+
+    run(go())

@@ -35,7 +35,7 @@ from typing import Protocol
 
 from bot.sms import Hooks, InvalidRequestError, MessageType, Outcome, SmsClient, batch_send_all, fan_out
 
-from .store import Claim, Job, JobKind, JobState, Pending, RecipientRow, Store, Summary
+from .store import Claim, Job, JobKind, JobStart, JobState, Pending, RecipientRow, Store, Summary
 
 log = logging.getLogger("bot.core.worker")
 
@@ -276,24 +276,20 @@ class Worker:
     async def _run_job(self, claim: Claim) -> None:
         job_id = claim.job_id
         await self.busy.wait_idle()
-        lost = await self.store.in_flight_to_unknown(job_id)
-        job = await self.store.get_job(job_id)
-        if job is None:
+        start = await self.store.start_job(job_id)
+        if start is None:
             return
-        if lost:
+        if start.lost:
             log.warning(
-                "job %s: %d request(s) were in flight at the last stop; reported unknown", job_id, lost
+                "job %s: %d request(s) were in flight at the last stop; reported unknown", job_id, start.lost
             )
-            meta = {**job.meta, "recovered_unknown": job.meta.get("recovered_unknown", 0) + lost}
-            await self.store.set_job(job_id, meta=meta)
-            job.meta = meta
         if claim.recovered:
             log.info("job %s: taken over after its previous process stopped", job_id)
-        if job.state == JobState.DONE:
+        if start.job.state == JobState.DONE:
             self._resolve(job_id, await self.store.summary(job_id))
             return
         try:
-            await self._execute(job)
+            await self._execute(start)
         except SimulatedCrash as exc:
             self.crashed = exc
             log.error("worker stopped by a simulated crash in job %s", job_id)
@@ -311,17 +307,11 @@ class Worker:
             )
             await self._finish(job_id)
 
-    async def _execute(self, job: Job) -> None:
-        if job.state == JobState.QUEUED:
-            await self.store.set_job(job.id, state=JobState.RUNNING, started_at=time.time())
-            job = await self.store.get_job(job.id) or job
-        # Full rows only where the observer uses them (a single send's thread); a 10,000-recipient job
-        # starts sending from light rows.
-        recipients = await self.store.recipients(job.id) if job.total == 1 else []
-        started = asyncio.create_task(self._notify("job_started", job, recipients))
-        pending = await self.store.pending(job.id)
-        if pending:
-            await self._send(job, pending)
+    async def _execute(self, start: JobStart) -> None:
+        job = start.job
+        started = asyncio.create_task(self._notify("job_started", job, start.rows))
+        if start.pending:
+            await self._send(job, start.pending)
         await started
         await self._finish(job.id)
 
@@ -378,11 +368,8 @@ class Worker:
             await fan_out(self.client, requests, hooks=hooks)
 
     async def _finish(self, job_id: str) -> None:
-        summary = await self.store.summary(job_id)
-        await self.store.finish_job(job_id)
-        job = await self.store.get_job(job_id)
-        assert job is not None
-        await self._notify("job_finished", job, summary, await self.store.recipients(job_id))
+        job, summary, recipients = await self.store.complete_job(job_id)
+        await self._notify("job_finished", job, summary, recipients)
         self._resolve(job_id, summary)
         if not set(self._jobs) - {job_id}:  # no other job sending: a quiet moment for the checkpoint
             await self.store.checkpoint()

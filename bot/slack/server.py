@@ -11,6 +11,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
+from bot.core.store import answering
 from bot.core.worker import Busy
 
 log = logging.getLogger("bot.http")
@@ -26,7 +27,8 @@ def web_app(
         if busy is not None:
             busy.enter()
         try:
-            response = await bolt.async_dispatch(await to_bolt_request(request))  # type: ignore[union-attr]
+            with answering():  # the store serves this request's calls before background work
+                response = await bolt.async_dispatch(await to_bolt_request(request))  # type: ignore[union-attr]
         finally:
             if busy is not None:
                 busy.leave()
