@@ -87,7 +87,13 @@ class Bot:
         )
 
     async def command(
-        self, text: str, *, user: str = "U0AGENT", channel: str = "C0SUPPORT", response_url: str = "1"
+        self,
+        text: str,
+        *,
+        user: str = "U0AGENT",
+        channel: str = "C0SUPPORT",
+        response_url: str = "1",
+        trigger: str | None = None,
     ) -> httpx.Response:
         body = urlencode(
             {
@@ -103,7 +109,7 @@ class Bot:
                 "api_app_id": "A0001",
                 "is_enterprise_install": "false",
                 "response_url": self.slack.response_url(response_url),
-                "trigger_id": f"trigger-{next(_trigger)}",
+                "trigger_id": trigger or f"trigger-{next(_trigger)}",
             }
         )
         return await self.post(body)

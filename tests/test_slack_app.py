@@ -363,3 +363,20 @@ def test_rejected_tokens_stop_start_up_with_one_line(provider, tmp_path):
     assert run(go("auth.test")) == "SLACK_BOT_TOKEN was rejected by Slack (invalid_auth)."
     socket = run(go("apps.connections.open", SLACK_APP_TOKEN="xapp-1-bad"))
     assert socket.startswith("SLACK_APP_TOKEN was rejected by Slack (invalid_auth)") and "\n" not in socket
+
+
+def test_a_slash_command_delivered_twice_sends_once(provider, tmp_path):
+    """Slack redelivers a command (same trigger id) when our answer was late or lost: one SMS, and the
+    second delivery is told it is already on its way."""
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            first = await bot.command("+852 5123 4567 Your parcel ships today", trigger="T-ONCE")
+            again = await bot.command("+852 5123 4567 Your parcel ships today", trigger="T-ONCE")
+            await bot.job_done(1)
+            return first.text, again.text, await bot.count("jobs")
+
+    first, again, jobs = run(go())
+    assert "Sending to +852 5123 ****" in first
+    assert "Already on its way" in again and "+852 5123 ****" in again
+    assert jobs == 1 and len(provider.sent()) == 1

@@ -83,14 +83,25 @@ async def sms_command_callback(
         await reply(text=f"Nothing was sent. {deps.access.refusal(Capability.SEND)}")
         return
     # Record the intent (one row) before answering: bounded, and nothing is lost if we stop right after.
-    job, _ = await deps.service.send_single(
+    # Keyed by the trigger id (one per invocation): Slack's redelivery of the same command, on this
+    # replica or another, finds the job instead of sending again.
+    trigger = command.get("trigger_id")
+    job, created = await deps.service.send_single(
         user_id=user_id,
         channel_id=command.get("channel_id"),
         response_url=command.get("response_url"),
         number=parsed.number,
         message=parsed.message,
         sender_id=deps.settings.sender_id,
+        source_key=f"trigger:{trigger}" if trigger else None,
     )
+    if not created:
+        await reply(
+            text=f"Already on its way: this command reached the bot twice, and the SMS to {parsed.number.masked} "
+            "is sent once. The result will appear in this channel's thread for that number."
+        )
+        log.info("duplicate command job=%s user=%s", job.id, user_id)
+        return
     await reply(
         text=f"⏳ Sending to {parsed.number.masked} ({parsed.info.summary()}). The result will appear in this "
         "channel's thread for that number."
