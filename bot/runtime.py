@@ -27,6 +27,7 @@ from bot.slack.deps import Deps
 from bot.slack.directory import SlackDirectory
 from bot.slack.reporter import SlackReporter
 from bot.slack.server import web_app
+from bot.slack.state import SlackState
 from bot.sms import SmsClient
 from bot.sms.simulator import FakeProvider
 
@@ -65,7 +66,8 @@ class Runtime:
         self.sms = SmsClient(sms_settings)
         self.store = Store(await open_database(s))
         self.client = web_client(s.slack_bot_token.get_secret_value(), s.slack_api_url)
-        self.reporter = SlackReporter(self.client, self.store)
+        self.slack_state = SlackState(self.store)
+        self.reporter = SlackReporter(self.client, self.store, self.slack_state)
         self.busy = Busy()
         self.worker = Worker(
             self.store,

@@ -171,6 +171,10 @@ class Bot:
     async def recipients(self, job_id: str) -> list[Any]:
         return await self.runtime.store.recipients(job_id)
 
+    async def posted(self, job_id: str) -> Any:
+        """What the bot posted in Slack for a job (the Slack layer's own record: parent, thread)."""
+        return await self.runtime.slack_state.post(job_id)
+
     async def count(self, table: str) -> int:
         """Rows in a table of the bot's database."""
         import sqlalchemy as sa

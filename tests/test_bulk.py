@@ -158,12 +158,13 @@ def test_bulk_end_to_end_from_a_csv_file(provider, tmp_path):
             assert (summary.accepted, summary.failed, summary.unknown) == (n - 1, 1, 0)
 
             posts = bot.slack.called("chat.postMessage")
-            parent, thread = posts[0], posts[-1]
-            assert thread.params["thread_ts"] == parent.params.get("ts", job.parent_ts) == job.parent_ts
+            thread = posts[-1]
+            posted = await bot.posted(job.id)
+            assert thread.params["thread_ts"] == posted.parent_ts == posted.thread_ts and posted.parent_ts
             summary_text = text_of(thread.params["blocks"])
             assert "2,499 accepted" in summary_text and "1 failed" in summary_text
             assert "+65 8100 ****" in summary_text and "Retry 1 failed" in summary_text
-            updates = [c for c in bot.slack.called("chat.update") if c.params["ts"] == job.parent_ts]
+            updates = [c for c in bot.slack.called("chat.update") if c.params["ts"] == posted.parent_ts]
             assert updates and "2,499 accepted" in text_of(updates[-1].params["blocks"])
             return job
 

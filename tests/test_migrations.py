@@ -50,17 +50,19 @@ def test_todays_main_upgrades_without_loss_and_the_bot_sends_from_it(provider, t
             for job in [*queued, await store.get_job(bulk_id)]:
                 await asyncio.wait_for(bot.runtime.worker.wait(job.id), 20)
             done = await store.get_job(done_id)
+            done_post = await bot.posted(done_id)
+            thread = await bot.runtime.slack_state.thread_for("C0SUPPORT", "+85251234567")
             (kept,) = await store.recipients(done_id)
             bulk_rows = await store.recipients(bulk_id)
-            thread = await store.thread_for("C0SUPPORT", "+85251234567")
             draft = await store.get_draft(draft_id)
             job_id, note = await confirm(store, draft_id, dry_run=False)
             await asyncio.wait_for(bot.runtime.worker.wait(job_id), 20)
             from_draft = await store.recipients(job_id)
-            return done, kept, bulk_rows, thread, draft, note, from_draft
+            return done, done_post, kept, bulk_rows, thread, draft, note, from_draft
 
-    done, kept, bulk_rows, thread, draft, note, from_draft = run(go())
-    assert done.state == JobState.DONE and done.thread_ts == "1700000000.000100"
+    done, done_post, kept, bulk_rows, thread, draft, note, from_draft = run(go())
+    assert done.state == JobState.DONE and done_post.thread_ts == done_post.parent_ts == "1700000000.000100"
+    assert "thread_ts" not in done.meta
     assert (kept.state, kept.message_id, kept.country) == (RecipientState.ACCEPTED, "100000001", "Hong Kong")
     assert thread == "1700000000.000100"
     assert [r.state for r in bulk_rows] == [RecipientState.ACCEPTED, RecipientState.UNKNOWN] + [

@@ -121,7 +121,7 @@ def test_outage_reaches_every_member_once_with_one_single_send(provider, tmp_pat
             assert "[Investigating] Payments API: Card payments fail in HK" in shown
             assert summary.accepted == 3 and job.kind == "fanout"
             thread = bot.slack.called("chat.postMessage")[-1]
-            assert thread.params["thread_ts"] == job.parent_ts
+            assert thread.params["thread_ts"] == (await bot.posted(job.id)).parent_ts
             assert ActionId.OUTAGE_FOLLOW_UP in json.dumps(thread.params["blocks"])
             assert "🚨" in json.dumps(
                 bot.slack.called("chat.postMessage")[0].params["blocks"], ensure_ascii=False

@@ -45,7 +45,9 @@ def test_send_now_posts_parent_and_thread_reply(provider, tmp_path, caplog):
             assert parent.params["channel"] == "C0SUPPORT" and "thread_ts" not in parent.params
             assert "+852 5123 ****" in json.dumps(parent.params["blocks"], ensure_ascii=False)
             assert "<@U0AGENT>" in json.dumps(parent.params["blocks"])
-            assert reply.params["thread_ts"] == job.thread_ts and reply.params["channel"] == "C0SUPPORT"
+            posted = await bot.posted(job.id)
+            assert reply.params["thread_ts"] == posted.thread_ts == posted.parent_ts and posted.thread_ts
+            assert reply.params["channel"] == "C0SUPPORT"
             reply_text = json.dumps(reply.params["blocks"], ensure_ascii=False)
             assert "Accepted" in reply_text and (await bot.recipients(job.id))[0].message_id in reply_text
             assert "Hong Kong" in reply_text
@@ -65,14 +67,15 @@ def test_later_sends_to_the_same_number_share_the_thread(provider, tmp_path):
             first, _ = await bot.job_done(1)
             await bot.command("+852-5123-4567 second")
             second, _ = await bot.job_done(2)
-            assert second.thread_ts == first.thread_ts
+            first_thread = (await bot.posted(first.id)).thread_ts
+            assert (await bot.posted(second.id)).thread_ts == first_thread and first_thread
             posts = bot.slack.called("chat.postMessage")
             assert len(posts) == 3  # one parent, two replies
-            assert posts[2].params["thread_ts"] == first.thread_ts
+            assert posts[2].params["thread_ts"] == first_thread
             assert "second" in json.dumps(posts[2].params["blocks"])
             await bot.command("+65 8123 4567 other customer")
             third, _ = await bot.job_done(3)
-            assert third.thread_ts != first.thread_ts
+            assert (await bot.posted(third.id)).thread_ts != first_thread
 
     run(go())
 
@@ -136,7 +139,9 @@ def test_rate_limited_post_is_retried(provider, tmp_path):
             await bot.command("+852 5123 4567 hello")
             job, _ = await bot.job_done()
             posts = bot.slack.called("chat.postMessage")
-            assert len(posts) == 3 and job.thread_ts  # 429, then the parent, then the reply
+            assert (
+                len(posts) == 3 and (await bot.posted(job.id)).thread_ts
+            )  # 429, then the parent, then the reply
 
     run(go())
 

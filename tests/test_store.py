@@ -220,13 +220,26 @@ def test_discarding_a_draft_drops_its_recipients_and_it_cannot_be_confirmed(data
     run(go())
 
 
-def test_threads_are_remembered_per_channel_and_number(database):
+def test_the_slack_layer_keeps_threads_and_posts_in_its_own_tables(database):
+    from bot.slack.state import SlackState
+
     async def go():
         store = await open_store(database)
-        await store.remember_thread("C1", "+6581000000", "1.1")
-        await store.remember_thread("C1", "+6581000000", "1.2")
-        assert await store.thread_for("C1", "+6581000000") == "1.2"
-        assert await store.thread_for("C2", "+6581000000") is None
+        state = SlackState(store)
+        await state.remember_thread("C1", "+6581000000", "1.1")
+        await state.remember_thread("C1", "+6581000000", "1.2")
+        assert await state.thread_for("C1", "+6581000000") == "1.2"
+        assert await state.thread_for("C2", "+6581000000") is None
+        assert (await state.post("J1")).thread_ts is None
+        await state.save_post("J1", post_error="not_in_channel")
+        await state.save_post("J1", thread_ts="2.1", parent_ts="2.1")
+        post = await state.post("J1")
+        assert (post.thread_ts, post.parent_ts, post.post_error, post.thread_existing) == (
+            "2.1",
+            "2.1",
+            "not_in_channel",
+            False,
+        )
         await store.close()
 
     run(go())

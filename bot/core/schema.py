@@ -1,8 +1,9 @@
 """The database schema at head, as SQLAlchemy Core tables (the queries use these; Alembic's revisions in
 `migrations/` are the history that gets a database here, and never import this module).
 
-Core owns every table here. Slack's bookkeeping columns on `jobs` (thread_ts, parent_ts, response_url)
-are still core's until they move to the Slack layer's own tables (see the README, "Architecture").
+Core owns every table here; the Slack layer's own tables (customer threads, the messages it posted for
+a job) are in bot/slack/state.py. `jobs.channel_id` and `jobs.response_url` say where a request came
+from and how to answer its sender; they are set when the job is created and never change.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ jobs = sa.Table(
     sa.Column("task_id", sa.Text),
     sa.Column("validity", sa.Integer),
     sa.Column("total", sa.Integer, nullable=False),
-    sa.Column("thread_ts", sa.Text),
-    sa.Column("parent_ts", sa.Text),
     sa.Column("meta", sa.Text, nullable=False, server_default="{}"),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("started_at", sa.Double),
@@ -58,14 +57,6 @@ recipients = sa.Table(
     sa.Column("retryable", sa.Integer, nullable=False, server_default="0"),
     sa.Column("est_segments", sa.Integer),
     sa.Column("updated_at", sa.Double, nullable=False),
-)
-
-threads = sa.Table(
-    "threads",
-    metadata,
-    sa.Column("channel_id", sa.Text, primary_key=True),
-    sa.Column("e164", sa.Text, primary_key=True),
-    sa.Column("thread_ts", sa.Text, nullable=False),
 )
 
 drafts = sa.Table(

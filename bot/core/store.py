@@ -1,4 +1,4 @@
-"""Storage: jobs, per-recipient state (which is also the audit log), drafts, customer threads, leases.
+"""Storage: jobs, per-recipient state (which is also the audit log), drafts, leases.
 
 Async SQLAlchemy Core over SQLite (aiosqlite) or PostgreSQL (asyncpg): no call blocks the event loop.
 Every state change that must survive a crash is committed before the provider is called. Several
@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.sms.phone import PhoneNumber
 
 from . import db
-from .schema import draft_rows, drafts, jobs, leases, threads
+from .schema import draft_rows, drafts, jobs, leases
 from .schema import recipients as rtab
 
 
@@ -97,8 +97,6 @@ class Job:
     task_id: str | None
     validity: int | None
     total: int
-    thread_ts: str | None
-    parent_ts: str | None
     meta: dict[str, Any]
     created_at: float
     started_at: float | None
@@ -197,14 +195,16 @@ class Store:
             await self._thread.stop()
         await self.engine.dispose()
 
-    async def _write(self, fn: Callable[[sa.Connection], T]) -> T:
-        """`fn` in one transaction, committed when it returns (rolled back if it raises)."""
+    async def write(self, fn: Callable[[sa.Connection], T]) -> T:
+        """`fn(conn)` in one transaction, committed when it returns (rolled back if it raises). Other layers
+        use it for tables of their own (the Slack layer's, bot/slack/state.py)."""
         if self._thread is not None:
             return await self._thread.run(self._sync_write, fn)
         async with self.engine.begin() as conn:
             return await conn.run_sync(fn)
 
-    async def _read(self, fn: Callable[[sa.Connection], T]) -> T:
+    async def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        """`fn(conn)` for reading (nothing it does is committed)."""
         if self._thread is not None:
             return await self._thread.run(self._sync_read, fn)
         async with self.engine.connect() as conn:
@@ -223,10 +223,10 @@ class Store:
     async def checkpoint(self) -> None:
         """SQLite: copy the WAL into the database file now, without waiting for readers (a quiet moment)."""
         if self.dialect == "sqlite":
-            await self._read(lambda conn: conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+            await self.read(lambda conn: conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
 
     async def ping(self) -> bool:
-        return await self._read(lambda conn: conn.execute(sa.select(1)).scalar() == 1)
+        return await self.read(lambda conn: conn.execute(sa.select(1)).scalar() == 1)
 
     # ------------------------------------------------------------------ jobs
     async def create_job(
@@ -257,7 +257,7 @@ class Store:
             self._announce(conn)
 
         try:
-            await self._write(tx)
+            await self.write(tx)
         except IntegrityError:
             existing = await self._job_by_key(source_key)
             if existing is None:
@@ -309,7 +309,7 @@ class Store:
             return job.id, True
 
         try:
-            return await self._write(tx)
+            return await self.write(tx)
         except (_LostRace, IntegrityError):
             winner = await self.get_draft(draft_id)
             if winner is not None and winner.job_id:
@@ -324,14 +324,14 @@ class Store:
             row = conn.execute(sa.select(jobs).where(jobs.c.source_key == source_key)).first()
             return _job(row) if row else None
 
-        return await self._read(read)
+        return await self.read(read)
 
     async def get_job(self, job_id: str) -> Job | None:
         def read(conn: sa.Connection) -> Job | None:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
             return _job(row) if row else None
 
-        return await self._read(read)
+        return await self.read(read)
 
     async def set_job(self, job_id: str, **fields: Any) -> None:
         if "meta" in fields:
@@ -339,13 +339,13 @@ class Store:
         for key in ("state", "kind"):
             if key in fields:
                 fields[key] = str(fields[key])
-        await self._write(
+        await self.write(
             lambda conn: conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**fields))
         )
 
     async def unfinished_jobs(self) -> list[Job]:
         query = sa.select(jobs).where(jobs.c.state != str(JobState.DONE)).order_by(jobs.c.created_at)
-        return await self._read(lambda conn: [_job(r) for r in conn.execute(query)])
+        return await self.read(lambda conn: [_job(r) for r in conn.execute(query)])
 
     # ------------------------------------------------------------------ wake-ups
     def _announce(self, conn: sa.Connection) -> None:
@@ -393,12 +393,12 @@ class Store:
             inserted = conn.execute(self._insert_ignore(leases).values(name=name, owner=owner, until=until))
             return until if inserted.rowcount == 1 else None
 
-        return await self._write(tx)
+        return await self.write(tx)
 
     async def release_lease(self, name: str, owner: str, hold: float = 0.0) -> None:
         """Let the lease go: another process may take it `hold` seconds from now."""
         until = self.clock() + hold
-        await self._write(
+        await self.write(
             lambda conn: conn.execute(
                 sa.update(leases).where(leases.c.name == name, leases.c.owner == owner).values(until=until)
             )
@@ -432,7 +432,7 @@ class Store:
                     claims.append(Claim(row.id, recovered=row.owner is not None))
             return claims
 
-        return await self._write(tx)
+        return await self.write(tx)
 
     async def renew_jobs(self, owner: str, until: float, job_ids: Iterable[str]) -> set[str]:
         """Extend our leases; returns the jobs still ours (a job missing from it must stop sending)."""
@@ -445,7 +445,7 @@ class Store:
             .values(lease_until=until)
             .returning(jobs.c.id)
         )
-        return await self._write(lambda conn: {r[0] for r in conn.execute(stmt)})
+        return await self.write(lambda conn: {r[0] for r in conn.execute(stmt)})
 
     async def release_jobs(self, owner: str) -> int:
         """Hand back every unfinished job this process holds (it is stopping and sends no more)."""
@@ -454,17 +454,17 @@ class Store:
             .where(jobs.c.owner == owner, jobs.c.state != str(JobState.DONE))
             .values(owner=None, lease_until=None)
         )
-        return await self._write(lambda conn: conn.execute(stmt).rowcount)
+        return await self.write(lambda conn: conn.execute(stmt).rowcount)
 
     # ------------------------------------------------------------------ recipients
     async def recipients(
         self, job_id: str, states: Iterable[RecipientState] | None = None
     ) -> list[RecipientRow]:
-        return await self._read(lambda conn: _rows(conn, job_id, states))
+        return await self.read(lambda conn: _rows(conn, job_id, states))
 
     async def pending(self, job_id: str) -> list[Pending]:
         """The recipients still to send, as light rows (index, number, message), in index order."""
-        return await self._read(lambda conn: _pending(conn, job_id))
+        return await self.read(lambda conn: _pending(conn, job_id))
 
     async def start_job(self, job_id: str) -> JobStart | None:
         """This process now holds the job: in one transaction, what was in flight becomes unknown (it may
@@ -497,7 +497,7 @@ class Store:
             # from light rows.
             return JobStart(job, lost, _pending(conn, job_id), _rows(conn, job_id) if job.total == 1 else [])
 
-        return await self._write(tx)
+        return await self.write(tx)
 
     async def complete_job(self, job_id: str) -> tuple[Job, Summary, list[RecipientRow]]:
         """The job is done: its state, summary and recipients as stored, and the draft it was confirmed
@@ -517,7 +517,7 @@ class Store:
             job = _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
             return job, _summary(conn, job_id), _rows(conn, job_id)
 
-        return await self._write(tx)
+        return await self.write(tx)
 
     async def mark_in_flight(
         self, job_id: str, indices: Iterable[int], *, owner: str | None = None, fence: float = 0.0
@@ -557,7 +557,7 @@ class Store:
                 conn.execute(stmt, {**common, "b_lo": lo, "b_hi": hi}).rowcount for lo, hi in _runs(wanted)
             )
 
-        return await self._write(tx)
+        return await self.write(tx)
 
     async def record_outcomes(self, job_id: str, outcomes: Iterable[Any]) -> None:
         """Store `bot.sms.Outcome`s (status accepted / failed / unknown) for their recipients."""
@@ -580,7 +580,7 @@ class Store:
             for o in outcomes
         ]
         if rows:
-            await self._write(lambda conn: conn.execute(_RECORD_OUTCOME, rows))
+            await self.write(lambda conn: conn.execute(_RECORD_OUTCOME, rows))
 
     async def in_flight_to_unknown(self, job_id: str) -> int:
         """After a crash: requests that may have gone out are reported unknown, never resent."""
@@ -590,7 +590,7 @@ class Store:
             .where(r.job_id == job_id, r.state == str(RecipientState.IN_FLIGHT))
             .values(state=str(RecipientState.UNKNOWN), error=UNKNOWN_AFTER_STOP, updated_at=self.clock())
         )
-        return await self._write(lambda conn: conn.execute(stmt).rowcount)
+        return await self.write(lambda conn: conn.execute(stmt).rowcount)
 
     async def queued_to_failed(self, job_id: str, reason: str) -> int:
         """Recipients never sent because their job stopped: failed (not sent, retryable), not left queued."""
@@ -606,7 +606,7 @@ class Store:
                 updated_at=self.clock(),
             )
         )
-        return await self._write(lambda conn: conn.execute(stmt).rowcount)
+        return await self.write(lambda conn: conn.execute(stmt).rowcount)
 
     async def fail_unsent(self, job_id: str, idx: int, code: str, error: str) -> None:
         """One queued recipient that will not be sent (e.g. refused by the client's own checks)."""
@@ -616,10 +616,10 @@ class Store:
             .where(r.job_id == job_id, r.idx == idx, r.state == str(RecipientState.QUEUED))
             .values(state=str(RecipientState.FAILED), code=code, error=error, updated_at=self.clock())
         )
-        await self._write(lambda conn: conn.execute(stmt))
+        await self.write(lambda conn: conn.execute(stmt))
 
     async def summary(self, job_id: str) -> Summary:
-        return await self._read(lambda conn: _summary(conn, job_id))
+        return await self.read(lambda conn: _summary(conn, job_id))
 
     async def history(self, user_id: str, limit: int = 10) -> list[tuple[Job, RecipientRow]]:
         def read(conn: sa.Connection) -> list[tuple[Job, RecipientRow]]:
@@ -641,7 +641,7 @@ class Store:
                     out.append((_job(row), _recipient(first)))
             return out
 
-        return await self._read(read)
+        return await self.read(read)
 
     async def segments_today(self, user_id: str) -> int:
         """Segments of the user's sends since 00:00 UTC: billed ones, else the estimate."""
@@ -657,21 +657,7 @@ class Store:
                 r.state != str(RecipientState.FAILED),
             )
         )
-        return await self._read(lambda conn: int(conn.execute(query).scalar_one()))
-
-    # ------------------------------------------------------------------ customer threads
-    async def thread_for(self, channel_id: str, e164: str) -> str | None:
-        query = sa.select(threads.c.thread_ts).where(
-            threads.c.channel_id == channel_id, threads.c.e164 == e164
-        )
-        return await self._read(lambda conn: conn.execute(query).scalar())
-
-    async def remember_thread(self, channel_id: str, e164: str, thread_ts: str) -> None:
-        insert = self._dialect_insert(threads).values(channel_id=channel_id, e164=e164, thread_ts=thread_ts)
-        stmt = insert.on_conflict_do_update(
-            index_elements=["channel_id", "e164"], set_={"thread_ts": insert.excluded.thread_ts}
-        )
-        await self._write(lambda conn: conn.execute(stmt))
+        return await self.read(lambda conn: int(conn.execute(query).scalar_one()))
 
     # ------------------------------------------------------------------ drafts
     async def create_draft(
@@ -685,7 +671,7 @@ class Store:
             payload=json.dumps(head or {}),
             created_at=self.clock(),
         )
-        await self._write(lambda conn: conn.execute(stmt))
+        await self.write(lambda conn: conn.execute(stmt))
         return draft_id
 
     async def fill_draft(self, draft_id: str, head: dict[str, Any], rows: Sequence[NewRecipient]) -> bool:
@@ -718,7 +704,7 @@ class Store:
                 conn.execute(sa.insert(draft_rows), values[start : start + DRAFT_CHUNK])
             return True
 
-        return await self._write(tx)
+        return await self.write(tx)
 
     async def get_draft(self, draft_id: str) -> DraftRecord | None:
         def read(conn: sa.Connection) -> DraftRecord | None:
@@ -729,7 +715,7 @@ class Store:
                 row.id, row.user_id, DraftState(row.state), json.loads(row.payload), row.job_id
             )
 
-        return await self._read(read)
+        return await self.read(read)
 
     async def discard_draft(self, draft_id: str) -> bool:
         def tx(conn: sa.Connection) -> bool:
@@ -745,7 +731,7 @@ class Store:
                 conn.execute(sa.delete(draft_rows).where(draft_rows.c.draft_id == draft_id))
             return res.rowcount == 1
 
-        return await self._write(tx)
+        return await self.write(tx)
 
     # ------------------------------------------------------------------ helpers
     def _dialect_insert(self, table: sa.Table) -> Any:
@@ -816,7 +802,6 @@ def _new_job(
     task_id: str | None = None,
     validity: int | None = None,
     meta: dict[str, Any] | None = None,
-    thread_ts: str | None = None,
 ) -> Job:
     job_id = uuid.uuid4().hex
     return Job(
@@ -831,8 +816,6 @@ def _new_job(
         task_id=task_id or job_id,
         validity=validity,
         total=total,
-        thread_ts=thread_ts,
-        parent_ts=None,
         meta=dict(meta or {}),
         created_at=now,
         started_at=None,
@@ -855,7 +838,6 @@ def _job_values(job: Job) -> dict[str, Any]:
         "task_id": job.task_id,
         "validity": job.validity,
         "total": job.total,
-        "thread_ts": job.thread_ts,
         "meta": json.dumps(job.meta),
         "created_at": job.created_at,
     }
@@ -1004,8 +986,6 @@ def _job(row: Any) -> Job:
         task_id=row.task_id,
         validity=row.validity,
         total=row.total,
-        thread_ts=row.thread_ts,
-        parent_ts=row.parent_ts,
         meta=json.loads(row.meta),
         created_at=row.created_at,
         started_at=row.started_at,

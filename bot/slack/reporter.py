@@ -15,6 +15,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.core.store import Job, RecipientRow, Store, Summary
 
 from . import bulk_views, views
+from .state import SlackState
 
 log = logging.getLogger("bot.slack.reporter")
 
@@ -24,10 +25,16 @@ PROGRESS_EVERY = 2.0  # seconds between chat.update calls for one job (Slack: Ti
 
 class SlackReporter:
     def __init__(
-        self, client: AsyncWebClient, store: Store, *, progress_every: float = PROGRESS_EVERY
+        self,
+        client: AsyncWebClient,
+        store: Store,
+        state: SlackState,
+        *,
+        progress_every: float = PROGRESS_EVERY,
     ) -> None:
         self.client = client
         self.store = store
+        self.state = state
         self.progress_every = progress_every
         self._last_update: dict[str, float] = {}
 
@@ -38,9 +45,9 @@ class SlackReporter:
         if job.total != 1 or not job.channel_id:
             return
         r = recipients[0]
-        existing = await self.store.thread_for(job.channel_id, r.number.e164)
+        existing = await self.state.thread_for(job.channel_id, r.number.e164)
         if existing:
-            await self.store.set_job(job.id, thread_ts=existing, meta={**job.meta, "thread_existing": True})
+            await self.state.save_post(job.id, thread_ts=existing, thread_existing=True)
             return
         try:
             resp = await self.client.chat_postMessage(
@@ -52,11 +59,11 @@ class SlackReporter:
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             log.info("cannot post parent message in %s: %s", job.channel_id, error)
-            await self.store.set_job(job.id, meta={**job.meta, "post_error": error})
+            await self.state.save_post(job.id, post_error=error)
             return
         ts = str(resp["ts"])
-        await self.store.remember_thread(job.channel_id, r.number.e164, ts)
-        await self.store.set_job(job.id, thread_ts=ts, parent_ts=ts)
+        await self.state.remember_thread(job.channel_id, r.number.e164, ts)
+        await self.state.save_post(job.id, thread_ts=ts, parent_ts=ts)
 
     async def job_progress(self, job: Job, summary: Summary) -> None:
         if not job.meta.get("bulk"):
@@ -64,20 +71,20 @@ class SlackReporter:
         now = time.monotonic()
         if now - self._last_update.get(job.id, 0.0) < self.progress_every:
             return
-        current = await self.store.get_job(job.id)
-        if current is None or not current.parent_ts or not current.channel_id:
+        post = await self.state.post(job.id)
+        if not post.parent_ts or not job.channel_id:
             return
         self._last_update[job.id] = now
         with contextlib.suppress(SlackApiError):
             await self.client.chat_update(
-                channel=current.channel_id,
-                ts=current.parent_ts,
+                channel=job.channel_id,
+                ts=post.parent_ts,
                 text=f"Bulk SMS: {summary.accepted + summary.failed + summary.unknown:,}/{job.total:,} done",
-                blocks=bulk_views.progress_blocks(current, summary, done=False),
+                blocks=bulk_views.progress_blocks(job, summary, done=False),
             )
 
     async def _bulk_started(self, job: Job) -> None:
-        if job.parent_ts or not job.channel_id:
+        if not job.channel_id or (await self.state.post(job.id)).parent_ts:  # resumed: posted already
             return
         try:
             resp = await self.client.chat_postMessage(
@@ -88,27 +95,28 @@ class SlackReporter:
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             log.info("cannot post bulk parent message in %s: %s", job.channel_id, error)
-            await self.store.set_job(job.id, meta={**job.meta, "post_error": error})
+            await self.state.save_post(job.id, post_error=error)
             return
         ts = str(resp["ts"])
-        await self.store.set_job(job.id, parent_ts=ts, thread_ts=ts)
+        await self.state.save_post(job.id, parent_ts=ts, thread_ts=ts)
 
     async def _bulk_finished(self, job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> None:
         self._last_update.pop(job.id, None)
         blocks = bulk_views.summary_blocks(job, summary, recipients)
         text = f"Bulk SMS done: {summary.accepted:,} accepted, {summary.failed:,} failed, {summary.unknown:,} unknown"
-        error = str(job.meta.get("post_error") or "channel_not_found")
-        if job.parent_ts and job.channel_id:
+        post = await self.state.post(job.id)
+        error = post.post_error or "channel_not_found"
+        if post.parent_ts and job.channel_id:
             with contextlib.suppress(SlackApiError):
                 await self.client.chat_update(
                     channel=job.channel_id,
-                    ts=job.parent_ts,
+                    ts=post.parent_ts,
                     text=text,
                     blocks=bulk_views.progress_blocks(job, summary, done=True),
                 )
             try:
                 await self.client.chat_postMessage(
-                    channel=job.channel_id, thread_ts=job.parent_ts, text=text, blocks=blocks
+                    channel=job.channel_id, thread_ts=post.parent_ts, text=text, blocks=blocks
                 )
                 return
             except SlackApiError as exc:
@@ -124,17 +132,18 @@ class SlackReporter:
             return
         r = recipients[0]
         dry_run = bool(job.meta.get("dry_run"))
-        error = str(job.meta.get("post_error") or "channel_not_found")
-        if job.thread_ts and job.channel_id:
+        post = await self.state.post(job.id)
+        error = post.post_error or "channel_not_found"
+        if post.thread_ts and job.channel_id:
             try:
                 await self.client.chat_postMessage(
                     channel=job.channel_id,
-                    thread_ts=job.thread_ts,
+                    thread_ts=post.thread_ts,
                     text=f"SMS to {r.number.masked}: {r.state.value}",
                     blocks=views.outcome_message(
                         r,
                         user_id=job.created_by,
-                        include_request=bool(job.meta.get("thread_existing")),
+                        include_request=post.thread_existing,
                         dry_run=dry_run,
                     ),
                 )
