@@ -8,6 +8,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from bot.core.schema import recipients as rtab
 from bot.core.store import DraftState, JobKind, NewRecipient, RecipientState, Store, _runs
 from bot.sms.phone import PhoneNumber
 
@@ -262,3 +263,24 @@ def test_a_checkpoint_leaves_nothing_open_for_the_next_write(database):
         await store.close()
 
     run(go())
+
+
+def test_a_database_error_names_no_number_or_message(database):
+    """Errors are logged (the worker's, Bolt's error handler): their text must not carry the statement's
+    parameters, which hold full numbers and message text."""
+
+    async def go():
+        store = await open_store(database)
+        job, _ = await store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
+        duplicate = sa.insert(rtab).values(
+            job_id=job.id, idx=0, e164="+6581000000", country_code=65, national="81000000", region="SG",
+            message="Secret text", state="queued", updated_at=1.0,
+        )  # fmt: skip
+        with pytest.raises(sa.exc.IntegrityError) as caught:
+            await store.write(lambda conn: conn.execute(duplicate))
+        await store.close()
+        return str(caught.value)
+
+    text = run(go())
+    assert "INSERT INTO recipients" in text
+    assert "6581000000" not in text and "Secret text" not in text

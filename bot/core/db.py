@@ -45,8 +45,9 @@ def describe(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
-# Drivers that log each statement with its parameters (phone numbers, messages) at DEBUG: never wanted,
-# whatever LOG_LEVEL says.
+# Statement parameters hold phone numbers and message text: engines are made with hide_parameters (an
+# error's text then shows the SQL without them), and the drivers that log each statement with its
+# parameters at DEBUG are kept quiet whatever LOG_LEVEL says.
 _STATEMENT_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "asyncpg")
 
 
@@ -65,16 +66,16 @@ def create_engine(url: str) -> AsyncEngine:
                 ) from None
         # One connection: SQLite has one writer at a time anyway, and a single connection never meets
         # "database is locked" between two of our own transactions.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0)
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, hide_parameters=True)
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
 
 
 def create_sync_sqlite_engine(url: sa.URL) -> sa.Engine:
     """The synchronous twin of an SQLite engine, for a store that runs each call whole on one thread
     (see `Store`): one connection, the same pragmas."""
-    engine = sa.create_engine(url.set(drivername="sqlite"), pool_size=1, max_overflow=0)
+    engine = sa.create_engine(url.set(drivername="sqlite"), pool_size=1, max_overflow=0, hide_parameters=True)
     sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
