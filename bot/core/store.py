@@ -183,12 +183,6 @@ class Store:
             self._sync = db.create_sync_sqlite_engine(engine.url)
             self._thread = _SqliteThread()
 
-    @classmethod
-    def connect(cls, url: str, *, clock: Callable[[], float] = time.time) -> Store:
-        """A store on `url` (SQLAlchemy form, see `db.database_url`). The schema is not touched: call
-        `db.upgrade` or `db.check` first."""
-        return cls(db.create_engine(url), clock=clock)
-
     async def close(self) -> None:
         if self._thread is not None and self._sync is not None:
             await self._thread.run(self._sync.dispose)
@@ -332,16 +326,6 @@ class Store:
             return _job(row) if row else None
 
         return await self.read(read)
-
-    async def set_job(self, job_id: str, **fields: Any) -> None:
-        if "meta" in fields:
-            fields["meta"] = json.dumps(fields["meta"])
-        for key in ("state", "kind"):
-            if key in fields:
-                fields[key] = str(fields[key])
-        await self.write(
-            lambda conn: conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**fields))
-        )
 
     async def unfinished_jobs(self) -> list[Job]:
         query = sa.select(jobs).where(jobs.c.state != str(JobState.DONE)).order_by(jobs.c.created_at)
