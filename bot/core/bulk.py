@@ -26,7 +26,7 @@ from bot.sms.recipients import (
     template_fields,
 )
 
-from .store import DraftState, JobKind, NewRecipient, RecipientState, Store
+from .store import DraftRecord, DraftState, JobKind, NewRecipient, RecipientState, Store
 
 SLICE = 256  # numbers validated between two yields to the event loop
 
@@ -77,9 +77,8 @@ class Draft:
     currency: str
     needs_typed_count: bool
     retry_of: str | None = None
-    kind: JobKind = (
-        JobKind.BATCH
-    )  # batch: BatchSendMessageToGlobe at 1/s; fanout: single sends at the account rate
+    # batch: BatchSendMessageToGlobe at 1/s; fanout: single sends at the account rate
+    kind: JobKind = JobKind.BATCH
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -287,12 +286,15 @@ def estimate_cost(recipients: list[NewRecipient], limits: BulkLimits) -> float |
     return round(total, 4)
 
 
-async def confirm(store: Store, draft_id: str, *, dry_run: bool) -> tuple[str | None, str]:
+async def confirm(
+    store: Store, draft_id: str, *, dry_run: bool, found: DraftRecord | None = None
+) -> tuple[str | None, str]:
     """Claim the draft and create its job, with every recipient, in one transaction. Returns (job id,
     note): a second confirmation of the same draft returns the first job's id and creates nothing. The
     recipients are copied inside the database (one INSERT … SELECT, tens of milliseconds for 10,000):
-    nothing of that size passes through the event loop."""
-    found = await store.get_draft(draft_id)
+    nothing of that size passes through the event loop. `found` is the draft as the caller already read
+    it (this runs before Slack's ack: no second read)."""
+    found = found or await store.get_draft(draft_id)
     if found is None:
         return None, "This confirmation has expired. Start again with /sms bulk."
     if found.state == DraftState.CONFIRMED and found.job_id:

@@ -217,7 +217,7 @@ async def bulk_confirm_submission_callback(
                 errors={BlockId.BULK_TYPED_COUNT: f"Type {count:,} (the number of recipients) to send."},
             )
             return
-    job_id, note = await bulk.confirm(deps.store, draft_id, dry_run=deps.settings.dry_run)
+    job_id, note = await bulk.confirm(deps.store, draft_id, dry_run=deps.settings.dry_run, found=found)
     if job_id is None:  # discarded or expired: say so in the modal instead of closing it silently
         log.info("bulk confirmation of %s refused: %s", draft_id, note)
         await ack(
