@@ -385,3 +385,40 @@ def test_a_slash_command_delivered_twice_sends_once(provider, tmp_path):
     assert "Sending to +852 5123 ****" in first
     assert "Already on its way" in again and "+852 5123 ****" in again
     assert jobs == 1 and len(provider.sent()) == 1
+
+
+def test_every_slack_request_is_served_first_by_the_store_in_either_mode(provider, tmp_path):
+    """The 'someone is waiting' flag comes from a Bolt middleware, so a request dispatched without the HTTP
+    server (as Socket Mode does) has it too, in the listener's own store calls."""
+    from urllib.parse import urlencode
+
+    from slack_bolt.request.async_request import AsyncBoltRequest
+
+    from bot.core.store import ANSWERING
+
+    from .harness import sign
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            seen: list[bool] = []
+            create = bot.runtime.store.create_job
+
+            async def recording(**kwargs):
+                seen.append(ANSWERING.get())
+                return await create(**kwargs)
+
+            bot.runtime.store.create_job = recording
+            body = urlencode(
+                {"command": "/sms", "text": "+852 5123 4567 hi", "user_id": "U0AGENT", "channel_id": "C0SUPPORT",
+                 "team_id": "T0001", "trigger_id": "T-DIRECT", "response_url": bot.slack.response_url("d")}
+            )  # fmt: skip
+            headers = {
+                "content-type": ["application/x-www-form-urlencoded"],
+                **{k.lower(): [v] for k, v in sign(body).items()},
+            }
+            response = await bot.runtime.bolt.async_dispatch(AsyncBoltRequest(body=body, headers=headers))
+            await bot.job_done(1)
+            return response.status, seen
+
+    status, seen = run(go())
+    assert status == 200 and seen == [True]

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -834,15 +834,12 @@ DRAFT_CHUNK = 1000  # draft rows per INSERT (one statement per chunk, inside one
 ANSWERING: ContextVar[bool] = ContextVar("answering", default=False)
 
 
-@contextlib.contextmanager
-def answering() -> Iterator[None]:
-    """Store calls made inside (and in tasks started inside) are for someone waiting for an answer, e.g.
-    a request that must be acknowledged within seconds: on SQLite they go before background work."""
-    token = ANSWERING.set(True)
-    try:
-        yield
-    finally:
-        ANSWERING.reset(token)
+def answering() -> None:
+    """From now on, store calls made by the current task (and by the tasks it starts) are for someone
+    waiting for an answer, e.g. a request that must be acknowledged within seconds: on SQLite they go
+    before background work. Call it in a task of the request's own (each aiohttp request and each Socket
+    Mode envelope has one): the flag ends with that task."""
+    ANSWERING.set(True)
 
 
 class _SqliteThread:

@@ -11,6 +11,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core.store import answering
+
 from .deps import Deps
 from .listeners import register_listeners
 
@@ -67,6 +69,9 @@ def build_app(deps: Deps, client: AsyncWebClient, authorization: AuthorizeResult
 
     async def inject(context: Any, next: Any) -> None:
         context["deps"] = deps
+        # Every request, HTTP or Socket Mode, runs in a task of its own: its store calls, and those of the
+        # listener (which Bolt runs after this chain, in a task started from this one), go first on SQLite.
+        answering()
         await next()
 
     app.use(inject)

@@ -11,7 +11,6 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
-from bot.core.store import answering
 from bot.core.worker import Busy
 
 log = logging.getLogger("bot.http")
@@ -27,8 +26,7 @@ def web_app(
         if busy is not None:
             busy.enter()
         try:
-            with answering():  # the store serves this request's calls before background work
-                response = await bolt.async_dispatch(await to_bolt_request(request))  # type: ignore[union-attr]
+            response = await bolt.async_dispatch(await to_bolt_request(request))  # type: ignore[union-attr]
         finally:
             if busy is not None:
                 busy.leave()
