@@ -96,6 +96,49 @@ def test_an_idempotency_key_starts_one_job_across_processes(database):
     run(go())
 
 
+def test_jobs_created_at_once_share_commits_and_keys_still_hold(database):
+    """Group commit: a burst of jobs is a few transactions, not one each; a key taken inside the same
+    group (Slack delivering one command twice at once) still starts one job, and the rest are unharmed."""
+
+    async def go():
+        store = await open_store(database)
+        writes = 0
+        write = store.write
+
+        async def counting(fn):
+            nonlocal writes
+            writes += 1
+            return await write(fn)
+
+        store.write = counting  # type: ignore[method-assign]
+        keys = [f"trigger:T{i}" for i in range(40)] + ["trigger:T7", "trigger:T7"]
+        results = await asyncio.gather(
+            *(
+                store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1), source_key=k)
+                for k in keys
+            )
+        )
+        assert [created for _, created in results] == [True] * 40 + [False, False]
+        assert results[40][0].id == results[41][0].id == results[7][0].id
+        assert await count(store, "jobs") == 40 and await count(store, "recipients") == 40
+        # one lone write, then the rest together; a taken key costs one write per job of its group
+        assert writes <= 2 + 41 + 1, writes
+        assert len({j.id for j, _ in results}) == 40
+        writes = 0
+        await asyncio.gather(
+            *(
+                store.create_job(
+                    kind=JobKind.SINGLE, created_by="U1", recipients=people(1), source_key=f"k{i}"
+                )
+                for i in range(40)
+            )
+        )
+        assert writes <= 2, writes
+        await store.close()
+
+    run(go())
+
+
 def test_only_the_lease_holder_moves_rows_and_only_queued_ones(database):
     async def go():
         store = await open_store(database)

@@ -159,6 +159,9 @@ class JobStart:
     rows: list[RecipientRow]  # every recipient, for single-recipient jobs only
 
 
+_NewJob = tuple[Job, list[dict[str, Any]], "asyncio.Future[bool]"]  # a job waiting for the group commit
+
+
 @dataclass(frozen=True)
 class Claim:
     """A job this process now holds the lease of; `recovered` when another process held it before."""
@@ -179,6 +182,8 @@ class Store:
         self.dialect = engine.dialect.name
         self._sync: sa.Engine | None = None
         self._thread: _SqliteThread | None = None
+        self._new_jobs: list[_NewJob] = []
+        self._job_writer: asyncio.Task[None] | None = None
         if self.dialect == "sqlite":
             self._sync = db.create_sync_sqlite_engine(engine.url)
             self._thread = _SqliteThread()
@@ -237,27 +242,65 @@ class Store:
         same request starts one job (the key is a unique column: the database decides)."""
         now = self.clock()
         job = _new_job(kind, created_by, source_key, len(recipients), now, **fields)
+        rows = [
+            _recipient_values(job.id, i, r.number, r.message, r.segments, now)
+            for i, r in enumerate(recipients)
+        ]
+        if await self._insert_job(job, rows):
+            return job, True
+        existing = await self._job_by_key(source_key)
+        if existing is None:
+            raise RuntimeError(f"job {job.id} was refused as a duplicate, but no job has its key")
+        return existing, False
 
-        def tx(conn: sa.Connection) -> None:
-            conn.execute(_INSERT_JOB, _job_values(job))
-            if recipients:
-                conn.execute(
-                    sa.insert(rtab),
-                    [
-                        _recipient_values(job.id, i, r.number, r.message, r.segments, now)
-                        for i, r in enumerate(recipients)
-                    ],
-                )
-            self._announce(conn)
+    async def _insert_job(self, job: Job, rows: list[dict[str, Any]]) -> bool:
+        """Group commit: jobs created while an earlier write is under way share the next transaction (a
+        burst of 200 slash commands is a few commits, not 200). True once committed; False if the
+        job's `source_key` was taken (by another job, or by one in the same group)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._new_jobs.append((job, rows, done))
+        if self._job_writer is None:
+            self._job_writer = loop.create_task(self._write_new_jobs())
+        return await done
 
+    async def _write_new_jobs(self) -> None:
         try:
-            await self.write(tx)
-        except IntegrityError:
-            existing = await self._job_by_key(source_key)
-            if existing is None:
-                raise
-            return existing, False
-        return job, True
+            while self._new_jobs:
+                group, self._new_jobs = self._new_jobs, []
+                try:
+                    await self.write(lambda conn, group=group: self._insert_jobs(conn, group))
+                except IntegrityError:  # a taken key somewhere: each on its own, to tell which
+                    for item in group:
+                        try:
+                            await self.write(lambda conn, item=item: self._insert_jobs(conn, [item]))
+                        except IntegrityError as exc:
+                            if item[0].source_key is None:  # not a taken key: a real error
+                                _fail(item[2], exc)
+                            else:
+                                _resolve(item[2], False)
+                        except Exception as exc:
+                            _fail(item[2], exc)
+                        else:
+                            _resolve(item[2], True)
+                except Exception as exc:
+                    for _, _, done in group:
+                        _fail(done, exc)
+                else:
+                    for _, _, done in group:
+                        _resolve(done, True)
+        finally:
+            self._job_writer = None
+            for _, _, done in self._new_jobs:  # only when cancelled at shutdown
+                done.cancel()
+            self._new_jobs = []
+
+    def _insert_jobs(self, conn: sa.Connection, group: list[_NewJob]) -> None:
+        conn.execute(_INSERT_JOB, [_job_values(job) for job, _, _ in group])
+        rows = [row for _, job_rows, _ in group for row in job_rows]
+        if rows:
+            conn.execute(_INSERT_RECIPIENTS, rows)
+        self._announce(conn)
 
     async def claim_draft_into_job(
         self, draft_id: str, *, kind: JobKind, created_by: str, **fields: Any
@@ -886,6 +929,16 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         fut.set_result(result)
 
 
+def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
 class _LostRace(Exception):
     pass
 
@@ -910,6 +963,7 @@ def _recipient_values(
 # Statements built once: parameters are bound at execution, so each compiles once (a statement built
 # with literal values needs a new cache key every time: ~0.3 ms of CPU for a job insert).
 _INSERT_JOB = sa.insert(jobs)
+_INSERT_RECIPIENTS = sa.insert(rtab)
 _MOVE = (
     sa.update(rtab)
     .where(
