@@ -239,6 +239,53 @@ def test_client_limiter_keeps_batches_under_1_per_second(provider, sms_settings)
     assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
 
 
+def test_slow_work_between_grant_and_write_does_not_slow_batches(provider, sms_settings):
+    """The caller's in-flight mark (30 ms here) is done before the slot, not added to every gap: the
+    batch limiter grants that much early and holds the request until its slot."""
+
+    async def go():
+        async with SmsClient(sms_settings) as client:
+
+            async def slow_mark() -> None:
+                await asyncio.sleep(0.03)
+
+            for _ in range(4):
+                await client.batch_send(to=[HK], messages=["a"], on_dispatch=slow_mark)
+            return client.limiter.batch.interval
+
+    interval = run(go())
+    times = [r.at for r in provider.sent("BatchSendMessageToGlobe")]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(g >= 1.0 for g in gaps), gaps
+    assert all(g < interval + 0.015 for g in gaps[1:]), gaps  # the first gap learns the mark's length
+
+
+def test_a_limiter_granting_early_never_lets_a_call_leave_before_its_slot(monkeypatch):
+    now = [100.0]
+
+    async def go() -> list[tuple[float, float]]:
+        limiter = RateLimiter(1, margin=0.02, clock=lambda: now[0], follow_sends=True)
+        limiter.prepared(0.2)  # capped
+        assert limiter.lead == 0.05
+        out = []
+        for _ in range(3):
+            slot = await limiter.acquire()
+            granted = now[0]
+            await limiter.hold(slot)
+            out.append((granted, now[0]))
+            limiter.sent(now[0])
+        return out
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)  # the limiter's own waits, on the fake clock
+    calls = run(go())
+    written = [w for _, w in calls]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(written)] == [1.02, 1.02]
+    assert [round(w - g, 6) for g, w in calls] == [0.0, 0.05, 0.05]  # granted early, written on the slot
+
+
 def test_fake_rejects_replayed_nonce_and_stale_clock(provider):
     params = {"To": "85251234567", "Message": "hi"}
     host = provider.url.removeprefix("http://")

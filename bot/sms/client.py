@@ -233,7 +233,8 @@ class SmsClient:
         attempt = 0
         while True:
             attempt += 1
-            await limiter.acquire()
+            slot = await limiter.acquire()
+            granted = time.monotonic()
             if on_dispatch is not None:
                 await on_dispatch()
             headers = signing.sign(
@@ -249,6 +250,8 @@ class SmsClient:
                 extra_headers={"accept": "application/json"},
             )
             headers["user-agent"] = USER_AGENT
+            limiter.prepared(time.monotonic() - granted)
+            await limiter.hold(slot)
             t0 = time.monotonic()
             self.stats["attempts"] += 1
             try:

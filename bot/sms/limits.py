@@ -14,6 +14,8 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
+MAX_LEAD = 0.05  # at most this early a grant before its slot (see `RateLimiter.prepared`)
+
 
 class RateLimiter:
     def __init__(
@@ -41,18 +43,36 @@ class RateLimiter:
         # leave the next one too close behind it. Used for the 1/s batch limit, where one late
         # request would otherwise mean a throttled batch.
         self.follow_sends = follow_sends
+        self.lead = 0.0
 
-    async def acquire(self) -> None:
-        """Wait until one more call is allowed, then count it as made now."""
+    async def acquire(self) -> float:
+        """Wait until one more call is allowed, count it, and return its slot: the monotonic time from
+        which it may be written (now, unless the limiter grants early, see `prepared`)."""
+        lead = self.lead
         async with self._lock:
             while True:
                 now = self._clock()
-                wait = self._tat - self.tau - now
+                slot = self._tat - self.tau
+                wait = slot - lead - now
                 if wait <= 0:
                     self._tat = max(self._tat, now) + self.interval
-                    return
+                    return max(slot, now)
                 self.waited += wait
                 await asyncio.sleep(wait)
+
+    def prepared(self, took: float) -> None:
+        """The caller needed `took` seconds between a grant and being ready to write (its own in-flight
+        mark, signing). With `follow_sends`, the next grant comes that much before its slot, and the
+        caller holds the request until the slot (`hold`): requests leave at the limit, not at the limit
+        plus that work. Capped, so that a request is never marked long before it can leave."""
+        if self.follow_sends:
+            self.lead = min(MAX_LEAD, max(0.0, took))
+
+    async def hold(self, slot: float) -> None:
+        """Sleep until `slot` (no-op once it has come): a request granted early never leaves early."""
+        wait = slot - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def sent(self, at: float) -> None:
         """The transport wrote a request granted by this limiter at monotonic time `at`."""
