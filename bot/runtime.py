@@ -113,7 +113,11 @@ class Runtime:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://{'127.0.0.1' if s.host in ('0.0.0.0', '') else s.host}:{port}"  # noqa: S104
-        mode = "Socket Mode" if s.socket_mode else f"HTTP mode at {self.url}/slack/events"
+        mode = (
+            f"Socket Mode (health check at {self.url}/healthz)"
+            if s.socket_mode
+            else f"HTTP mode at {self.url}/slack/events"
+        )
         log.info("SMS Ops running in %s%s", mode, " (dry run: simulated provider)" if s.dry_run else "")
 
     async def health(self) -> dict[str, Any]:

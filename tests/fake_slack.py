@@ -1,4 +1,6 @@
-"""A fake Slack Web API on loopback: records every call, answers like Slack, injects errors."""
+"""A fake Slack on loopback: the Web API (records every call, answers like Slack, injects errors) and a
+Socket Mode peer (`apps.connections.open`, a WebSocket per connection, `hello`, envelopes and their acks,
+`disconnect`), as Slack's own servers speak them."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 
 @dataclass
@@ -32,6 +34,11 @@ class FakeSlack:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self.sockets: list[web.WebSocketResponse] = []  # open Socket Mode connections, oldest first
+        self.socket_opens = 0
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._envelopes = itertools.count(1)
+        self._next_socket = itertools.count()
 
     # ------------------------------------------------------------------ control
     def fail(
@@ -81,6 +88,85 @@ class FakeSlack:
             "url_private_download": url,
         }
 
+    # ------------------------------------------------------------------ Socket Mode
+    async def wait_sockets(self, count: int, limit: float = 10) -> None:
+        """Until `count` Socket Mode connections are open."""
+
+        async def ready() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.sockets) >= count)
+
+        await asyncio.wait_for(ready(), limit)
+
+    async def envelope(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        envelope_id: str | None = None,
+        socket: int | None = None,
+        limit: float = 10,
+    ) -> dict[str, Any] | None:
+        """Deliver one envelope (`slash_commands`, `interactive`, `events_api`) on one connection (by
+        default the next in turn, as Slack spreads envelopes over an app's connections) and return the
+        payload of the app's ack (None for a bare ack). The same `envelope_id` twice is a redelivery."""
+        await self.wait_sockets(1)
+        envelope_id = envelope_id or f"env-{next(self._envelopes)}"
+        ws = self.sockets[(next(self._next_socket) if socket is None else socket) % len(self.sockets)]
+        ack = asyncio.get_running_loop().create_future()
+        self._acks[envelope_id] = ack
+        await ws.send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "payload": payload,
+                "accepts_response_payload": kind != "events_api",
+                "retry_attempt": 0,
+                "retry_reason": "",
+            }
+        )
+        try:
+            return await asyncio.wait_for(ack, limit)
+        finally:
+            self._acks.pop(envelope_id, None)
+
+    async def disconnect_sockets(self, reason: str = "refresh_requested") -> None:
+        """Slack's server-initiated `disconnect` on every connection (the app should open a new one)."""
+        for ws in list(self.sockets):
+            await ws.send_json({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}})
+
+    async def drop_sockets(self) -> None:
+        """Close every connection without warning, as a network failure would."""
+        for ws in list(self.sockets):
+            await ws.close()
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self.sockets) + 1,
+                "connection_info": {"app_id": "A0001"},
+            }
+        )
+        async with self._changed:
+            self.sockets.append(ws)
+            self._changed.notify_all()
+        try:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                data = json.loads(message.data)
+                ack = self._acks.get(data.get("envelope_id", ""))
+                if ack is not None and not ack.done():
+                    ack.set_result(data.get("payload"))
+        finally:
+            async with self._changed:
+                self.sockets.remove(ws)
+                self._changed.notify_all()
+        return ws
+
     def response_url(self, name: str = "1") -> str:
         return f"{self.url}/webhook/{name}"
 
@@ -91,6 +177,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/webhook/{name}", self._webhook)
         app.router.add_get("/files/{name}", self._file)
+        app.router.add_get("/link", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -99,6 +186,8 @@ class FakeSlack:
         return self.url
 
     async def stop(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close()
         if self._runner:
             await self._runner.cleanup()
 
@@ -138,6 +227,12 @@ class FakeSlack:
                     {"ok": False, "error": injected["error"]}, status=injected["status"], headers=headers
                 )
         await self._record(Call(method, params, token))
+        if method == "apps.connections.open":  # an app-level token opens a Socket Mode connection
+            if not token or not token.startswith("xapp-"):
+                return web.json_response({"ok": False, "error": "invalid_auth"})
+            self.socket_opens += 1
+            ws_url = self.url.replace("http://", "ws://") + f"/link?ticket={self.socket_opens}"
+            return web.json_response({"ok": True, "url": ws_url})
         if not token or not token.startswith("xoxb-"):
             return web.json_response({"ok": False, "error": "not_authed"})
         return web.json_response(self._answer(method, params))

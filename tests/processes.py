@@ -24,7 +24,7 @@ STARTED: list[BotProcess] = []  # killed after each test that starts any (fixtur
 
 
 class BotProcess:
-    """`python -m bot` in HTTP mode against a fake Slack and a fake provider, on a shared database."""
+    """`python -m bot` (HTTP mode, or Socket Mode with SLACK_APP_TOKEN) against a fake Slack and a fake provider, on a shared database."""
 
     def __init__(self, *, database: str, provider_url: str, slack_url: str, cwd: Path, **env: str) -> None:
         self.env = {
@@ -74,6 +74,8 @@ class BotProcess:
             message = str(record.get("msg", ""))
             if "HTTP mode at " in message and not started.done():
                 started.set_result(message.split("HTTP mode at ", 1)[1].split("/slack/events")[0])
+            if "health check at " in message and not started.done():  # Socket Mode
+                started.set_result(message.split("health check at ", 1)[1].split("/healthz")[0])
             if "is now the sending replica" in message:
                 self._sender.set()
         if not started.done():
