@@ -106,7 +106,13 @@ class Runtime:
             self.socket = AsyncSocketModeHandler(self.bolt, app_token)
             await self.socket.connect_async()
         self._runner = web.AppRunner(
-            web_app(None if s.socket_mode else self.bolt, self.health, self.busy), access_log=None
+            web_app(
+                None if s.socket_mode else self.bolt,
+                self.health,
+                self.busy,
+                signing_secret=s.slack_signing_secret.get_secret_value(),
+            ),
+            access_log=None,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port)

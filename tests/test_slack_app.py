@@ -116,6 +116,63 @@ def test_bad_or_stale_signature_is_401_and_sends_nothing(provider, tmp_path, hea
     assert provider.received == []
 
 
+MALFORMED: dict[str, tuple[bytes, str]] = {
+    "not json": (b"{not json", "application/json"),
+    "a json list": (b"[1, 2, 3]", "application/json"),
+    "a json number": (b"42", "application/json"),
+    "not utf-8": (b"command=%2Fsms&text=\xff\xfe\xfd", "application/x-www-form-urlencoded"),
+    "payload not json": (b"payload=%7Bnope", "application/x-www-form-urlencoded"),
+    "payload a list": (b"payload=%5B1%5D", "application/x-www-form-urlencoded"),
+    "empty": (b"", "application/x-www-form-urlencoded"),
+}
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_no_input_gets_a_server_error_or_a_traceback(provider, tmp_path, caplog, signed):
+    """Anyone who can reach /slack/events may send anything: unsigned → 401, signed but not a Slack
+    payload → 400, one log line each, no traceback, nothing sent."""
+    import hashlib
+    import hmac
+    import time
+
+    from .harness import SIGNING_SECRET
+
+    def headers(body: bytes, content_type: str, timestamp: str | None = None) -> dict[str, str]:
+        ts = timestamp or str(int(time.time()))
+        digest = hmac.new(SIGNING_SECRET.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256)
+        secret = digest.hexdigest() if signed else "0" * 64
+        return {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": f"v0={secret}",
+        }
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            statuses = {}
+            for name, (body, content_type) in MALFORMED.items():
+                resp = await bot.http.post("/slack/events", content=body, headers=headers(body, content_type))
+                statuses[name] = resp.status_code
+            for timestamp in ("not-a-number", "0x1f", "-5", "1e9", "9" * 40):
+                resp = await bot.http.post(
+                    "/slack/events", content=b"a=b", headers=headers(b"a=b", "text/plain", timestamp)
+                )
+                statuses[f"timestamp {timestamp[:8]}"] = resp.status_code
+            return statuses
+
+    caplog.set_level(logging.INFO)
+    statuses = run(go())
+    expected = dict.fromkeys(MALFORMED, 400 if signed else 401)
+    if signed:
+        expected["empty"] = 404  # well formed, just nothing a listener handles: Bolt's answer
+    assert {name: status for name, status in statuses.items() if not name.startswith("timestamp")} == expected
+    assert {status for name, status in statuses.items() if name.startswith("timestamp")} == {401}
+    assert not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records if r.exc_info]
+    refused = [r.getMessage() for r in caplog.records if "status=4" in r.getMessage()]
+    assert len(refused) == len(statuses)
+    assert provider.received == []
+
+
 @pytest.mark.parametrize("error", ["not_in_channel", "channel_not_found"])
 def test_cannot_post_tells_the_sender_and_how_to_invite(provider, tmp_path, error):
     async def go():

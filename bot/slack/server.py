@@ -1,42 +1,84 @@
-"""HTTP mode: Slack's requests at /slack/events and a health check at /healthz, on aiohttp's server."""
+"""HTTP mode: Slack's requests at /slack/events and a health check at /healthz, on aiohttp's server.
+
+Whatever arrives at /slack/events is answered in one log line and never with a server error for bad
+input: an unsigned (or badly signed) request gets 401, a signed one that is not a Slack payload 400."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.core.worker import Busy
 
 log = logging.getLogger("bot.http")
 
 
+def reference() -> str:
+    """A short id shown to a person and written to the log line of the same failure."""
+    return secrets.token_hex(4)
+
+
+def signed(secret: bytes, body: bytes, headers: Any, now: float) -> bool:
+    """Slack's v0 signature over these exact bytes, made within five minutes. Anything malformed (no
+    headers, a timestamp that is not a number, a body that is not UTF-8) is simply not signed; the
+    HMAC is over the raw bytes, so a signed body that is not UTF-8 is still recognised as signed."""
+    timestamp = headers.get("X-Slack-Request-Timestamp") or ""
+    signature = headers.get("X-Slack-Signature") or ""
+    if not (timestamp.isascii() and timestamp.isdigit()) or abs(now - int(timestamp)) > 300:
+        return False
+    digest = hmac.new(secret, b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(f"v0={digest}".encode(), signature.encode("utf-8", "replace"))
+
+
 def web_app(
-    bolt: AsyncApp | None, health: Callable[[], Awaitable[dict[str, Any]]], busy: Busy | None = None
+    bolt: AsyncApp | None,
+    health: Callable[[], Awaitable[dict[str, Any]]],
+    busy: Busy | None = None,
+    *,
+    signing_secret: str = "",
 ) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
+    secret = signing_secret.encode()
 
     async def events(request: web.Request) -> web.Response:
         started = time.monotonic()
+
+        def done(status: int, note: str = "") -> None:
+            ms = (time.monotonic() - started) * 1000
+            level = logging.INFO if status < 400 else logging.WARNING
+            log.log(level, "http %s %s status=%d ms=%.1f%s", request.method, request.path, status, ms, note)
+
+        raw = await request.read()
+        if not signed(secret, raw, request.headers, time.time()):
+            done(401, " refused: no valid Slack signature")
+            return web.Response(status=401, text="invalid signature")
         if busy is not None:
             busy.enter()
         try:
-            response = await bolt.async_dispatch(await to_bolt_request(request))  # type: ignore[union-attr]
+            bolt_request = AsyncBoltRequest(
+                body=raw.decode("utf-8"),
+                query=request.query_string,
+                headers=request.headers,  # type: ignore[arg-type]
+            )
+            response = await bolt.async_dispatch(bolt_request)  # type: ignore[union-attr]
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # signed, but not a Slack payload
+            ref = reference()
+            done(400, f" ref={ref} malformed payload: {type(exc).__name__}")
+            return web.Response(status=400, text=f"malformed request (ref {ref})")
         finally:
             if busy is not None:
                 busy.leave()
-        log.info(
-            "http %s %s status=%d ms=%.1f",
-            request.method,
-            request.path,
-            response.status,
-            (time.monotonic() - started) * 1000,
-        )
+        done(response.status)
         return await to_aiohttp_response(response)
 
     async def healthz(request: web.Request) -> web.Response:
