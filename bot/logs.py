@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable
 
 # Redaction only (no number is parsed or validated here): long digit runs are masked in log text.
+SOCKET_LOGGER = "bot.slack.socket"  # the Socket Mode client's own logger (see bot/runtime.py)
 _DIGIT_RUN = re.compile(r"\+?\d(?:[\s\-.()]{0,2}\d){6,}")
 _TOKEN = re.compile(r"\bx(?:ox[abposr]|app)-[A-Za-z0-9-]+")
 
@@ -73,4 +74,6 @@ def configure(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (
     root.setLevel(level)
     for noisy in ("slack_bolt", "slack_sdk", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Socket Mode connections opened, dropped, renewed: one line each. Never DEBUG (it logs payloads).
+    logging.getLogger(SOCKET_LOGGER).setLevel(max(logging.INFO, root.level))
     return redactor

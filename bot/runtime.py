@@ -22,6 +22,7 @@ from bot.core.groups import GroupFile
 from bot.core.service import SendService
 from bot.core.store import Store
 from bot.core.worker import Busy, Worker
+from bot.logs import SOCKET_LOGGER
 from bot.slack.app import StartupError, authorize_once, build_app, web_client
 from bot.slack.deps import Deps
 from bot.slack.directory import SlackDirectory
@@ -103,7 +104,10 @@ class Runtime:
                     f"SLACK_APP_TOKEN was rejected by Slack ({error}): it must be an app-level token with "
                     "connections:write, and Socket Mode must be enabled for the app."
                 ) from None
-            self.socket = AsyncSocketModeHandler(self.bolt, app_token)
+            # Its own logger: connections opened, dropped and renewed are logged (at INFO, never below).
+            self.socket = AsyncSocketModeHandler(
+                self.bolt, app_token, logger=logging.getLogger(SOCKET_LOGGER)
+            )
             await self.socket.connect_async()
         self._runner = web.AppRunner(
             web_app(
@@ -132,11 +136,14 @@ class Runtime:
             await asyncio.wait_for(self.store.ping(), 2.0)
         except Exception:
             db_ok = False
-        ok = db_ok and self.worker.alive
+        # Socket Mode: Slack can reach this replica only through its connection (HTTP mode: always True).
+        slack = await self.socket.client.is_connected() if self.socket is not None else True
+        ok = db_ok and self.worker.alive and slack
         return {
             "ok": ok,
             "database": db_ok,
             "worker": self.worker.alive,
+            "slack": slack,
             "sender": self.worker.is_sender,
             "dry_run": self.settings.dry_run,
         }

@@ -57,6 +57,7 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
                 "ok": True,
                 "database": True,
                 "worker": True,
+                "slack": True,
                 "sender": True,
                 "dry_run": True,
             }

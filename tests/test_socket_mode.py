@@ -13,7 +13,7 @@ import httpx
 
 from .conftest import open_store, run
 from .fake_slack import FakeSlack
-from .processes import BotProcess, reap, wait_done
+from .processes import BotProcess, reap, until, wait_done
 from .test_bulk import LEAD, bulk_values, csv_list, review
 from .test_replicas import Replica, typed
 
@@ -167,3 +167,48 @@ def test_two_socket_mode_replicas_share_commands_and_a_bulk_confirmed_on_the_oth
     assert sorted(singles) == [f"8525123{4500 + i}" for i in range(10)] and set(singles.values()) == {1}
     assert len(batched) == bulk and set(batched.values()) == {1}
     assert counts["throttled"] == 0
+
+
+def test_healthz_says_unhealthy_while_the_socket_mode_connection_is_down(provider, tmp_path, bot_processes):
+    """A dead Socket Mode connection must show in /healthz (Docker's HEALTHCHECK, a probe) and in the log;
+    when Slack takes connections again the bot reconnects and is healthy again."""
+
+    async def go():
+        slack = FakeSlack()
+        await slack.start()
+        try:
+            (proc,) = await start(slack, provider, f"sqlite:///{tmp_path}/bot.sqlite3", tmp_path, 1)
+            bot = SocketReplica(proc, slack, 0)
+            healthy = await proc.health()
+            assert healthy["ok"] and healthy["slack"], healthy
+            slack.fail("apps.connections.open", "internal_error", times=10_000)
+            await slack.drop_sockets()
+
+            async def down() -> dict[str, Any] | None:
+                health = await proc.health()
+                return health if not health["ok"] else None
+
+            health = await until(down, 10, "/healthz to say unhealthy")
+            assert health["slack"] is False and health["database"] and health["worker"], health
+            slack.errors.pop("apps.connections.open")
+            await slack.wait_sockets(1, limit=20)
+
+            async def up() -> dict[str, Any] | None:
+                health = await proc.health()
+                return health if health["ok"] else None
+
+            assert (await until(up, 10, "/healthz to say healthy again"))["slack"] is True
+            resp = await bot.command("+852 5123 4567 back again", trigger="T-back")
+            assert "Sending to" in resp.json()["text"]
+            await finish(f"sqlite:///{tmp_path}/bot.sqlite3")
+            await proc.stop()
+            await bot.http.aclose()
+            return [line for line in proc.lines if line.get("logger") == "bot.slack.socket"]
+        finally:
+            await reap()
+            await slack.stop()
+
+    socket_lines = run(go())
+    messages = " | ".join(str(line.get("msg")) for line in socket_lines)
+    assert "Reconnecting" in messages or "closed" in messages, messages  # the drop is in the log
+    assert "established" in messages, messages  # and so is the new connection
