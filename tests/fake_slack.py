@@ -35,6 +35,7 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.sockets: list[web.WebSocketResponse] = []  # open Socket Mode connections, oldest first
+        self._retiring: set[web.WebSocketResponse] = set()  # told to go, or being closed: no new envelopes
         self.socket_opens = 0
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._envelopes = itertools.count(1)
@@ -89,12 +90,17 @@ class FakeSlack:
         }
 
     # ------------------------------------------------------------------ Socket Mode
+    @property
+    def live(self) -> list[web.WebSocketResponse]:
+        """The connections Slack would deliver to: open, and not asked to go."""
+        return [ws for ws in self.sockets if ws not in self._retiring and not ws.closed]
+
     async def wait_sockets(self, count: int, limit: float = 10) -> None:
-        """Until `count` Socket Mode connections are open."""
+        """Until `count` Socket Mode connections are live."""
 
         async def ready() -> None:
             async with self._changed:
-                await self._changed.wait_for(lambda: len(self.sockets) >= count)
+                await self._changed.wait_for(lambda: len(self.live) >= count)
 
         await asyncio.wait_for(ready(), limit)
 
@@ -112,7 +118,8 @@ class FakeSlack:
         payload of the app's ack (None for a bare ack). The same `envelope_id` twice is a redelivery."""
         await self.wait_sockets(1)
         envelope_id = envelope_id or f"env-{next(self._envelopes)}"
-        ws = self.sockets[(next(self._next_socket) if socket is None else socket) % len(self.sockets)]
+        live = self.live
+        ws = live[(next(self._next_socket) if socket is None else socket) % len(live)]
         ack = asyncio.get_running_loop().create_future()
         self._acks[envelope_id] = ack
         await ws.send_json(
@@ -132,12 +139,14 @@ class FakeSlack:
 
     async def disconnect_sockets(self, reason: str = "refresh_requested") -> None:
         """Slack's server-initiated `disconnect` on every connection (the app should open a new one)."""
-        for ws in list(self.sockets):
+        for ws in self.live:
+            self._retiring.add(ws)  # as Slack does: nothing more is delivered on a connection told to go
             await ws.send_json({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}})
 
     async def drop_sockets(self) -> None:
         """Close every connection without warning, as a network failure would."""
-        for ws in list(self.sockets):
+        for ws in self.live:
+            self._retiring.add(ws)
             await ws.close()
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
@@ -164,6 +173,7 @@ class FakeSlack:
         finally:
             async with self._changed:
                 self.sockets.remove(ws)
+                self._retiring.discard(ws)
                 self._changed.notify_all()
         return ws
 

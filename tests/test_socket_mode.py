@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -64,15 +66,30 @@ async def finish(database: str) -> None:
     await store.close()
 
 
+@contextlib.asynccontextmanager
+async def one_bot(provider: Any, tmp_path) -> AsyncIterator[tuple[FakeSlack, SocketReplica]]:
+    """One bot process in Socket Mode on SQLite, connected to a fresh fake Slack. On the way out every
+    job is finished and everything stopped (killed if the test failed)."""
+    database = f"sqlite:///{tmp_path}/bot.sqlite3"
+    slack = FakeSlack()
+    await slack.start()
+    try:
+        (proc,) = await start(slack, provider, database, tmp_path, 1)
+        bot = SocketReplica(proc, slack, 0)
+        yield slack, bot
+        await finish(database)
+        await proc.stop()
+        await bot.http.aclose()
+    finally:
+        await reap()
+        await slack.stop()
+
+
 def test_socket_mode_sends_once_per_command_even_when_an_envelope_comes_twice(
     provider, tmp_path, bot_processes
 ):
     async def go():
-        slack = FakeSlack()
-        await slack.start()
-        try:
-            (proc,) = await start(slack, provider, f"sqlite:///{tmp_path}/bot.sqlite3", tmp_path, 1)
-            bot = SocketReplica(proc, slack, 0)
+        async with one_bot(provider, tmp_path) as (_, bot):
             first = await bot.command("+852 5123 4567 Your parcel ships today", trigger="T-once")
             assert "Sending to +852 5123 ****" in first.json()["text"]
             bot.envelope_id = "env-redelivered"  # Slack redelivers: same envelope, same trigger id
@@ -80,12 +97,6 @@ def test_socket_mode_sends_once_per_command_even_when_an_envelope_comes_twice(
                 await bot.command("+852 5123 4567 Your parcel ships today", trigger="T-once") for _ in "ab"
             ]
             assert all("Already on its way" in r.json()["text"] for r in again)
-            await finish(f"sqlite:///{tmp_path}/bot.sqlite3")
-            await proc.stop()
-            await bot.http.aclose()
-        finally:
-            await reap()
-            await slack.stop()
 
     run(go())
     assert [r.params["To"] for r in provider.sent("SendMessageToGlobe")] == ["85251234567"]
@@ -95,11 +106,7 @@ def test_socket_mode_reconnects_when_slack_asks_and_when_the_connection_drops(
     provider, tmp_path, bot_processes
 ):
     async def go():
-        slack = FakeSlack()
-        await slack.start()
-        try:
-            (proc,) = await start(slack, provider, f"sqlite:///{tmp_path}/bot.sqlite3", tmp_path, 1)
-            bot = SocketReplica(proc, slack, 0)
+        async with one_bot(provider, tmp_path) as (slack, bot):
             opened = slack.socket_opens
             await slack.disconnect_sockets("refresh_requested")
             await slack.wait_for("apps.connections.open", len(slack.called("apps.connections.open")) + 1)
@@ -112,12 +119,6 @@ def test_socket_mode_reconnects_when_slack_asks_and_when_the_connection_drops(
             await slack.wait_sockets(1)
             resp = await bot.command("+852 5123 4568 after a drop", trigger="T-drop")
             assert "Sending to" in resp.json()["text"]
-            await finish(f"sqlite:///{tmp_path}/bot.sqlite3")
-            await proc.stop()
-            await bot.http.aclose()
-        finally:
-            await reap()
-            await slack.stop()
 
     run(go())
     assert sorted(r.params["To"] for r in provider.sent("SendMessageToGlobe")) == [
@@ -174,11 +175,8 @@ def test_healthz_says_unhealthy_while_the_socket_mode_connection_is_down(provide
     when Slack takes connections again the bot reconnects and is healthy again."""
 
     async def go():
-        slack = FakeSlack()
-        await slack.start()
-        try:
-            (proc,) = await start(slack, provider, f"sqlite:///{tmp_path}/bot.sqlite3", tmp_path, 1)
-            bot = SocketReplica(proc, slack, 0)
+        async with one_bot(provider, tmp_path) as (slack, bot):
+            proc = bot.process
             healthy = await proc.health()
             assert healthy["ok"] and healthy["slack"], healthy
             slack.fail("apps.connections.open", "internal_error", times=10_000)
@@ -200,13 +198,7 @@ def test_healthz_says_unhealthy_while_the_socket_mode_connection_is_down(provide
             assert (await until(up, 10, "/healthz to say healthy again"))["slack"] is True
             resp = await bot.command("+852 5123 4567 back again", trigger="T-back")
             assert "Sending to" in resp.json()["text"]
-            await finish(f"sqlite:///{tmp_path}/bot.sqlite3")
-            await proc.stop()
-            await bot.http.aclose()
-            return [line for line in proc.lines if line.get("logger") == "bot.slack.socket"]
-        finally:
-            await reap()
-            await slack.stop()
+        return [line for line in proc.lines if line.get("logger") == "bot.slack.socket"]
 
     socket_lines = run(go())
     messages = " | ".join(str(line.get("msg")) for line in socket_lines)
