@@ -7,6 +7,7 @@ import itertools
 import json
 from collections import Counter
 
+from bot.core.access import Capability
 from bot.core.worker import SimulatedCrash
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.sms.simulator import Fault
@@ -347,3 +348,26 @@ def test_bulk_needs_its_own_permission(provider, tmp_path):
             assert bot.slack.called("views.open") == []
 
     run(go())
+
+
+def test_a_bulk_is_sent_only_by_its_owner_and_only_while_they_have_access(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=f"{LEAD},U0OTHER") as bot:
+            view = await review(bot, bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hi"))
+            other = (await bot.submit_view(view, {}, user="U0OTHER", view_id="VC1")).json()
+            assert other["response_action"] == "update", other
+            assert "only they can send it" in text_of(other["view"]) and "Nothing was sent" in text_of(
+                other["view"]
+            )
+            bot.runtime.access.rules[Capability.BULK] = ("U0OTHER",)  # the owner's access is removed
+            owner = await confirm(bot, view, view_id="VC2")
+            assert owner["response_action"] == "update" and "Nothing sent" in text_of(owner["view"]), owner
+            form_view = bot.slack.called("views.open")[-1].params["view"]  # the form, still open
+            again = bulk_values(recipients="+65 8100 0003", message="Hi")
+            form = (await bot.submit_view(form_view, again, user=LEAD, view_id="VFORM-AGAIN")).json()
+            assert form["response_action"] == "errors", form
+            assert await bot.count("drafts") == 1  # the first one only
+            assert await bot.count("jobs") == 0
+
+    run(go())
+    assert provider.received == []

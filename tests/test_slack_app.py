@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.core.access import Capability
 from bot.core.store import RecipientState
 from bot.runtime import Runtime
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -479,3 +480,26 @@ def test_every_slack_request_is_served_first_by_the_store_in_either_mode(provide
 
     status, seen = run(go())
     assert status == 200 and seen == [True]
+
+
+def test_the_send_form_asks_for_access_again_when_submitted(provider, tmp_path):
+    """Access removed while the form was open (or a form submitted by someone who never had it): refused
+    in the form, nothing queued."""
+
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_SEND="U0AGENT") as bot:
+            await bot.command("")
+            (opened,) = await bot.slack.wait_for("views.open")
+            view = opened.params["view"]
+            good = modal_values("+852 5123 4567", "hello")
+            intruder = (await bot.submit_view(view, good, user="U0INTRUDER", view_id="V1")).json()
+            assert intruder["response_action"] == "errors"
+            assert intruder["errors"][BlockId.SEND_TO].startswith("Nothing was sent. ")
+            bot.runtime.access.rules[Capability.SEND] = ("U0SOMEONE",)  # removed while the form was open
+            removed = (await bot.submit_view(view, good, view_id="V2")).json()
+            assert removed["response_action"] == "errors"
+            assert bot.runtime.worker.submitted == []
+            assert await bot.count("jobs") == 0
+
+    run(go())
+    assert provider.received == []

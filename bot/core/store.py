@@ -265,6 +265,7 @@ class Store:
         return await done
 
     async def _write_new_jobs(self) -> None:
+        group: list[_NewJob] = []
         try:
             while self._new_jobs:
                 group, self._new_jobs = self._new_jobs, []
@@ -291,7 +292,7 @@ class Store:
                         _resolve(done, True)
         finally:
             self._job_writer = None
-            for _, _, done in self._new_jobs:  # only when cancelled at shutdown
+            for _, _, done in group + self._new_jobs:  # none left undone, unless cancelled at shutdown
                 done.cancel()
             self._new_jobs = []
 

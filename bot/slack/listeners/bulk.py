@@ -17,9 +17,9 @@ from slack_sdk.errors import SlackApiError
 
 from bot.core import bulk
 from bot.core.access import Capability
-from bot.core.store import DraftState
+from bot.core.store import DraftState, JobKind
 
-from .. import bulk_views
+from .. import authz, bulk_views
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import BulkConfirmMetadata, BulkFormMetadata
@@ -92,6 +92,10 @@ async def bulk_form_submission_callback(
             response_action="errors",
             errors={BlockId.BULK_MESSAGE: "This form is out of date; run /sms bulk again."},
         )
+        return
+    refused = await authz.refusal(deps, Capability.BULK, body["user"]["id"])
+    if refused:
+        await ack(response_action="errors", errors={BlockId.BULK_MESSAGE: refused})
         return
     form, file = _form(view, body["user"]["id"], metadata)
     if form.sender_id is None:
@@ -209,6 +213,21 @@ async def bulk_confirm_submission_callback(
         )
         return
     found = await deps.store.get_draft(draft_id)
+    user_id = body["user"]["id"]
+    if found is not None and found.state == DraftState.OPEN:  # a draft still to send: theirs, and allowed?
+        if found.user_id != user_id:
+            refused: str | None = authz.not_theirs(found.user_id)
+        elif found.head.get("kind") == JobKind.FANOUT:
+            groups = list((found.head.get("meta") or {}).get("groups") or [])
+            refused = await authz.refusal(deps, Capability.OUTAGE, user_id, groups)
+        else:
+            refused = await authz.refusal(deps, Capability.BULK, user_id)
+        if refused:
+            log.info("confirmation of %s refused for %s", draft_id, user_id)
+            await ack(
+                response_action="update", view=bulk_views.info_view("", "Nothing sent", f"❌ {refused}")
+            )
+            return
     if found is not None and found.state == DraftState.OPEN and found.count:
         count = found.count
         if found.head.get("needs_typed_count") and _typed(view["state"]["values"]) != str(count):

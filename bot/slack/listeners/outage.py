@@ -19,30 +19,12 @@ from bot.core.bulk import BulkProblem, save_draft
 from bot.core.groups import GroupBook
 
 from .. import bulk_views, outage_views
+from ..authz import may_page
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import BulkConfirmMetadata, OutageFormMetadata, digest
 
 log = logging.getLogger("bot.slack.outage")
-
-
-async def may_page(deps: Deps, user_id: str, groups: list[str] | None = None) -> bool:
-    """A group with its own `allow` list decides for itself; otherwise ACCESS_OUTAGE does."""
-    book = deps.groups.cached()
-    chosen = [book.groups[g] for g in (groups or []) if g in book.groups]
-    if groups is None:  # opening the form: allowed for any group, or by ACCESS_OUTAGE
-        if await deps.access.allowed(Capability.OUTAGE, user_id):
-            return True
-        for group in book.groups.values():
-            if group.allow is not None and await deps.access.allowed(
-                Capability.OUTAGE, user_id, extra=group.allow
-            ):
-                return True
-        return False
-    for group in chosen:
-        if not await deps.access.allowed(Capability.OUTAGE, user_id, extra=group.allow):
-            return False
-    return bool(chosen) or await deps.access.allowed(Capability.OUTAGE, user_id)
 
 
 async def open_outage_form(ack: Any, command: dict[str, Any], respond: Any, client: Any, deps: Deps) -> None:

@@ -8,10 +8,12 @@ from typing import Any
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
 
+from bot.core.access import Capability
 from bot.sms.encoding import MessageError, analyse, validate_message
 from bot.sms.models import MessageType, check_sender_id
 from bot.sms.phone import InvalidNumber, parse_number
 
+from .. import authz
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import SendModalMetadata
@@ -31,6 +33,10 @@ async def send_modal_submission_callback(
     ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any
 ) -> None:
     deps: Deps = context["deps"]
+    refused = await authz.refusal(deps, Capability.SEND, body["user"]["id"])
+    if refused:
+        await ack(response_action="errors", errors={BlockId.SEND_TO: f"Nothing was sent. {refused}"})
+        return
     settings = deps.settings
     values = view["state"]["values"]
     to_text = _value(values, BlockId.SEND_TO, ActionId.SEND_TO)
