@@ -7,6 +7,8 @@ import itertools
 import json
 from collections import Counter
 
+import sqlalchemy as sa
+
 from bot.core.access import Capability
 from bot.core.worker import SimulatedCrash
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -367,6 +369,47 @@ def test_a_bulk_is_sent_only_by_its_owner_and_only_while_they_have_access(provid
             form = (await bot.submit_view(form_view, again, user=LEAD, view_id="VFORM-AGAIN")).json()
             assert form["response_action"] == "errors", form
             assert await bot.count("drafts") == 1  # the first one only
+            assert await bot.count("jobs") == 0
+
+    run(go())
+    assert provider.received == []
+
+
+def test_the_pushed_view_is_updated_even_when_slack_does_not_know_it_yet(provider, tmp_path):
+    """views.update can reach Slack before the ack that pushed the view (`not_found`): retried."""
+
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD) as bot:
+            bot.slack.fail("views.update", "not_found", times=2)
+            form = await open_form(bot)
+            values = bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hi")
+            await bot.submit_view(form, values, user=LEAD, view_id="VFORM-NF")
+            updates = await bot.slack.wait_for("views.update", 3)
+            assert updates[-1].params["view"]["callback_id"] == CallbackId.BULK_CONFIRM
+            assert [c for c in bot.slack.called("chat.postMessage") if c.params.get("channel") == LEAD] == []
+
+    run(go())
+
+
+def test_a_view_that_cannot_be_updated_is_replaced_by_a_direct_message(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD) as bot:
+            bot.slack.fail("views.update", "not_found", times=50)
+            form = await open_form(bot)
+            values = bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hi")
+            await bot.submit_view(form, values, user=LEAD, view_id="VFORM-GONE")
+
+            async def told():
+                calls = await bot.slack.wait_for("chat.postMessage", 1, limit=15)
+                return [c for c in calls if c.params.get("channel") == LEAD]
+
+            (dm,) = await told()
+            assert "nothing was sent" in dm.params["text"] and "/sms bulk" in dm.params["text"], dm.params
+            assert len(bot.slack.called("views.update")) == 5  # the first try and four retries
+            (draft,) = await bot.runtime.store.read(
+                lambda conn: conn.execute(sa.text("SELECT state FROM drafts")).all()
+            )
+            assert draft.state == "discarded"
             assert await bot.count("jobs") == 0
 
     run(go())

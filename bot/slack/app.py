@@ -8,7 +8,12 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.store import answering
@@ -19,9 +24,33 @@ from .listeners import register_listeners
 log = logging.getLogger("bot.slack")
 
 
+class PushedViewNotThereYet(AsyncRetryHandler):
+    """`views.update(external_id=…)` of a view the bot pushed in its ack can reach Slack before the ack
+    itself (measured: 2-8 ms early with a short list), and Slack answers `not_found`. Retried with
+    backoff for a few seconds (the library's retry machinery; about 1.5 s plus jitter). Every
+    `views.update` is made after its ack, so a view that is really gone only delays a background task."""
+
+    def __init__(self) -> None:
+        super().__init__(max_retry_count=4, interval_calculator=BackoffRetryIntervalCalculator(0.1))
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or not request.url.endswith("/views.update"):
+            return False  # (a request's JSON body is not shown to retry handlers: any views.update)
+        body = response.body if isinstance(response.body, dict) else {}
+        return body.get("error") == "not_found"
+
+
 def web_client(token: str, base_url: str) -> AsyncWebClient:
     client = AsyncWebClient(token=token, base_url=base_url)
     client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
+    client.retry_handlers.append(PushedViewNotThereYet())
     return client
 
 
