@@ -375,15 +375,20 @@ def test_a_bulk_is_sent_only_by_its_owner_and_only_while_they_have_access(provid
     assert provider.received == []
 
 
+async def submit_while_updates_fail(bot: Bot, times: int) -> None:
+    """The bulk form submitted while Slack answers the next `times` views.update with not_found."""
+    bot.slack.fail("views.update", "not_found", times=times)
+    form = await open_form(bot)
+    values = bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hi")
+    await bot.submit_view(form, values, user=LEAD, view_id=f"VFORM-NF{times}")
+
+
 def test_the_pushed_view_is_updated_even_when_slack_does_not_know_it_yet(provider, tmp_path):
     """views.update can reach Slack before the ack that pushed the view (`not_found`): retried."""
 
     async def go():
         async with Bot(provider, tmp_path, ACCESS_BULK=LEAD) as bot:
-            bot.slack.fail("views.update", "not_found", times=2)
-            form = await open_form(bot)
-            values = bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hi")
-            await bot.submit_view(form, values, user=LEAD, view_id="VFORM-NF")
+            await submit_while_updates_fail(bot, 2)
             updates = await bot.slack.wait_for("views.update", 3)
             assert updates[-1].params["view"]["callback_id"] == CallbackId.BULK_CONFIRM
             assert [c for c in bot.slack.called("chat.postMessage") if c.params.get("channel") == LEAD] == []
@@ -394,10 +399,7 @@ def test_the_pushed_view_is_updated_even_when_slack_does_not_know_it_yet(provide
 def test_a_view_that_cannot_be_updated_is_replaced_by_a_direct_message(provider, tmp_path):
     async def go():
         async with Bot(provider, tmp_path, ACCESS_BULK=LEAD) as bot:
-            bot.slack.fail("views.update", "not_found", times=50)
-            form = await open_form(bot)
-            values = bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hi")
-            await bot.submit_view(form, values, user=LEAD, view_id="VFORM-GONE")
+            await submit_while_updates_fail(bot, 50)
 
             async def told():
                 calls = await bot.slack.wait_for("chat.postMessage", 1, limit=15)
