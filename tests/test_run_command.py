@@ -43,47 +43,54 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        lines: list[str] = []
-        url = None
-        while url is None:
-            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
-            assert line, "the bot exited: " + "".join(lines)
-            lines.append(line)
-            message = json.loads(line)["msg"]
-            if "HTTP mode at " in message:
-                url = message.split("HTTP mode at ", 1)[1].split("/slack/events")[0]
-        async with httpx.AsyncClient(base_url=url) as http:
-            assert (await http.get("/healthz")).json() == {
-                "ok": True,
-                "database": True,
-                "worker": True,
-                "slack": True,
-                "sender": True,
-                "dry_run": True,
-            }
-            for i, text in enumerate(["+852 5123 4567 Hello from the dry run", "+852 5123 0000 will fail"]):
-                body = urlencode(
-                    {
-                        "command": "/sms",
-                        "text": text,
-                        "user_id": "U0AGENT",
-                        "channel_id": "C0SUPPORT",
-                        "team_id": "T0001",
-                        "trigger_id": f"t{i}",
-                        "response_url": slack.response_url(str(i)),
-                    }
-                )
-                resp = await http.post(
-                    "/slack/events",
-                    content=body,
-                    headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)},
-                )
-                assert resp.status_code == 200 and "Sending to +852 5123 ****" in resp.text
-            posts = await slack.wait_for("chat.postMessage", 4, limit=30)
-        proc.send_signal(signal.SIGTERM)
-        rest = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
-        assert await proc.wait() == 0
-        await slack.stop()
+        try:
+            lines: list[str] = []
+            url = None
+            while url is None:
+                line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+                assert line, "the bot exited: " + "".join(lines)
+                lines.append(line)
+                message = json.loads(line)["msg"]
+                if "HTTP mode at " in message:
+                    url = message.split("HTTP mode at ", 1)[1].split("/slack/events")[0]
+            async with httpx.AsyncClient(base_url=url) as http:
+                assert (await http.get("/healthz")).json() == {
+                    "ok": True,
+                    "database": True,
+                    "worker": True,
+                    "slack": True,
+                    "sender": True,
+                    "dry_run": True,
+                }
+                for i, text in enumerate(
+                    ["+852 5123 4567 Hello from the dry run", "+852 5123 0000 will fail"]
+                ):
+                    body = urlencode(
+                        {
+                            "command": "/sms",
+                            "text": text,
+                            "user_id": "U0AGENT",
+                            "channel_id": "C0SUPPORT",
+                            "team_id": "T0001",
+                            "trigger_id": f"t{i}",
+                            "response_url": slack.response_url(str(i)),
+                        }
+                    )
+                    resp = await http.post(
+                        "/slack/events",
+                        content=body,
+                        headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)},
+                    )
+                    assert resp.status_code == 200 and "Sending to +852 5123 ****" in resp.text
+                posts = await slack.wait_for("chat.postMessage", 4, limit=30)
+            proc.send_signal(signal.SIGTERM)
+            rest = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
+            assert await proc.wait() == 0
+        finally:  # a failed assertion must not leave the bot running
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await slack.stop()
         return posts, lines + rest.splitlines(keepends=True)
 
     posts, lines = run(go())
