@@ -3,6 +3,7 @@
 import asyncio
 import itertools
 import socket
+import statistics
 
 import httpx
 import pytest
@@ -240,16 +241,16 @@ def test_client_limiter_keeps_batches_under_1_per_second(provider, sms_settings)
 
 
 def test_slow_work_between_grant_and_write_does_not_slow_batches(provider, sms_settings):
-    """The caller's in-flight mark (30 ms here) is done before the slot, not added to every gap: the
+    """The caller's in-flight mark (45 ms here) is done before the slot, not added to every gap: the
     batch limiter grants that much early and holds the request until its slot."""
 
     async def go():
         async with SmsClient(sms_settings) as client:
 
             async def slow_mark() -> None:
-                await asyncio.sleep(0.03)
+                await asyncio.sleep(0.045)
 
-            for _ in range(4):
+            for _ in range(5):
                 await client.batch_send(to=[HK], messages=["a"], on_dispatch=slow_mark)
             return client.limiter.batch.interval
 
@@ -257,7 +258,9 @@ def test_slow_work_between_grant_and_write_does_not_slow_batches(provider, sms_s
     times = [r.at for r in provider.sent("BatchSendMessageToGlobe")]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(g >= 1.0 for g in gaps), gaps
-    assert all(g < interval + 0.015 for g in gaps[1:]), gaps  # the first gap learns the mark's length
+    # Without the early grant every gap is interval + 45 ms; the first gap learns the mark's length.
+    # The median leaves room for this machine's jitter in when the provider sees a request.
+    assert statistics.median(gaps[1:]) < interval + 0.025, gaps
 
 
 def test_a_limiter_granting_early_never_lets_a_call_leave_before_its_slot(monkeypatch):
