@@ -277,19 +277,19 @@ class Store:
                             await self.write(lambda conn, item=item: self._insert_jobs(conn, [item]))
                         except IntegrityError as exc:
                             if item[0].source_key is None:  # not a taken key: a real error
-                                _fail(item[2], exc)
+                                _settle(item[2], None, exc)
                             else:
-                                _resolve(item[2], False)
+                                _settle(item[2], False, None)
                         except Exception as exc:
-                            _fail(item[2], exc)
+                            _settle(item[2], None, exc)
                         else:
-                            _resolve(item[2], True)
+                            _settle(item[2], True, None)
                 except Exception as exc:
                     for _, _, done in group:
-                        _fail(done, exc)
+                        _settle(done, None, exc)
                 else:
                     for _, _, done in group:
-                        _resolve(done, True)
+                        _settle(done, True, None)
         finally:
             self._job_writer = None
             for _, _, done in group + self._new_jobs:  # none left undone, unless cancelled at shutdown
@@ -928,16 +928,6 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         fut.set_exception(exc)
     else:
         fut.set_result(result)
-
-
-def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
 
 
 class _LostRace(Exception):
