@@ -45,9 +45,7 @@ async def refusal(
             if capability == Capability.OUTAGE:
                 allowed = await may_page(deps, user_id, groups)
             else:
-                allowed = deps.access.decide_now(capability, user_id)
-                if allowed is None:
-                    allowed = await deps.access.allowed(capability, user_id)
+                allowed = await deps.access.allowed(capability, user_id)
     except TimeoutError:
         return TOO_SLOW
     return None if allowed else deps.access.refusal(capability)
