@@ -120,8 +120,8 @@ async def _validate(
     except bulk.BulkProblem as exc:
         await deps.store.discard_draft(draft_id)
         await _update(
-            client, external_id, bulk_views.problem_view(external_id, exc.message), form.user_id,
-            f"❌ Your bulk list was not sent: {exc.message}",
+            deps, client, draft_id, external_id, bulk_views.problem_view(external_id, exc.message),
+            form.user_id, f"❌ Your bulk list was not sent: {exc.message}",
         )  # fmt: skip
         return
     except Exception:
@@ -131,9 +131,8 @@ async def _validate(
             "The list could not be checked because of an internal error; "
             "nothing was sent. Try again, or attach the list as a CSV file."
         )
-        await _update(
-            client, external_id, bulk_views.problem_view(external_id, problem), form.user_id, f"❌ {problem}"
-        )
+        view = bulk_views.problem_view(external_id, problem)
+        await _update(deps, client, draft_id, external_id, view, form.user_id, f"❌ {problem}")
         return
     if not await bulk.save_draft(deps.store, draft, draft_id):
         return  # closed meanwhile
@@ -143,36 +142,28 @@ async def _validate(
         f"❌ Your bulk list ({draft.count:,} recipients) was checked, but Slack could not show the "
         "confirmation, so nothing was sent. Run `/sms bulk` again."
     )
-    await _update(client, external_id, view, form.user_id, told, deps, draft_id)
+    await _update(deps, client, draft_id, external_id, view, form.user_id, told)
 
 
 async def _update(
-    client: Any,
-    external_id: str,
-    view: Any,
-    user_id: str,
-    instead: str,
-    deps: Deps | None = None,
-    draft_id: str = "",
-) -> bool:
+    deps: Deps, client: Any, draft_id: str, external_id: str, view: Any, user_id: str, instead: str
+) -> None:
     """Show `view` in place of the pushed "checking" view (the client retries while Slack does not know
-    it yet). If that fails for good, the draft (if given) is discarded, since nobody can confirm it now,
-    and the person is told `instead` in a direct message from the bot."""
+    it yet). If that fails for good, the draft is discarded (nobody can confirm it now; a no-op when it
+    was already) and the person is told `instead` in a direct message from the bot."""
     try:
         await client.views_update(external_id=external_id, view=view)
-        return True
+        return
     except SlackApiError as exc:
         error = exc.response.get("error")
     log.warning("could not update the bulk view (%s): telling %s directly", error, user_id)
-    if deps is not None and draft_id:
-        await deps.store.discard_draft(draft_id)
+    await deps.store.discard_draft(draft_id)
     try:
         await client.chat_postMessage(
             channel=user_id, text=f"{instead}\n_(The form could not be updated: {error}.)_"
         )
     except SlackApiError as exc:
         log.error("could not tell %s about their bulk list either: %s", user_id, exc.response.get("error"))
-    return False
 
 
 async def download_text(client: Any, file: dict[str, Any]) -> str:
