@@ -18,7 +18,6 @@ import asyncio
 import time
 from pathlib import Path
 
-from tests.processes import wait_done
 from tests.test_bulk import LEAD, bulk_values, confirm, csv_list, review
 
 from .cluster import LATENCY, arguments, cluster, temporary
@@ -41,10 +40,7 @@ async def main() -> None:
             answer = await confirm(confirm_on, view, typed=str(N))
             confirm_ack = time.perf_counter() - p1
             assert answer == {"response_action": "clear"}, answer
-            (job,) = await c.store.unfinished_jobs()
-            await wait_done(c.store, job.id)
-            wall = await c.last_stored(job.id) - t1
-            summary = await c.store.summary(job.id)
+            wall, summary = await c.finish_the_job(t1)
             updates = len(c.slack.called("chat.update"))
             counts = c.provider.counts
             where = c.describe()

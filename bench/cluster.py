@@ -18,12 +18,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bot.core.schema import recipients
-from bot.core.store import Store
+from bot.core.store import Store, Summary
 from bot.sms.simulator import ProviderProcess
 from tests.conftest import open_store
 from tests.fake_slack import FakeSlack
 from tests.pg import PostgresServer
-from tests.processes import BotProcess, first_sender, reap
+from tests.processes import BotProcess, first_sender, reap, wait_done
 from tests.test_replicas import Replica
 
 LATENCY = 0.05
@@ -51,6 +51,13 @@ class Cluster:
 
     def describe(self) -> str:
         return f"{len(self.replicas)} replica(s) on {self.database}"
+
+    async def finish_the_job(self, confirmed_at: float) -> tuple[float, Summary]:
+        """Wait for the one job confirmed at wall-clock `confirmed_at`: the seconds from then to its last
+        outcome stored, and its summary."""
+        (job,) = await self.store.unfinished_jobs()
+        await wait_done(self.store, job.id)
+        return await self.last_stored(job.id) - confirmed_at, await self.store.summary(job.id)
 
     async def last_stored(self, job_id: str) -> float:
         async with self.store.engine.connect() as conn:

@@ -15,7 +15,6 @@ import asyncio
 import time
 from pathlib import Path
 
-from tests.processes import wait_done
 from tests.test_outage import ONCALL, open_outage, outage_values
 
 from .cluster import LATENCY, arguments, cluster, temporary
@@ -52,10 +51,7 @@ async def main() -> None:
             answer = (await confirm_on.submit_view(body["view"], typed, user=ONCALL, view_id="VBC")).json()
             ack = time.perf_counter() - p0
             assert answer == {"response_action": "clear"}, answer
-            (job,) = await c.store.unfinished_jobs()
-            await wait_done(c.store, job.id)
-            wall = await c.last_stored(job.id) - t0
-            summary = await c.store.summary(job.id)
+            wall, summary = await c.finish_the_job(t0)
             counts = c.provider.counts
             where = c.describe()
     limit = N / 2000 + LATENCY
