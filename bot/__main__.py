@@ -6,7 +6,6 @@ start unless DATABASE_AUTO_UPGRADE=false); `python -m bot db current` prints the
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,6 +14,7 @@ from bot import logs
 from bot.config import Settings, load_settings
 from bot.core import db
 from bot.runtime import serve
+from bot.sms import loop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.security_token.get_secret_value() if settings.security_token else "",
         ],
     )
-    asyncio.run(serve(settings))
+    loop.run(serve(settings), settings.event_loop)
     return 0
 
 
@@ -67,7 +67,7 @@ def database_command(settings: Settings, args: list[str]) -> int:
             await engine.dispose()
 
     try:
-        print(asyncio.run(go()))
+        print(loop.run(go(), settings.event_loop))
     except (db.DatabaseError, OSError, SQLAlchemyError) as exc:
         reason = getattr(exc, "orig", None) or exc
         print(f"error: {db.describe(settings.sqlalchemy_url())}: {reason}", file=sys.stderr)

@@ -30,6 +30,7 @@ from bot.slack.reporter import SlackReporter
 from bot.slack.server import web_app
 from bot.slack.state import SlackState
 from bot.sms import SmsClient
+from bot.sms.loop import loop_name
 from bot.sms.simulator import FakeProvider
 
 log = logging.getLogger("bot")
@@ -128,7 +129,12 @@ class Runtime:
             if s.socket_mode
             else f"HTTP mode at {self.url}/slack/events"
         )
-        log.info("SMS Ops running in %s%s", mode, " (dry run: simulated provider)" if s.dry_run else "")
+        log.info(
+            "SMS Ops running in %s%s on %s",
+            mode,
+            " (dry run: simulated provider)" if s.dry_run else "",
+            loop_name(),
+        )
 
     async def health(self) -> dict[str, Any]:
         db_ok = True

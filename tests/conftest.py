@@ -1,21 +1,26 @@
 from __future__ import annotations
 
-import asyncio
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from bot.core import db
 from bot.core.store import Store
-from bot.sms import SmsSettings
+from bot.sms import SmsSettings, loop
+from bot.sms.loop import LoopChoice
 from bot.sms.simulator import ProviderProcess
 
 from .pg import PostgresServer
 
+# The loop the tests run on, as the bot would choose it: uvloop where installed. CI runs the suite a second
+# time with EVENT_LOOP=asyncio (the bot processes the tests start inherit the variable).
+LOOP: LoopChoice = os.environ.get("EVENT_LOOP", "auto")  # type: ignore[assignment]
+
 
 def run(coro):
     """Run one coroutine on a fresh event loop (the code under test is async; the tests are not)."""
-    return asyncio.run(coro)
+    return loop.run(coro, LOOP)
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import httpx
 
 from bot.core.store import Job, JobState, Store
 
+from .conftest import LOOP
 from .harness import BOT_TOKEN, SIGNING_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,7 @@ class BotProcess:
         self.env = {
             "PATH": "/usr/bin:/bin",
             "HOME": str(cwd),
+            "EVENT_LOOP": LOOP,
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack_url + "/api/",

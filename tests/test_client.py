@@ -289,6 +289,33 @@ def test_a_limiter_granting_early_never_lets_a_call_leave_before_its_slot(monkey
     assert [round(w - g, 6) for g, w in calls] == [0.0, 0.05, 0.05]  # granted early, written on the slot
 
 
+def test_the_single_send_limiter_never_sleeps_less_than_a_millisecond_and_keeps_its_rate(monkeypatch):
+    """uvloop fires a timer shorter than a millisecond at once: sleeping 0.5 ms between grants would spin
+    the loop. Sleeping a millisecond grants the calls whose slots passed meanwhile at once."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    async def go() -> list[float]:
+        limiter = RateLimiter(2000, margin=0.02, clock=lambda: now[0])
+        granted = []
+        for _ in range(4000):
+            await limiter.acquire()
+            granted.append(now[0])
+        return granted
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    granted = run(go())
+    assert sleeps and min(sleeps) >= 0.001
+    assert len(sleeps) < 2100  # one wake-up per millisecond or so, not one per grant
+    per_second = [sum(1 for t in granted if s <= t < s + 1.0) for s in (0.0, 0.5, 1.0)]
+    assert max(per_second) <= 2000
+    assert min(per_second) >= 1940  # 2,000/s less the 2% margin, and no rate lost to the longer sleeps
+
+
 def test_fake_rejects_replayed_nonce_and_stale_clock(provider):
     params = {"To": "85251234567", "Message": "hi"}
     host = provider.url.removeprefix("http://")

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from .conftest import run
+from .conftest import LOOP, run
 from .fake_slack import FakeSlack
 from .harness import BOT_TOKEN, SIGNING_SECRET, sign
 
@@ -24,6 +24,7 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": str(tmp_path),
+            "EVENT_LOOP": LOOP,
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack.url + "/api/",

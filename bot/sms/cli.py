@@ -6,7 +6,6 @@ Exit codes: 0 all accepted · 1 some failed · 3 some outcome unknown · 2 bad u
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -15,10 +14,12 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
+from . import loop
 from .client import SmsClient
 from .config import SmsSettings
 from .encoding import MessageError, validate_message
 from .errors import InvalidRequestError, SmsError
+from .loop import LoopChoice
 from .models import MessageType, check_sender_id, check_task_id
 from .pacing import Hooks, Outcome, Status, batch_send_all, fan_out
 from .phone import InvalidNumber, mask, parse_number
@@ -69,11 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        code = asyncio.run(run(list(sys.argv[1:] if argv is None else argv), sys.stdout, sys.stderr))
+        code = loop.run(
+            run(list(sys.argv[1:] if argv is None else argv), sys.stdout, sys.stderr), _loop_choice()
+        )
     except KeyboardInterrupt:
         print("interrupted: requests already sent may have been accepted", file=sys.stderr)
         code = EXIT_UNKNOWN
     return code
+
+
+def _loop_choice() -> LoopChoice:
+    try:
+        return SmsSettings().event_loop
+    except ValidationError:
+        return "auto"  # `run` reports the bad settings
 
 
 async def run(argv: list[str], out: TextIO, err: TextIO, settings: SmsSettings | None = None) -> int:

@@ -37,6 +37,7 @@ from .errors import (
     ThrottledError,
     describe_code,
 )
+from .http import ProviderTransport, exchange, proxy_for
 from .limits import AccountLimiter, RateLimiter, account_limiter
 from .models import (
     BatchSendRequest,
@@ -48,7 +49,6 @@ from .models import (
     first_error,
 )
 from .phone import mask
-from .transport import Http1Transport
 
 log = logging.getLogger("bot.sms")
 
@@ -57,6 +57,7 @@ SEND = "SendMessageToGlobe"
 BATCH_SEND = "BatchSendMessageToGlobe"
 QUERY = "QueryMessage"
 USER_AGENT = "sms-ops-bot/0.1 (+httpx)"
+MAYBE = "the message may or may not have been accepted."
 
 R = TypeVar("R", bound=BaseModel)
 Hook = Callable[[], Awaitable[None]]
@@ -76,14 +77,18 @@ class SmsClient:
         self.settings = settings or SmsSettings()
         parts = urlsplit(self.settings.endpoint)
         self._url = httpx.URL(f"{parts.scheme}://{parts.netloc}/")
+        self._endpoint = str(self._url)
         self._host = parts.netloc
-        self._transport = transport or Http1Transport(max_connections=self.settings.max_connections)
+        self._transport = transport or ProviderTransport(
+            max_connections=self.settings.max_connections, proxy=proxy_for(self.settings.endpoint)
+        )
         self._timeout = httpx.Timeout(
             connect=self.settings.connect_timeout,
             read=self.settings.read_timeout,
             write=self.settings.read_timeout,
             pool=self.settings.connect_timeout,
         ).as_dict()
+        self._extensions = {"timeout": self._timeout}
         self._limiter = limiter
         self._sleep = sleep
         self.stats = {"attempts": 0, "throttled": 0, "retries": 0}
@@ -100,9 +105,9 @@ class SmsClient:
 
     async def warm_up(self, connections: int = 1) -> int:
         """Open `connections` to the provider before a send needs them, so that its first request does
-        not wait for a handshake. Safe to call any time; nothing is sent. Returns how many were opened
+        not wait for a handshake. Safe to call any time; no API call is made. Returns how many are ready
         (0 with a transport other than the built-in one)."""
-        if not isinstance(self._transport, Http1Transport) or self.settings.missing_credentials():
+        if not isinstance(self._transport, ProviderTransport) or self.settings.missing_credentials():
             return 0  # without credentials nothing will be sent: no reason to reach the provider
         connections = min(connections, self.settings.max_connections)
         return await self._transport.warm(str(self._url), connections, self.settings.connect_timeout)
@@ -293,38 +298,30 @@ class SmsClient:
             return None
         return delay
 
-    async def _exchange(
-        self, headers: dict[str, str], body: bytes, limiter: RateLimiter
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        if isinstance(self._transport, Http1Transport):  # measured fast path, no httpx objects
-            return await self._transport.post_raw(str(self._url), headers, body, self._timeout, limiter.sent)
-        request = httpx.Request(
-            "POST",
-            self._url,
-            headers=headers,
-            content=body,
-            extensions={"timeout": self._timeout, "on_sent": limiter.sent},
-        )
+    async def _exchange(self, headers: dict[str, str], body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        if isinstance(self._transport, ProviderTransport):  # the measured hot path (see http.py)
+            answer = await self._transport.post(self._endpoint, headers, body, self._timeout)
+            return answer.status, answer.headers, answer.body
+        request = httpx.Request("POST", self._url, headers=headers, content=body, extensions=self._extensions)
         response = await self._transport.handle_async_request(request)
         return response.status_code, response.headers, await response.aread()
 
     async def _attempt(self, headers: dict[str, str], body: bytes, limiter: RateLimiter) -> dict[str, Any]:
-        try:
-            status, response_headers, raw = await self._exchange(headers, body, limiter)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise ConnectError(
-                f"Could not connect to the provider ({_reason(exc)}); nothing was sent."
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise OutcomeUnknownError(
-                "No answer from the provider in time after the request was sent; "
-                "it may or may not have been accepted."
-            ) from exc
-        except httpx.TransportError as exc:
-            raise OutcomeUnknownError(
-                f"The connection failed after the request was sent ({_reason(exc)}); "
-                "it may or may not have been accepted."
-            ) from exc
+        with exchange(limiter.sent) as sent:
+            try:
+                status, response_headers, raw = await self._exchange(headers, body)
+            except httpx.HTTPError as exc:
+                if sent.sent_at is None:  # the request was never written: certainly not sent
+                    raise ConnectError(
+                        f"Could not reach the provider ({_reason(exc)}); nothing was sent."
+                    ) from exc
+                if isinstance(exc, httpx.TimeoutException):
+                    raise OutcomeUnknownError(
+                        "No answer from the provider in time after the request was sent; " + MAYBE
+                    ) from exc
+                raise OutcomeUnknownError(
+                    f"The connection failed after the request was sent ({_reason(exc)}); " + MAYBE
+                ) from exc
         try:
             data = json.loads(raw)
             if not isinstance(data, dict):
@@ -337,8 +334,7 @@ class SmsClient:
                     retry_after=_retry_after(response_headers),
                 ) from None
             raise OutcomeUnknownError(
-                f"The provider's answer could not be read (HTTP {status}); the message may or may not "
-                "have been accepted.",
+                f"The provider's answer could not be read (HTTP {status}); " + MAYBE,
                 http_status=status,
             ) from None
         if status == 200:
@@ -364,7 +360,7 @@ class SmsClient:
             )
         if status >= 500:
             raise OutcomeUnknownError(
-                f"{message} (HTTP {status}); the message may or may not have been accepted.",
+                f"{message} (HTTP {status}); " + MAYBE,
                 code=code,
                 http_status=status,
                 request_id=request_id,
@@ -385,8 +381,7 @@ def _parse(model: type[R], body: dict[str, Any]) -> R:
         return model.model_validate(body)
     except ValidationError as exc:
         raise OutcomeUnknownError(
-            f"The provider's answer was not in the documented shape ({first_error(exc)}); "
-            "the message may or may not have been accepted.",
+            f"The provider's answer was not in the documented shape ({first_error(exc)}); " + MAYBE,
             code=str(body.get("ResponseCode") or "") or None,
             http_status=200,
             request_id=body.get("RequestId"),

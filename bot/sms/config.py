@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -31,6 +32,8 @@ class SmsSettings(BaseSettings):
     max_message_chars: int = Field(default=1500, ge=1, le=10000, alias="SMS_MAX_MESSAGE_CHARS")
     default_region: str | None = Field(default=None, alias="SMS_DEFAULT_REGION")
     sender_id: str | None = Field(default=None, alias="SMS_SENDER_ID")
+    # Read by the entry points (the bot, the `sms` CLI) before their loop starts; see loop.py.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(default="auto", alias="EVENT_LOOP")
 
     @field_validator("endpoint")
     @classmethod

@@ -15,6 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_LEAD = 0.05  # at most this early a grant before its slot (see `RateLimiter.prepared`)
+# The shortest sleep: uvloop's timers count whole milliseconds and fire a shorter one at once, which would
+# spin the loop between grants 0.5 ms apart. Sleeping a little longer loses nothing: the grants whose
+# slots passed meanwhile go out at once, within the burst tolerance.
+MIN_SLEEP = 0.001
 
 
 class RateLimiter:
@@ -58,7 +62,7 @@ class RateLimiter:
                     self._tat = max(self._tat, now) + self.interval
                     return max(slot, now)
                 self.waited += wait
-                await asyncio.sleep(wait)
+                await asyncio.sleep(max(wait, MIN_SLEEP) if self.tau >= MIN_SLEEP else wait)
 
     def prepared(self, took: float) -> None:
         """The caller needed `took` seconds between a grant and being ready to write (its own in-flight

@@ -84,7 +84,15 @@ class FakeProvider:
     def __post_init__(self) -> None:
         self.received: list[Received] = []
         self.faults: deque[Fault] = deque()
-        self.counts: dict[str, int] = {"requests": 0, "accepted": 0, "throttled": 0, "rejected": 0}
+        # span_us: microseconds from the first to the last API request that arrived (benchmarks' ratios)
+        self.counts: dict[str, int] = {
+            "requests": 0,
+            "accepted": 0,
+            "throttled": 0,
+            "rejected": 0,
+            "span_us": 0,
+        }
+        self._first_arrival: float | None = None
         self._windows: dict[str, deque[float]] = {k: deque() for k in ("single", "batch", "query")}
         self._nonces: dict[str, float] = {}
         self._ids = itertools.count(100_000_001)
@@ -173,6 +181,7 @@ class FakeProvider:
         self.received.clear()
         self.faults.clear()
         self.counts.update({k: 0 for k in self.counts})
+        self._first_arrival = None
         for window in self._windows.values():
             window.clear()
         self._set_hold(False)
@@ -243,6 +252,9 @@ class FakeProvider:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         self.counts["requests"] += 1
+        if self._first_arrival is None:
+            self._first_arrival = arrived
+        self.counts["span_us"] = round((arrived - self._first_arrival) * 1e6)
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
         action = headers.get("x-acs-action", "")
