@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from bot.sms import loop
 from bot.sms.simulator import ProviderProcess
 from tests.harness import Bot, sign
 
@@ -134,8 +135,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", help="a git revision to measure side by side")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     args = parser.parse_args()
     if args.baseline:
         side_by_side(args.baseline, args.rounds)
     else:
-        asyncio.run(main())
+        loop.run(main(), args.loop)  # the bot's own choice: uvloop where installed
