@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -31,9 +31,11 @@ from bot.slack.server import web_app
 from bot.slack.state import SlackState
 from bot.sms import SmsClient
 from bot.sms.loop import loop_name
-from bot.sms.simulator import FakeProvider
 
 log = logging.getLogger("bot")
+
+if TYPE_CHECKING:
+    from bot.sms.simulator import FakeProvider
 
 # Dry run: numbers ending in these digits are refused / left with an unknown outcome by the simulator.
 DRY_RUN_FAIL_SUFFIX = "0000"
@@ -53,6 +55,8 @@ class Runtime:
         s = self.settings
         sms_settings = s
         if s.dry_run:
+            from bot.sms.simulator import FakeProvider
+
             self.simulator = FakeProvider(
                 fail_suffixes=(DRY_RUN_FAIL_SUFFIX,), unknown_suffixes=(DRY_RUN_UNKNOWN_SUFFIX,), record=False
             )

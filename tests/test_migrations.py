@@ -132,3 +132,8 @@ def test_operators_upgrade_and_check_by_command(tmp_path):
     assert bot_db("upgrade") == f"schema unversioned → {db.head()}"
     assert bot_db("current") == f"schema {db.head()} (up to date)"
     assert bot_db("upgrade") == f"schema {db.head()}: up to date"
+
+
+def test_the_head_constant_is_alembics_head():
+    """The start-up fast path compares the stored revision with `db.HEAD`: a new migration must bump it."""
+    assert db.head() == db.HEAD

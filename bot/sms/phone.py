@@ -6,10 +6,11 @@ number pattern here. A number is refused with a specific reason, never a generic
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult, geocoder
+from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 
 CHINESE_MAINLAND_CODE = 86
 
@@ -90,12 +91,18 @@ def mask(number: str) -> str:
         return (digits[:3] + " ****") if len(digits) > 3 else "****"
 
 
+@functools.cache
 def region_name(region: str) -> str:
+    """The English name of a region (`HK` → "Hong Kong"), from ISO 3166 through pycountry: phonenumbers'
+    own names come with its geocoder, ≈ 100 MiB and 0.3 s to load for the sake of 245 names."""
     if not region or region == "001":
         return "international"
-    example = phonenumbers.example_number(region)
-    name = geocoder.country_name_for_number(example, "en") if example else ""
-    return name or region
+    import pycountry
+
+    country = pycountry.countries.get(alpha_2=region)
+    if country is None:
+        return region
+    return getattr(country, "common_name", None) or country.name
 
 
 def parse_number(text: str, default_region: str | None = None) -> PhoneNumber:

@@ -29,10 +29,11 @@ from urllib.parse import parse_qsl
 
 import phonenumbers
 from aiohttp import web
-from phonenumbers import carrier, geocoder
+from phonenumbers import carrier
 
 from . import signing
 from .encoding import analyse
+from .phone import region_name
 
 ACTIONS = {"SendMessageToGlobe": "single", "BatchSendMessageToGlobe": "batch", "QueryMessage": "query"}
 
@@ -583,7 +584,7 @@ def _lookup_number_detail(number: str) -> dict[str, str]:
         return {"Carrier": "", "Country": "", "Region": ""}
     return {
         "Carrier": carrier.name_for_number(parsed, "en") or "",
-        "Country": geocoder.country_name_for_number(parsed, "en") or "",
+        "Country": region_name(phonenumbers.region_code_for_number(parsed) or ""),
         "Region": phonenumbers.region_code_for_number(parsed) or "",
     }
 

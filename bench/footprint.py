@@ -1,0 +1,145 @@
+"""Footprint of the bot: start-up to a healthy `/healthz`, and resident memory when idle.
+
+Starts `python -m bot` for real (dry run, SQLite in a temporary directory, HTTP mode) against the fake
+Slack Web API, from the spawn of the process to the first `/healthz` that answers `ok`, then reads the
+process's resident set size after a second of idling. Targets: start-up ≤ 0.4 s, idle RSS ≤ 80 MiB.
+
+`--baseline REV` measures another revision of this repository side by side (a temporary git worktree,
+the same interpreter and packages), alternating `--rounds` times.
+
+    .venv/bin/python -m bench.footprint
+    .venv/bin/python -m bench.footprint --baseline 9426fd1 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from bot.sms import loop
+from tests.fake_slack import FakeSlack
+from tests.harness import BOT_TOKEN, SIGNING_SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TARGET, RSS_TARGET = 0.4, 80.0
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def measure(tree: Path) -> tuple[float, float, float]:
+    """Of `python -m bot` run from `tree`: seconds from spawn to a healthy /healthz on a new database (the
+    schema is created), the same on that database again (a restart), and the idle RSS in MiB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        first, _ = await start(tree, tmp)
+        again, rss = await start(tree, tmp)
+    return first, again, rss
+
+
+async def start(tree: Path, tmp: str) -> tuple[float, float]:
+    """One start of the bot with its database in `tmp`: (seconds to healthy, idle RSS in MiB)."""
+    slack = FakeSlack()
+    await slack.start()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": tmp,
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.url + "/api/",
+        "HOST": "127.0.0.1",
+        "PORT": "0",
+        "SMS_DRY_RUN": "true",
+        "DATABASE_PATH": str(Path(tmp) / "bot.sqlite3"),
+        "LOG_LEVEL": "INFO",
+    }
+    t0 = time.perf_counter()
+    # cwd=tree: `python -m bot` imports the bot package of that tree
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tree, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        url = None
+        while url is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            if not line:
+                raise RuntimeError("the bot exited")
+            if "HTTP mode at " in line:
+                url = line.split("HTTP mode at ", 1)[1].split("/slack/events")[0]
+        async with httpx.AsyncClient(base_url=url) as http:
+            while not (await http.get("/healthz")).json().get("ok"):  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.005)
+            started = time.perf_counter() - t0
+            await asyncio.sleep(1.0)
+            rss = rss_mib(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        await proc.wait()
+        await slack.stop()
+    return started, rss
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    git = shutil.which("git") or "git"
+    with tempfile.TemporaryDirectory(prefix="sms-ops-baseline-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(
+            [git, "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield tree
+        finally:
+            subprocess.run(
+                [git, "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                check=False,
+                capture_output=True,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--baseline", help="a git revision to measure side by side")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        trees = {"this tree": ROOT}
+        if args.baseline:
+            trees = {f"baseline {args.baseline}": stack.enter_context(worktree(args.baseline)), **trees}
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                results[name].append(loop.run(measure(tree)))
+
+        def spread(values: list[float], unit: str, digits: int) -> str:
+            return f"{min(values):.{digits}f}-{max(values):.{digits}f} {unit} (median {statistics.median(values):.{digits}f})"
+
+        for name, runs in results.items():
+            print(
+                f"{name}: start-up to healthy: restart {spread([a for _, a, _ in runs], 's', 2)}, "
+                f"new database {spread([f for f, _, _ in runs], 's', 2)} (target {STARTUP_TARGET} s); "
+                f"idle RSS {spread([r for _, _, r in runs], 'MiB', 0)} (target {RSS_TARGET:.0f} MiB)"
+            )
+
+
+if __name__ == "__main__":
+    main()
