@@ -1,8 +1,10 @@
 """Logging: one line per event, text or JSON (LOG_FORMAT), with secrets and phone numbers redacted.
 
 Code masks numbers itself (`PhoneNumber.masked`); the filter here is the safety net for anything else
-that reaches a log line, e.g. a library echoing a payload: any run of 7 or more digits (optionally with
-+, spaces or dashes between them) keeps its first 4 digits, and configured secrets are replaced.
+that reaches a log line, e.g. a library echoing a payload: a run of 7 or more digits standing on its own
+(optionally with +, spaces or dashes between them) is parsed as a phone number and masked the way the
+code masks them (`+852 5123 ****`); digits inside a word, such as a job id, are left alone; configured
+secrets and Slack tokens are replaced.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import re
 import time
 from collections.abc import Iterable
 
-# Redaction only (no number is parsed or validated here): long digit runs are masked in log text.
+from bot.sms.phone import mask
+
 SOCKET_LOGGER = "bot.slack.socket"  # the Socket Mode client's own logger (see bot/runtime.py)
-_DIGIT_RUN = re.compile(r"\+?\d(?:[\s\-.()]{0,2}\d){6,}")
+# A digit run not glued to a letter, digit or underscore on either side: ids (hex, uuid) keep their digits.
+_DIGIT_RUN = re.compile(r"(?<![\w+])\+?\d(?:[\s\-.()]{0,2}\d){6,}(?!\w)")
 _TOKEN = re.compile(r"\bx(?:ox[abposr]|app)-[A-Za-z0-9-]+")
 
 
 def _mask_run(match: re.Match[str]) -> str:
-    digits = [c for c in match.group(0) if c.isdigit()]
-    return ("+" if match.group(0).startswith("+") else "") + "".join(digits[:4]) + "****"
+    return mask(match.group(0))
 
 
 class RedactingFilter(logging.Filter):

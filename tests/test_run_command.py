@@ -120,9 +120,12 @@ def test_redaction_filter_masks_numbers_tokens_and_secrets():
         logging.INFO,
         __file__,
         1,
-        "to %s with %s and %s",
-        ("+852 5123 4567", "xoxb-123-456-abc", "s3cr3t-value"),
+        "to %s, %s with %s and %s for job=%s",
+        ("+852 5123 4567", "85251234567", "xoxb-123-456-abc", "s3cr3t-value", "e96881234567aaa40c5f6f0b6988"),
         None,
     )
     f.filter(record)
-    assert record.getMessage() == "to +8525**** with [token] and [secret]"
+    # numbers masked as the code masks them (parsed, not by digit count); an id keeps all its digits
+    assert record.getMessage() == (
+        "to +852 5123 ****, +852 5123 **** with [token] and [secret] for job=e96881234567aaa40c5f6f0b6988"
+    )

@@ -360,13 +360,21 @@ class SmsClient:
             )
         if status >= 500:
             raise OutcomeUnknownError(
-                f"{message} (HTTP {status}); " + MAYBE,
+                _unknown(message, status),
                 code=code,
                 http_status=status,
                 request_id=request_id,
             )
         cls = CredentialError if code in CREDENTIAL_CODES else ProviderRejectedError
         raise cls(message, code=code, http_status=status, request_id=request_id)
+
+
+def _unknown(message: str, status: int) -> str:
+    """`message` with the HTTP status, saying once that the message may or may not have been accepted."""
+    base = message.rstrip(".")
+    if "may or may not" in base:
+        return f"{base} (HTTP {status})."
+    return f"{base} (HTTP {status}); {MAYBE}"
 
 
 def _build(model: type[R], fields: dict[str, Any]) -> R:
