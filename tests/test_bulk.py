@@ -116,6 +116,11 @@ def test_form_errors_are_inline_and_change_nothing(provider, tmp_path):
                     BlockId.BULK_SENDER,
                     "letters and digits",
                 ),
+                (  # 30 nines: once an OverflowError and HTTP 500 at the confirmation
+                    bulk_values(recipients="+65 8100 0001", message="hi", validity="9" * 30),
+                    BlockId.BULK_VALIDITY,
+                    "at most 259,200 seconds",
+                ),
             ]
             for values, block, expected in cases:
                 body = (await bot.submit_view(form, values, user=LEAD)).json()

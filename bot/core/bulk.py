@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.sms.encoding import MessageError, MessageInfo, analyse, validate_message
-from bot.sms.models import check_sender_id
+from bot.sms.models import MAX_VALIDITY_SECONDS, check_sender_id
 from bot.sms.phone import PhoneNumber, mask
 from bot.sms.recipients import (
     RecipientList,
@@ -177,6 +177,11 @@ def quick_problems(form: BulkForm, limits: BulkLimits) -> dict[str, str]:
             problems["sender"] = str(exc).capitalize() + "."
     if form.validity is not None and form.validity <= 0:
         problems["validity"] = "The validity period must be a positive number of seconds."
+    elif form.validity is not None and form.validity > MAX_VALIDITY_SECONDS:
+        problems["validity"] = (
+            f"The validity period can be at most {MAX_VALIDITY_SECONDS:,} seconds (72 hours); "
+            "leave it empty for the provider's default."
+        )
     if form.type not in ("NOTIFY", "MKT"):
         problems["type"] = "Choose Notification or Marketing."
     return problems

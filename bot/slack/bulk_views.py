@@ -23,7 +23,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.blocks.block_elements import FileInputElement
 from slack_sdk.models.views import View
 
-from bot.core.bulk import Draft
+from bot.core.bulk import MAX_VALIDITY_SECONDS, Draft
 from bot.core.store import Job, RecipientRow, RecipientState, Summary
 from bot.sms.errors import describe_code
 
@@ -93,7 +93,10 @@ def bulk_form(metadata: str, *, max_recipients: int, max_chars: int) -> View:
                 label=PlainTextObject(text="Validity period (seconds)"),
                 hint=PlainTextObject(text="Drop the message if it cannot be delivered within this time."),
                 element=NumberInputElement(
-                    action_id=ActionId.BULK_VALIDITY, is_decimal_allowed=False, min_value="1"
+                    action_id=ActionId.BULK_VALIDITY,
+                    is_decimal_allowed=False,
+                    min_value="1",
+                    max_value=str(MAX_VALIDITY_SECONDS),
                 ),
             ),
         ],

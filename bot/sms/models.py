@@ -31,6 +31,11 @@ SENDER_ID_MAX_ALNUM = 11
 SENDER_ID_MAX_DIGITS = 15
 
 
+# No maximum is documented; carriers keep undelivered messages for at most about 72 hours, and a bound
+# keeps absurd values (30 nines) out of storage and the provider's integer.
+MAX_VALIDITY_SECONDS = 72 * 3600
+
+
 class MessageType(StrEnum):
     NOTIFY = "NOTIFY"
     MKT = "MKT"
@@ -115,6 +120,10 @@ class _Request(BaseModel):
             raise ValueError("the validity period must be a whole number of seconds")
         if int(v) <= 0:
             raise ValueError("the validity period must be a positive number of seconds")
+        if int(v) > MAX_VALIDITY_SECONDS:
+            raise ValueError(
+                f"the validity period can be at most {MAX_VALIDITY_SECONDS:,} seconds (72 hours)"
+            )
         return int(v)
 
     def _common(self) -> dict[str, str]:

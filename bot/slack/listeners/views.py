@@ -51,7 +51,7 @@ async def send_modal_submission_callback(
     except InvalidNumber as exc:
         errors[BlockId.SEND_TO] = exc.reason
     try:
-        info = validate_message(message, settings.max_message_chars)
+        validate_message(message, settings.max_message_chars)
     except MessageError as exc:
         hint = f" ({analyse(message).summary()})" if message else ""
         errors[BlockId.SEND_MESSAGE] = exc.reason + hint
@@ -68,9 +68,7 @@ async def send_modal_submission_callback(
         errors[BlockId.SEND_TO] = "This form is out of date. Close it and run /sms again."
         metadata = None
     if errors or number is None or metadata is None:
-        if BlockId.SEND_MESSAGE not in errors and message:
-            # The form stays open anyway: show the size and cost of the message beside the other problems.
-            errors[BlockId.SEND_MESSAGE] = f"ℹ️ Not an error: {info.summary()}."
+        # Only problems go in Slack's error slots (shown in red); a valid message gets none.
         await ack(response_action="errors", errors=errors)
         return
     # One insert, keyed by the view id: a double submit or a retried submission starts one job.
