@@ -380,3 +380,27 @@ def test_an_out_of_date_form_is_answered_on_the_message_box_it_holds(provider, t
     assert body["response_action"] == "errors"
     assert list(body["errors"]) == [f"{BlockId.OUTAGE_MESSAGE}-2"]
     assert provider.received == []
+
+
+def test_extra_numbers_that_are_all_invalid_are_named_by_line_and_reason_under_their_box(provider, tmp_path):
+    async def go():
+        async with Bot(
+            provider, tmp_path, ACCESS_OUTAGE=ONCALL, CONTACT_GROUPS_FILE=write_groups(tmp_path)
+        ) as bot:
+            form = await open_outage(bot)
+            values = outage_values(
+                extra="+852 123\n+86 138 0013 8000",
+                service="Payments",
+                status="investigating",
+                details="down",
+            )
+            body = (await bot.submit_view(form, values, user=ONCALL)).json()
+            return body, await bot.count("drafts")
+
+    body, drafts = run(go())
+    assert body["response_action"] == "errors", body
+    text = body["errors"].get(BlockId.OUTAGE_EXTRA, body)
+    assert "line 1 (+852 ****): Too short" in text, text
+    assert "line 2 (+86 1380 ****)" in text and "Chinese mainland" in text, text
+    assert drafts == 0
+    assert provider.received == []

@@ -94,11 +94,13 @@ class Draft:
 
 
 class BulkProblem(Exception):
-    """The list cannot become a draft; `message` says why and what to do."""
+    """The list cannot become a draft; `message` says why and what to do. `field`: the form field it
+    is about (the keys of `problems`), or None for the message field."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
 
 
 class Tally:

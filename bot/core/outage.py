@@ -128,6 +128,10 @@ async def prepare(
         found = Recipients(people=[(caller_number, "you")])
     else:
         found = await collect(form, book, store, limits.default_region)
+    if not found.people and found.refused:
+        lines = "; ".join(f"line {r['line']} ({r['masked']}): {r['reason']}" for r in found.refused[:3])
+        more = f"; and {len(found.refused) - 3} more" if len(found.refused) > 3 else ""
+        raise BulkProblem(f"None of these numbers can be texted: {lines}{more}", field="extra")
     if not found.people:
         raise BulkProblem("Nobody is left to text: every number was refused or failed permanently before.")
     if len(found.people) > limits.max_recipients:

@@ -143,6 +143,7 @@ def _form(
 BLOCK_FOR = {
     "groups": BlockId.OUTAGE_GROUPS,
     "details": BlockId.OUTAGE_DETAILS,
+    "extra": BlockId.OUTAGE_EXTRA,
 }
 
 
@@ -184,7 +185,10 @@ async def outage_form_submission_callback(
     try:  # bounded: members were validated when the groups file was read
         draft = await outage.prepare(form, book, deps.store, deps.bulk_limits, book.number_for(user_id))
     except BulkProblem as exc:
-        await ack(response_action="errors", errors={message_block: exc.message})
+        await ack(
+            response_action="errors",
+            errors={block_for.get(exc.field or "message", message_block): exc.message},
+        )
         return
     draft_id = await deps.store.create_draft(user_id)
     await save_draft(deps.store, draft, draft_id)
