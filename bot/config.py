@@ -37,7 +37,6 @@ class Settings(SmsSettings):
     access_cache_seconds: float = Field(default=300.0, ge=0, alias="ACCESS_CACHE_SECONDS")
     contact_groups_file: Path = Field(default=Path("groups.toml"), alias="CONTACT_GROUPS_FILE")
     history_limit: int = Field(default=10, ge=1, le=50, alias="HISTORY_LIMIT")
-    dry_run: bool = Field(default=False, alias="SMS_DRY_RUN")
     bulk_max_recipients: int = Field(default=10_000, ge=1, le=100_000, alias="BULK_MAX_RECIPIENTS")
     bulk_daily_segments: int = Field(default=50_000, ge=1, alias="BULK_DAILY_SEGMENTS")
     bulk_confirm_threshold: int = Field(default=100, ge=1, alias="BULK_CONFIRM_THRESHOLD")

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import SecretStr
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,10 +36,6 @@ log = logging.getLogger("bot")
 if TYPE_CHECKING:
     from bot.sms.simulator import FakeProvider
 
-# Dry run: numbers ending in these digits are refused / left with an unknown outcome by the simulator.
-DRY_RUN_FAIL_SUFFIX = "0000"
-DRY_RUN_UNKNOWN_SUFFIX = "0001"
-
 
 class Runtime:
     def __init__(self, settings: Settings, *, fault: Callable[[str], None] | None = None) -> None:
@@ -55,20 +50,10 @@ class Runtime:
         s = self.settings
         sms_settings = s
         if s.dry_run:
-            from bot.sms.simulator import FakeProvider
+            from bot.sms.simulator import dry_run_provider  # only a dry run loads the simulator
 
-            self.simulator = FakeProvider(
-                fail_suffixes=(DRY_RUN_FAIL_SUFFIX,), unknown_suffixes=(DRY_RUN_UNKNOWN_SUFFIX,), record=False
-            )
-            url = await self.simulator.start("127.0.0.1", 0)
-            sms_settings = s.model_copy(
-                update={
-                    "endpoint": url,
-                    "access_key_id": self.simulator.access_key_id,
-                    "access_key_secret": SecretStr(self.simulator.access_key_secret),
-                    "security_token": None,
-                }
-            )
+            self.simulator = dry_run_provider()
+            sms_settings = self.simulator.settings_for(s, await self.simulator.start("127.0.0.1", 0))
         self.sms = SmsClient(sms_settings)
         self.store = Store(await open_database(s))
         self.client = web_client(s.slack_bot_token.get_secret_value(), s.slack_api_url)

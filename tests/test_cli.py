@@ -102,3 +102,46 @@ def test_query(provider, sms_settings):
     message_id = json.loads(out)["message_id"]
     code, out, _ = call(["--json", "query", message_id], sms_settings)
     assert code == EXIT_OK and json.loads(out)["status"] == "sent"
+
+
+def test_no_command_lists_the_commands_and_exits_2():
+    from bot.sms import SmsSettings
+
+    code, out, err = call([], SmsSettings(_env_file=None))
+    assert code == EXIT_USAGE and out == ""
+    assert all(name in err for name in ("send", "batch", "query", "--dry-run")), err
+    assert "choose a command" in err
+
+
+def test_unquoted_numbers_with_spaces_are_read_whole(provider, sms_settings):
+    argv = ["--json", "send", "-m", "hi", "--to", "+852", "5123", "4567", "+65", "8123", "4567"]
+    code, out, err = call(argv, sms_settings)
+    assert code == EXIT_OK, err
+    assert [json.loads(line)["to"] for line in out.splitlines()] == ["85251234567", "6581234567"]
+
+
+def test_batch_says_what_an_accepted_line_is_and_counts_repeated_numbers(provider, sms_settings, tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text("number\n+852 5123 4567\n+85251234567\n+65 8123 4567\n")
+    code, out, err = call(["batch", "-m", "hi", "--file", str(path)], sms_settings)
+    assert code == EXIT_OK
+    lines = [line for line in out.splitlines() if "accepted " in line and "unknown" not in line]
+    assert len(lines) == 2 and all(line.split("accepted", 1)[1].strip() for line in lines), out
+    assert "1 repeated number(s)" in err
+    (req,) = provider.sent("BatchSendMessageToGlobe")
+    assert len(json.loads(req.params["To"])) == 2
+
+
+def test_dry_run_needs_no_account_and_shows_each_outcome(provider):
+    from bot.sms import SmsSettings
+
+    argv = ["send", "-m", "hi", "--to", "+852 5123 4567", "+852 5123 0000", "+852 5123 0001"]
+    for how, settings in (
+        (["--dry-run"], SmsSettings(_env_file=None)),
+        ([], SmsSettings(_env_file=None, SMS_DRY_RUN="true")),
+    ):
+        code, out, err = call(how + argv, settings)
+        assert code == EXIT_UNKNOWN, err
+        assert "1 accepted, 1 failed, 1 unknown" in out
+        assert "dry run" in err
+    assert provider.received == []  # the simulator is in-process; the test provider saw nothing

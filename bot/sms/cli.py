@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -41,12 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bot.sms", description="Send SMS through Alibaba Cloud (international).")
     parser.add_argument("--json", action="store_true", help="one JSON object per recipient on stdout")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each request (numbers masked)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send to the built-in simulator instead (also SMS_DRY_RUN=true): numbers ending in 0000 are "
+        "refused, in 0001 get an unknown outcome; nothing leaves this machine",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{send,batch,query}")
 
     send = sub.add_parser("send", help="single sends (SendMessageToGlobe), fanned out at the configured rate")
     send.add_argument("--message", "-m", required=True)
     dest = send.add_mutually_exclusive_group(required=True)
-    dest.add_argument("--to", nargs="+", metavar="NUMBER")
+    dest.add_argument(
+        "--to",
+        nargs="+",
+        metavar="NUMBER",
+        help="one or more numbers; spaces inside a number need no quotes when it starts with + (+852 5123 4567)",
+    )
     dest.add_argument("--file", metavar="PATH")
     send.add_argument("--from", dest="sender_id", metavar="ID")
     send.add_argument("--type", choices=[t.value for t in MessageType])
@@ -94,6 +106,12 @@ async def run(argv: list[str], out: TextIO, err: TextIO, settings: SmsSettings |
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    if args.command is None:
+        print(build_parser().format_help().rstrip(), file=err)
+        print(
+            "\nerror: choose a command: send, batch or query (e.g. python -m bot.sms send --help)", file=err
+        )
+        return EXIT_USAGE
     as_json = args.json or getattr(args, "json_sub", False)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=err)
     try:
@@ -103,15 +121,36 @@ async def run(argv: list[str], out: TextIO, err: TextIO, settings: SmsSettings |
         name = first["loc"][0] if first["loc"] else "setting"
         print(f"error: setting {name}: {first['msg'].removeprefix('Value error, ')}", file=err)
         return EXIT_USAGE
+    simulator = None
+    if args.dry_run or settings.dry_run:
+        from .simulator import DRY_RUN_FAIL_SUFFIX, DRY_RUN_UNKNOWN_SUFFIX, dry_run_provider  # only then
+
+        simulator = dry_run_provider()
+        settings = simulator.settings_for(settings, await simulator.start("127.0.0.1", 0))
+        print(
+            f"dry run: nothing leaves this machine; numbers ending in {DRY_RUN_FAIL_SUFFIX} are refused, "
+            f"in {DRY_RUN_UNKNOWN_SUFFIX} get an unknown outcome",
+            file=err,
+        )
+    try:
+        return await _run(args, settings, as_json, out, err)
+    finally:
+        if simulator is not None:
+            await simulator.stop()
+
+
+async def _run(
+    args: argparse.Namespace, settings: SmsSettings, as_json: bool, out: TextIO, err: TextIO
+) -> int:
     missing = settings.missing_credentials()
     if missing:
-        print(f"error: set {' and '.join(missing)} (environment or .env)", file=err)
+        print(f"error: set {' and '.join(missing)} (environment or .env), or try --dry-run", file=err)
         return EXIT_USAGE
     try:
         async with SmsClient(settings) as client:
             if args.command == "query":
                 return await _query(client, args.message_id, as_json, out, err)
-            plan = _plan(args, settings)
+            plan = _plan(args, settings, err)
             progress = _Progress(err, len(plan[0])) if err.isatty() and not as_json else None
             hooks = Hooks(on_progress=progress.update if progress else None)
             if args.command == "send":
@@ -149,7 +188,7 @@ async def run(argv: list[str], out: TextIO, err: TextIO, settings: SmsSettings |
     return EXIT_OK
 
 
-def _plan(args: argparse.Namespace, settings: SmsSettings) -> tuple[list[str], list[str]]:
+def _plan(args: argparse.Namespace, settings: SmsSettings, err: TextIO) -> tuple[list[str], list[str]]:
     """Numbers (API form) and one message each; raises UsageError before anything is sent."""
     if args.sender_id is not None:
         try:
@@ -165,7 +204,7 @@ def _plan(args: argparse.Namespace, settings: SmsSettings) -> tuple[list[str], l
         raise UsageError("--validity: the validity period must be a positive number of seconds")
     if getattr(args, "to", None):
         numbers = []
-        for text in args.to:
+        for text in _numbers_in(args.to, settings.default_region):
             try:
                 numbers.append(parse_number(text, settings.default_region).api)
             except InvalidNumber as exc:
@@ -175,6 +214,11 @@ def _plan(args: argparse.Namespace, settings: SmsSettings) -> tuple[list[str], l
         messages = [args.message] * len(numbers)
     else:
         listing = _read_list(args.file, settings)
+        if listing.duplicates:
+            print(
+                f"note: {listing.duplicates} repeated number(s) in {args.file} left out: each number is sent once",
+                file=err,
+            )
         try:
             check_template(args.message, listing.columns)
             messages = [render(args.message, r.fields) for r in listing.recipients]
@@ -188,6 +232,23 @@ def _plan(args: argparse.Namespace, settings: SmsSettings) -> tuple[list[str], l
             where = f" (recipient {i + 1})" if len(set(messages)) > 1 else ""
             raise UsageError(f"{exc.reason}{where}") from None
     return numbers, messages
+
+
+def _numbers_in(tokens: list[str], default_region: str | None) -> list[str]:
+    """The numbers of `--to`. Each argument is a number when each one parses on its own; otherwise
+    (an unquoted `+852 5123 4567` arrives as three arguments) the arguments are joined and split before
+    each `+`, so that `--to +852 5123 4567 +65 8123 4567` is two numbers."""
+
+    def valid(text: str) -> bool:
+        try:
+            parse_number(text, default_region)
+        except InvalidNumber:
+            return False
+        return True
+
+    if all(valid(t) for t in tokens):
+        return tokens
+    return [part for part in re.split(r"\s+(?=\+)", " ".join(tokens)) if part.strip()]
 
 
 def _read_list(path: str, settings: SmsSettings) -> RecipientList:
@@ -249,7 +310,13 @@ def _report(outcomes: list[Outcome], as_json: bool, out: TextIO) -> None:
         return
     width = max((len("+" + o.to) for o in outcomes), default=12)
     for o in outcomes:
-        detail = o.message_id or "" if o.status == Status.ACCEPTED else (o.error or "")
+        if o.status == Status.ACCEPTED:
+            # a batch answer's ids cannot be matched to numbers by position (see pacing.py): say so
+            detail = (
+                o.message_id or f"in batch request {o.request_id}" if o.request_id else o.message_id or ""
+            )
+        else:
+            detail = o.error or ""
         print(f"{'+' + o.to:<{width}}  {o.status.value:<8}  {detail}", file=out)
     counts = {s: sum(1 for o in outcomes if o.status == s) for s in Status}
     print(

@@ -32,6 +32,8 @@ class SmsSettings(BaseSettings):
     max_message_chars: int = Field(default=1500, ge=1, le=10000, alias="SMS_MAX_MESSAGE_CHARS")
     default_region: str | None = Field(default=None, alias="SMS_DEFAULT_REGION")
     sender_id: str | None = Field(default=None, alias="SMS_SENDER_ID")
+    # true: the provider is replaced by the built-in simulator (bot and CLI alike); see simulator.dry_run
+    dry_run: bool = Field(default=False, alias="SMS_DRY_RUN")
     # Read by the entry points (the bot, the `sms` CLI) before their loop starts; see loop.py.
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(default="auto", alias="EVENT_LOOP")
 

@@ -24,16 +24,20 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import phonenumbers
 from aiohttp import web
 from phonenumbers import carrier
+from pydantic import SecretStr
 
 from . import signing
+from .config import SmsSettings
 from .encoding import analyse
 from .phone import region_name
+
+S = TypeVar("S", bound=SmsSettings)
 
 ACTIONS = {"SendMessageToGlobe": "single", "BatchSendMessageToGlobe": "batch", "QueryMessage": "query"}
 
@@ -63,6 +67,19 @@ class Received:
     headers: dict[str, str]
     at: float
     answered: str = ""
+
+
+# Dry run (SMS_DRY_RUN=true, or the CLI's --dry-run): numbers ending in these digits are refused / left
+# with an unknown outcome by the simulator, so a newcomer can see every kind of outcome.
+DRY_RUN_FAIL_SUFFIX = "0000"
+DRY_RUN_UNKNOWN_SUFFIX = "0001"
+
+
+def dry_run_provider() -> FakeProvider:
+    """The simulator a dry run sends to (start it with `await provider.start("127.0.0.1", 0)`)."""
+    return FakeProvider(
+        fail_suffixes=(DRY_RUN_FAIL_SUFFIX,), unknown_suffixes=(DRY_RUN_UNKNOWN_SUFFIX,), record=False
+    )
 
 
 @dataclass
@@ -204,6 +221,17 @@ class FakeProvider:
 
     async def _ctl_received(self, request: web.Request) -> web.Response:
         return web.json_response({"counts": self.counts, "received": [r.__dict__ for r in self.received]})
+
+    def settings_for(self, settings: S, url: str) -> S:
+        """`settings` pointed at this simulator, listening at `url`, with its credentials."""
+        return settings.model_copy(
+            update={
+                "endpoint": url,
+                "access_key_id": self.access_key_id,
+                "access_key_secret": SecretStr(self.access_key_secret),
+                "security_token": None,
+            }
+        )
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._loop = asyncio.get_running_loop()
