@@ -111,6 +111,40 @@ def test_two_workers_one_sender_and_a_takeover_after_its_lease_ends(provider, sm
     assert took_over < 4.5 + 1.0
 
 
+def test_a_wake_up_that_comes_while_the_heartbeat_runs_is_not_lost(provider, sms_settings, database):
+    """A NOTIFY (here: the wake-up it sets) arriving just after the heartbeat looked for jobs must make it
+    look again at once, not at the next poll (30 s here)."""
+
+    async def go():
+        store = await open_store(database)
+        async with SmsClient(sms_settings) as client:
+            worker = Worker(store, client, poll_seconds=30)
+            claim_jobs = store.claim_jobs
+            created: list[str] = []
+            arrived = asyncio.Event()
+
+            async def claim_then_a_job_arrives(*args, **kwargs):
+                claims = await claim_jobs(*args, **kwargs)
+                if not created:  # another replica makes a job and its NOTIFY lands now
+                    job, _ = await store.create_job(
+                        kind=JobKind.SINGLE, created_by="U1", recipients=people(1)
+                    )
+                    created.append(job.id)
+                    worker._wake.set()
+                    arrived.set()
+                return claims
+
+            store.claim_jobs = claim_then_a_job_arrives  # type: ignore[method-assign]
+            await worker.start()
+            await asyncio.wait_for(arrived.wait(), 5)
+            summary = await asyncio.wait_for(worker.wait(created[0]), 5)
+            await worker.stop()
+        await store.close()
+        return summary
+
+    assert run(go()).accepted == 1
+
+
 def test_postgresql_wakes_the_sender_when_another_replica_creates_a_job(
     provider, sms_settings, pg_server, pg_template
 ):

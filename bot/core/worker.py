@@ -233,11 +233,13 @@ class Worker:
     # ------------------------------------------------------------------ heartbeat
     async def _run(self) -> None:
         while True:
+            # Cleared before the tick, not after: a wake-up that comes while the tick runs (a NOTIFY
+            # just after claim_jobs looked) must start another tick, not wait for the next poll.
+            self._wake.clear()
             try:
                 await self._tick()
             except Exception:
                 log.exception("worker heartbeat failed; trying again")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
