@@ -11,8 +11,10 @@ RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -q --no-cache-dir .
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 sms && mkdir /data && chown sms /data
 COPY --from=build /opt/venv /opt/venv
-WORKDIR /app
-COPY groups.example.toml ./groups.example.toml
+COPY groups.example.toml /app/groups.example.toml
+# The working directory is the volume: a relative DATABASE_PATH or CONTACT_GROUPS_FILE (say, from a copy
+# of .env.example) lands in /data too, never in the image's unwritable file system.
+WORKDIR /data
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     DATABASE_PATH=/data/sms-ops.sqlite3 \

@@ -38,3 +38,32 @@ def test_image_runs_as_non_root_with_a_data_volume_and_healthcheck():
 def test_dockerignore_keeps_secrets_and_local_state_out():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".env", ".venv", "data", ".git"} <= set(ignored)
+
+
+def image_env() -> dict[str, str]:
+    final = DOCKERFILE.split("FROM python:3.11-slim\n", 1)[1]
+    block = final.split("ENV ", 1)[1].split("\nVOLUME", 1)[0]
+    pairs = re.findall(r'([A-Z_]+)=("[^"]*"|\S+)', block)
+    return {key: value.strip('"') for key, value in pairs}
+
+
+def test_a_copy_of_env_example_keeps_the_images_storage_in_the_volume():
+    """The README's Docker steps: `cp .env.example .env` then `docker run --env-file .env ...`. Whatever
+    .env sets replaces the image's value, so each must agree with it or be harmless."""
+    from tests.test_settings import env_example
+
+    copied = env_example(commented=False)
+    env = image_env()
+    final = DOCKERFILE.split("FROM python:3.11-slim\n", 1)[1]
+    workdir = re.search(r"^WORKDIR (\S+)$", final, re.M).group(1)
+    volume = re.search(r'^VOLUME \["([^"]+)"\]$', final, re.M).group(1)
+    assert workdir == volume  # a relative path from .env lands in the volume
+    for name in ("DATABASE_PATH", "CONTACT_GROUPS_FILE"):
+        assert env[name].startswith(volume + "/"), name
+        assert copied.get(name, "").startswith((volume + "/", "")) and not copied.get(name, "").startswith(
+            "/"
+        ), name
+    # Settings both set must agree; the one deliberate difference: the image logs JSON, a copied .env
+    # that says text keeps text.
+    differ = {k for k in env.keys() & copied.keys() if env[k] != copied[k]}
+    assert differ <= {"LOG_FORMAT"}, differ

@@ -1,5 +1,6 @@
 """Settings: `.env.example` and the README list exactly what the code reads; bad values name the setting."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,21 @@ def code_settings() -> set[str]:
     return {f.alias for f in Settings.model_fields.values() if f.alias}
 
 
+def env_example(*, commented: bool) -> dict[str, str]:
+    """NAME=value lines of .env.example; with `commented`, also `# NAME=value` (a setting shown with its
+    default but left unset, see DATABASE_PATH there)."""
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if commented and re.fullmatch(r"# [A-Z][A-Z0-9_]*=\S*", line):
+            line = line[2:]
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            values[key] = value
+    return values
+
+
 def test_env_example_lists_exactly_the_settings_the_code_reads():
-    lines = (ROOT / ".env.example").read_text().splitlines()
-    names = {line.split("=", 1)[0] for line in lines if line and not line.startswith("#")}
-    assert names == code_settings()
+    assert set(env_example(commented=True)) == code_settings()
 
 
 def test_readme_documents_every_setting():
@@ -28,12 +40,7 @@ def test_readme_documents_every_setting():
 
 
 def test_env_example_defaults_parse():
-    values = {}
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            values[key] = value
-    settings = Settings(_env_file=None, **values)
+    settings = Settings(_env_file=None, **env_example(commented=True))
     assert settings.port == 3000 and settings.single_rate == 2000 and settings.endpoint.startswith("https://")
 
 
@@ -85,3 +92,23 @@ def test_missing_provider_credentials_suggest_dry_run(tmp_path):
     proc = run_bot(tmp_path, SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xapp-1")
     assert proc.returncode == 2
     assert "ALIBABA_CLOUD_ACCESS_KEY_ID is not set" in proc.stderr and "SMS_DRY_RUN=true" in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["parent-is-a-file", "path-is-a-folder"])
+def test_a_database_path_that_cannot_be_used_stops_with_one_line_naming_it(tmp_path, where):
+    """In Docker an unwritable DATABASE_PATH once ended in a 27-line traceback. (The tests run as root,
+    for whom permissions do not apply: these two paths fail for anyone.)"""
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-folder").mkdir()
+    path = tmp_path / "a-file" / "db.sqlite3" if where == "parent-is-a-file" else tmp_path / "a-folder"
+    proc = run_bot(
+        tmp_path,
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_APP_TOKEN="xapp-1",
+        SMS_DRY_RUN="true",
+        DATABASE_PATH=str(path),
+        SLACK_API_URL="http://127.0.0.1:9/api/",  # never reached: the database comes first
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0
+    assert len(lines) == 1 and lines[0].startswith("error: DATABASE_PATH"), proc.stderr
