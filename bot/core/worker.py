@@ -30,8 +30,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from bot.sms import Hooks, InvalidRequestError, MessageType, Outcome, SmsClient, batch_send_all, fan_out
 
@@ -132,7 +132,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._done: dict[str, asyncio.Future[Summary]] = {}
         self._jobs: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._lease_until = 0.0
         self._renew_at = 0.0
@@ -200,9 +200,7 @@ class Worker:
         if self.is_sender:
             # A connection to the provider opens now, while the job is read: its first request need
             # not wait for a TCP and TLS handshake.
-            warming = asyncio.get_running_loop().create_task(self.client.warm_up())
-            self._tasks.add(warming)
-            warming.add_done_callback(self._tasks.discard)
+            self._spawn(self.client.warm_up())
         self.submitted.append(job_id)
         for count, fut in list(self._submit_waiters):
             if len(self.submitted) >= count and not fut.done():
@@ -345,16 +343,19 @@ class Worker:
         async def withdraw(positions: Sequence[int]) -> None:
             await self.store.withdraw(job.id, [idx_at[p] for p in positions])
 
+        progress: asyncio.Task[Any] | None = None
+
         async def on_results(outcomes: Sequence[Outcome]) -> None:
-            nonlocal last_progress
+            nonlocal last_progress, progress
             self._hit("before_store_results")
             for o in outcomes:
                 o.index = idx_at[o.index]
             await self.store.record_outcomes(job.id, outcomes)
             now = time.monotonic()
-            if now - last_progress >= 0.5:
+            if now - last_progress >= 0.5 and (progress is None or progress.done()):
                 last_progress = now
-                await self._notify("job_progress", job, await self.store.summary(job.id))
+                # Beside the send, not in its way: the next answers are stored while this one is read.
+                progress = self._spawn(self._progress(job))
 
         hooks = Hooks(before_send=before_send, withdraw=withdraw, on_results=on_results)
         if job.kind == JobKind.BATCH:
@@ -385,6 +386,21 @@ class Worker:
             if not self._done[oldest].done():
                 break
             del self._done[oldest]
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task of this worker's (cancelled at stop)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _progress(self, job: Job) -> None:
+        try:
+            summary = await self.store.summary(job.id)
+        except Exception:
+            log.exception("job %s: could not read its progress", job.id)
+            return
+        await self._notify("job_progress", job, summary)
 
     async def _notify(self, event: str, *args: object) -> None:
         try:
