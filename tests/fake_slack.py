@@ -27,6 +27,7 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.webhooks: list[tuple[str, dict[str, Any]]] = []
         self.errors: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self.expired_webhooks: set[str] = set()  # response_url names that answer 404 expired_url
         self.group_members: dict[str, list[str]] = {}
         self.channel_members: dict[str, list[str]] = {}
         self.files: dict[str, bytes] = {}
@@ -282,5 +283,8 @@ class FakeSlack:
         return web.Response(body=content) if content is not None else web.Response(status=404)
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        await self._record((request.match_info["name"], json.loads(await request.read())))
+        name = request.match_info["name"]
+        if name in self.expired_webhooks:  # what Slack answers once a response_url is used up or 30 min old
+            return web.Response(status=404, text="expired_url")
+        await self._record((name, json.loads(await request.read())))
         return web.Response(text="ok")

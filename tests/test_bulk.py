@@ -7,6 +7,7 @@ import itertools
 import json
 from collections import Counter
 
+import pytest
 import sqlalchemy as sa
 
 from bot.core.access import Capability
@@ -401,17 +402,25 @@ def test_the_pushed_view_is_updated_even_when_slack_does_not_know_it_yet(provide
     run(go())
 
 
-def test_a_view_that_cannot_be_updated_is_replaced_by_a_direct_message(provider, tmp_path):
+@pytest.mark.parametrize("response_url", ["live", "expired"])
+def test_a_view_that_cannot_be_updated_is_replaced_by_a_message_to_the_person(
+    provider, tmp_path, response_url
+):
+    """Told where they ran `/sms bulk` (its response_url), or in a direct message once that expired."""
+
     async def go():
         async with Bot(provider, tmp_path, ACCESS_BULK=LEAD) as bot:
+            if response_url == "expired":
+                bot.slack.expired_webhooks.add("1")
             await submit_while_updates_fail(bot, 50)
-
-            async def told():
+            if response_url == "live":
+                (hook,) = await bot.slack.wait_for_webhooks(1, limit=15)
+                text = hook[1]["text"]
+            else:
                 calls = await bot.slack.wait_for("chat.postMessage", 1, limit=15)
-                return [c for c in calls if c.params.get("channel") == LEAD]
-
-            (dm,) = await told()
-            assert "nothing was sent" in dm.params["text"] and "/sms bulk" in dm.params["text"], dm.params
+                (dm,) = [c for c in calls if c.params.get("channel") == LEAD]
+                text = dm.params["text"]
+            assert "nothing was sent" in text and "/sms bulk" in text, text
             assert len(bot.slack.called("views.update")) == 5  # the first try and four retries
             (draft,) = await bot.runtime.store.read(
                 lambda conn: conn.execute(sa.text("SELECT state FROM drafts")).all()

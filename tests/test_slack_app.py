@@ -190,6 +190,50 @@ def test_cannot_post_tells_the_sender_and_how_to_invite(provider, tmp_path, erro
     run(go())
 
 
+def test_when_the_channel_and_the_response_url_fail_the_sender_gets_a_direct_message(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            bot.slack.fail("chat.postMessage", "channel_not_found", channel="C0SUPPORT")
+            bot.slack.expired_webhooks.add("1")
+            await bot.command("+852 5123 4567 hello", response_url="1")
+            _, summary = await bot.job_done()
+            assert summary.accepted == 1
+            posts = await bot.slack.wait_for("chat.postMessage", 2)
+            return posts[-1].params
+
+    dm = run(go())
+    assert dm["channel"] == "U0AGENT"  # the app's own DM with the sender
+    outcome = json.dumps(dm, ensure_ascii=False)
+    assert "Accepted" in outcome and "/invite" in outcome
+
+
+@pytest.mark.parametrize("response_url", ["live", "expired"])
+def test_a_form_slack_will_not_open_is_explained_to_the_person(provider, tmp_path, caplog, response_url):
+    """`expired_trigger_id` when the bot was too slow: no modal, and once no message either."""
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            if response_url == "expired":
+                bot.slack.expired_webhooks.add("1")
+            bot.slack.fail("views.open", "expired_trigger_id")
+            resp = await bot.command("", response_url="1")
+            assert resp.status_code == 200
+            if response_url == "live":
+                (hook,) = await bot.slack.wait_for_webhooks(1)
+                return hook[1]
+            dms = await bot.slack.wait_for("chat.postMessage", 1)
+            return dms[-1].params
+
+    told = run(go())
+    text = told["text"]
+    assert "could not open" in text and "three seconds" in text and "Run the command again" in text
+    ref = text.rsplit("ref ", 1)[1].rstrip(")")
+    assert any(ref in r.getMessage() for r in caplog.records)  # the same id is in the log
+    if response_url == "expired":
+        assert told["channel"] == "U0AGENT"
+    assert provider.received == []
+
+
 def test_rate_limited_post_is_retried(provider, tmp_path):
     async def go():
         async with Bot(provider, tmp_path) as bot:

@@ -1,5 +1,6 @@
 """Reports jobs to Slack: a parent message per customer number and channel, the outcome in its thread,
-and, where the bot cannot post, the outcome to the sender alone (response_url) with how to invite it."""
+and, where the bot cannot post, the outcome to the sender alone (tell.py: response_url, then a direct
+message) with how to invite it."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from collections.abc import Sequence
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.core.store import Job, RecipientRow, Store, Summary
 
 from . import bulk_views, views
 from .state import SlackState
+from .tell import tell_person
 
 log = logging.getLogger("bot.slack.reporter")
 
@@ -158,12 +159,7 @@ class SlackReporter:
         )
 
     async def tell_sender(self, job: Job, blocks: list, text: str) -> None:
-        if not job.response_url:
-            log.warning("job %s: no way to tell the sender the outcome (no channel, no response_url)", job.id)
-            return
-        try:
-            await AsyncWebhookClient(job.response_url).send(
-                text=text, blocks=blocks, response_type="ephemeral"
-            )
-        except Exception:
-            log.exception("job %s: could not reach the sender through response_url", job.id)
+        """The thread could not carry the outcome: the sender alone, through the one fallback chain."""
+        await tell_person(
+            self.client, user_id=job.created_by, response_url=job.response_url, text=text, blocks=blocks
+        )

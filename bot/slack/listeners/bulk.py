@@ -23,6 +23,7 @@ from .. import authz, bulk_views
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import BulkConfirmMetadata, BulkFormMetadata
+from ..tell import open_view, tell_person
 
 log = logging.getLogger("bot.slack.bulk")
 
@@ -35,13 +36,17 @@ async def open_bulk_form(ack: Any, command: dict[str, Any], respond: Any, client
         await respond(text=deps.access.refusal(Capability.BULK))
         return
     metadata = BulkFormMetadata(channel_id=command["channel_id"], response_url=command.get("response_url"))
-    await client.views_open(
+    await open_view(
+        client,
         trigger_id=command["trigger_id"],
         view=bulk_views.bulk_form(
             metadata.dump(),
             max_recipients=deps.settings.bulk_max_recipients,
             max_chars=deps.settings.max_message_chars,
         ),
+        user_id=command["user_id"],
+        response_url=command.get("response_url"),
+        what="bulk form",
     )
 
 
@@ -121,7 +126,7 @@ async def _validate(
         await deps.store.discard_draft(draft_id)
         await _update(
             deps, client, draft_id, external_id, bulk_views.problem_view(external_id, exc.message),
-            form.user_id, f"❌ Your bulk list was not sent: {exc.message}",
+            form, f"❌ Your bulk list was not sent: {exc.message}",
         )  # fmt: skip
         return
     except Exception:
@@ -132,7 +137,7 @@ async def _validate(
             "nothing was sent. Try again, or attach the list as a CSV file."
         )
         view = bulk_views.problem_view(external_id, problem)
-        await _update(deps, client, draft_id, external_id, view, form.user_id, f"❌ {problem}")
+        await _update(deps, client, draft_id, external_id, view, form, f"❌ {problem}")
         return
     if not await bulk.save_draft(deps.store, draft, draft_id):
         return  # closed meanwhile
@@ -142,28 +147,28 @@ async def _validate(
         f"❌ Your bulk list ({draft.count:,} recipients) was checked, but Slack could not show the "
         "confirmation, so nothing was sent. Run `/sms bulk` again."
     )
-    await _update(deps, client, draft_id, external_id, view, form.user_id, told)
+    await _update(deps, client, draft_id, external_id, view, form, told)
 
 
 async def _update(
-    deps: Deps, client: Any, draft_id: str, external_id: str, view: Any, user_id: str, instead: str
+    deps: Deps, client: Any, draft_id: str, external_id: str, view: Any, form: bulk.BulkForm, instead: str
 ) -> None:
     """Show `view` in place of the pushed "checking" view (the client retries while Slack does not know
     it yet). If that fails for good, the draft is discarded (nobody can confirm it now; a no-op when it
-    was already) and the person is told `instead` in a direct message from the bot."""
+    was already) and the person is told `instead` through the fallback chain (tell.py)."""
     try:
         await client.views_update(external_id=external_id, view=view)
         return
     except SlackApiError as exc:
         error = exc.response.get("error")
-    log.warning("could not update the bulk view (%s): telling %s directly", error, user_id)
+    log.warning("could not update the bulk view (%s): telling %s another way", error, form.user_id)
     await deps.store.discard_draft(draft_id)
-    try:
-        await client.chat_postMessage(
-            channel=user_id, text=f"{instead}\n_(The form could not be updated: {error}.)_"
-        )
-    except SlackApiError as exc:
-        log.error("could not tell %s about their bulk list either: %s", user_id, exc.response.get("error"))
+    await tell_person(
+        client,
+        user_id=form.user_id,
+        response_url=form.response_url,
+        text=f"{instead}\n_(The form could not be updated: {error}.)_",
+    )
 
 
 async def download_text(client: Any, file: dict[str, Any]) -> str:
@@ -294,8 +299,13 @@ async def bulk_retry_callback(
         return
     metadata = BulkConfirmMetadata(draft_id=draft.id).dump()
     where = f"<#{draft.channel_id}>" if draft.channel_id else "this channel"
-    await client.views_open(
-        trigger_id=body["trigger_id"], view=bulk_views.confirm_view(None, draft, metadata, where=where)
+    await open_view(
+        client,
+        trigger_id=body["trigger_id"],
+        view=bulk_views.confirm_view(None, draft, metadata, where=where),
+        user_id=user_id,
+        response_url=body.get("response_url"),
+        what="confirmation",
     )
 
 

@@ -13,6 +13,7 @@ from bot.core.commands import USAGE, CommandError, parse_send
 from .. import views
 from ..deps import Deps
 from ..metadata import SendModalMetadata
+from ..tell import open_view
 from .bulk import open_bulk_form
 from .outage import groups_command, open_outage_form
 
@@ -38,11 +39,15 @@ async def sms_command_callback(
         metadata = SendModalMetadata(
             channel_id=command["channel_id"], response_url=command.get("response_url")
         )
-        await client.views_open(
+        await open_view(
+            client,
             trigger_id=command["trigger_id"],
             view=views.send_modal(
                 metadata.dump(), sender_id=deps.settings.sender_id, max_chars=deps.settings.max_message_chars
             ),
+            user_id=user_id,
+            response_url=command.get("response_url"),
+            what="send form",
         )
         return
     if first == "help":

@@ -23,6 +23,7 @@ from ..authz import may_page
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import BulkConfirmMetadata, OutageFormMetadata, digest
+from ..tell import open_view
 
 log = logging.getLogger("bot.slack.outage")
 
@@ -37,9 +38,13 @@ async def open_outage_form(ack: Any, command: dict[str, Any], respond: Any, clie
     metadata = OutageFormMetadata(
         channel_id=command["channel_id"], response_url=command.get("response_url"), prefilled=digest(template)
     )
-    await client.views_open(
+    await open_view(
+        client,
         trigger_id=command["trigger_id"],
         view=outage_views.outage_form(metadata.dump(), book, message=template),
+        user_id=command["user_id"],
+        response_url=command.get("response_url"),
+        what="outage form",
     )
 
 
@@ -222,7 +227,8 @@ async def follow_up_callback(ack: Any, body: dict[str, Any], client: Any, contex
         follow_up_of=job_id,
         prefilled=digest(template),
     )
-    await client.views_open(
+    await open_view(
+        client,
         trigger_id=body["trigger_id"],
         view=outage_views.outage_form(
             metadata.dump(),
@@ -231,6 +237,9 @@ async def follow_up_callback(ack: Any, body: dict[str, Any], client: Any, contex
             follow_up_count=job.total,
             previous={"service": job.meta.get("service", ""), "status": "Resolved"},
         ),
+        user_id=body["user"]["id"],
+        response_url=body.get("response_url"),
+        what="follow-up form",
     )
 
 
