@@ -67,14 +67,14 @@ async def finish(database: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def one_bot(provider: Any, tmp_path) -> AsyncIterator[tuple[FakeSlack, SocketReplica]]:
+async def one_bot(provider: Any, tmp_path, **env: str) -> AsyncIterator[tuple[FakeSlack, SocketReplica]]:
     """One bot process in Socket Mode on SQLite, connected to a fresh fake Slack. On the way out every
     job is finished and everything stopped (killed if the test failed)."""
     database = f"sqlite:///{tmp_path}/bot.sqlite3"
     slack = FakeSlack()
     await slack.start()
     try:
-        (proc,) = await start(slack, provider, database, tmp_path, 1)
+        (proc,) = await start(slack, provider, database, tmp_path, 1, **env)
         bot = SocketReplica(proc, slack, 0)
         yield slack, bot
         await finish(database)
@@ -204,3 +204,35 @@ def test_healthz_says_unhealthy_while_the_socket_mode_connection_is_down(provide
     messages = " | ".join(str(line.get("msg")) for line in socket_lines)
     assert "Reconnecting" in messages or "closed" in messages, messages  # the drop is in the log
     assert "established" in messages, messages  # and so is the new connection
+
+
+def test_socket_mode_modal_and_a_six_line_bulk_send_once_even_when_envelopes_come_twice(
+    provider, tmp_path, bot_processes
+):
+    """The send form and a bulk confirmation through Socket Mode; Slack redelivers each submission's
+    envelope (the same envelope id): one SMS for the form, each of the six numbers once for the bulk."""
+    from .test_slack_app import modal_values
+
+    six = "\n".join(f"+65 8100 {2000 + i}" for i in range(6))
+
+    async def go():
+        async with one_bot(provider, tmp_path, ACCESS_BULK=LEAD) as (slack, bot):
+            await bot.command("", trigger="T-modal")
+            (opened,) = await slack.wait_for("views.open")
+            modal = opened.params["view"]
+            values = modal_values("+852 5123 4567", "From the form over Socket Mode")
+            bot.envelope_id = "env-modal"
+            answers = [await bot.submit_view(modal, values, view_id="V-MODAL") for _ in range(3)]
+            assert all(a.status_code == 200 for a in answers)
+
+            bot.envelope_id = None
+            confirm = await review(bot, bulk_values(recipients=six, message="Hi, your order shipped."))
+            bot.envelope_id = "env-bulk-confirm"
+            confirmed = [await bot.submit_view(confirm, {}, user=LEAD, view_id="V-BULK") for _ in range(3)]
+            assert confirmed[0].json() == {"response_action": "clear"}, confirmed[0].json()
+
+    run(go())
+    singles = [r.params["To"] for r in provider.sent("SendMessageToGlobe")]
+    batched = Counter(n for r in provider.sent("BatchSendMessageToGlobe") for n in json.loads(r.params["To"]))
+    assert singles == ["85251234567"]
+    assert sorted(batched) == [f"658100{2000 + i}" for i in range(6)] and set(batched.values()) == {1}
