@@ -35,12 +35,14 @@ async def main() -> None:
             view = await review(form_on, bulk_values(file=file, message="Hi {name}, your order shipped."))
             shown = time.perf_counter() - t0
             assert view["submit"]["text"] == f"Send {N:,} SMS", view
+            await c.loop_lag()  # from here on
             t1 = time.time()
             p1 = time.perf_counter()
             answer = await confirm(confirm_on, view, typed=str(N))
             confirm_ack = time.perf_counter() - p1
             assert answer == {"response_action": "clear"}, answer
             wall, summary = await c.finish_the_job(t1)
+            lag = await c.loop_lag()
             updates = len(c.slack.called("chat.update"))
             counts = c.provider.counts
             where = c.describe()
@@ -50,7 +52,8 @@ async def main() -> None:
         f"[{where}] send: confirmation acked in {confirm_ack * 1000:.0f} ms; "
         f"{summary.accepted:,} accepted of {N:,} in {wall:.2f} s from confirmation to the last answer; "
         f"physical limit {limit:.2f} s; ratio {wall / limit:.3f}x; throttling answers {counts['throttled']}; "
-        f"Slack chat.update calls {updates} ({updates / wall * 60:.0f}/min)"
+        f"Slack chat.update calls {updates} ({updates / wall * 60:.0f}/min); "
+        f"worst event-loop lag {lag:.0f} ms (target 20)"
     )
 
 

@@ -52,6 +52,11 @@ class Cluster:
     def describe(self) -> str:
         return f"{len(self.replicas)} replica(s) on {self.database}"
 
+    async def loop_lag(self) -> float:
+        """Milliseconds: the worst event-loop lag of any replica since the previous call (each replica's
+        `/healthz` reports its own and starts over). Target: ≤ 20 ms, whatever the job's size."""
+        return max([(await r.process.health())["loop_lag_ms"] for r in self.replicas])
+
     async def finish_the_job(self, confirmed_at: float) -> tuple[float, Summary]:
         """Wait for the one job confirmed at wall-clock `confirmed_at`: the seconds from then to its last
         outcome stored, and its summary."""

@@ -46,19 +46,22 @@ async def main() -> None:
                     "sms-bulk-typed-count-input": {"type": "plain_text_input", "value": str(N)}
                 }
             }
+            await c.loop_lag()  # from here on
             t0 = time.time()
             p0 = time.perf_counter()
             answer = (await confirm_on.submit_view(body["view"], typed, user=ONCALL, view_id="VBC")).json()
             ack = time.perf_counter() - p0
             assert answer == {"response_action": "clear"}, answer
             wall, summary = await c.finish_the_job(t0)
+            lag = await c.loop_lag()
             counts = c.provider.counts
             where = c.describe()
     limit = N / 2000 + LATENCY
     print(
         f"[{where}] outage: confirmation acked in {ack * 1000:.0f} ms; {summary.accepted:,} of {N:,} accepted "
         f"in {wall:.2f} s from confirmation to the last answer; physical limit {limit:.2f} s; "
-        f"ratio {wall / limit:.2f}x; throttling answers {counts['throttled']}"
+        f"ratio {wall / limit:.2f}x; throttling answers {counts['throttled']}; "
+        f"worst event-loop lag {lag:.0f} ms (target 20)"
     )
 
 

@@ -79,6 +79,8 @@ class Runtime:
             for problem in ([book.error] if book.error else []) + book.problems:
                 log.warning("contact groups: %s", problem)
         self._watcher = asyncio.create_task(self.groups.watch(), name="groups-watcher")
+        self.lag = LoopLag()
+        self.lag.start()
         self.deps = Deps(
             settings=s, store=self.store, service=self.service, access=self.access, groups=self.groups
         )
@@ -141,6 +143,9 @@ class Runtime:
             "slack": slack,
             "sender": self.worker.is_sender,
             "dry_run": self.settings.dry_run,
+            # the worst delay of a 10 ms timer since the previous health check: how long the event loop
+            # was held (a Slack request arriving then waited as long)
+            "loop_lag_ms": round(self.lag.read() * 1000, 1),
         }
 
     async def aclose(self) -> None:
@@ -152,6 +157,7 @@ class Runtime:
             return
         if getattr(self, "_watcher", None) is not None:
             self._watcher.cancel()
+            self.lag.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.socket is not None:
@@ -162,6 +168,35 @@ class Runtime:
         if self.simulator is not None:
             await self.simulator.stop()
         await self.store.close()
+
+
+class LoopLag:
+    """A probe of the event loop: how late a 10 ms timer fires. The worst since the last `read`."""
+
+    PERIOD = 0.01
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def read(self) -> float:
+        """Seconds: the worst lateness since the previous read."""
+        worst, self.worst = self.worst, 0.0
+        return worst
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            began = loop.time()
+            await asyncio.sleep(self.PERIOD)
+            self.worst = max(self.worst, loop.time() - began - self.PERIOD)
 
 
 async def open_database(s: Settings) -> AsyncEngine:
