@@ -26,6 +26,8 @@ from bot.sms import loop
 from bot.sms.simulator import ProviderProcess
 from tests.harness import Bot, sign
 
+from .baseline import ROOT, worktree
+
 N = 200
 
 
@@ -90,43 +92,26 @@ async def main() -> None:
 
 def side_by_side(baseline: str, rounds: int) -> None:
     import os
-    import shutil
     import subprocess
     import sys
-    import tempfile
 
-    git = shutil.which("git") or "git"
-    root = Path(__file__).resolve().parent.parent
-    with tempfile.TemporaryDirectory(prefix="sms-ops-baseline-") as tmp:
-        tree = Path(tmp) / "tree"
-        subprocess.run(
-            [git, "-C", str(root), "worktree", "add", "--detach", str(tree), baseline],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            for k in range(rounds):
-                for name, where in ((f"baseline {baseline}", tree), ("this tree", root)):
-                    env = {**os.environ, "PYTHONPATH": str(where)}
-                    out = (
-                        subprocess.run(
-                            [sys.executable, "-m", "bench.ack_latency"],
-                            cwd=where,
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            check=True,
-                        )
-                        .stdout.strip()
-                        .splitlines()[-1]
+    with worktree(baseline) as tree:
+        for k in range(rounds):
+            for name, where in ((f"baseline {baseline}", tree), ("this tree", ROOT)):
+                env = {**os.environ, "PYTHONPATH": str(where)}
+                out = (
+                    subprocess.run(
+                        [sys.executable, "-m", "bench.ack_latency"],
+                        cwd=where,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        check=True,
                     )
-                    print(f"round {k + 1}, {name}: {out}", flush=True)
-        finally:
-            subprocess.run(
-                [git, "-C", str(root), "worktree", "remove", "--force", str(tree)],
-                check=False,
-                capture_output=True,
-            )
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
+                print(f"round {k + 1}, {name}: {out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,7 +29,8 @@ from bot.sms import loop
 from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET
 
-ROOT = Path(__file__).resolve().parent.parent
+from .baseline import ROOT, worktree
+
 STARTUP_TARGET, RSS_TARGET = 0.4, 80.0
 
 
@@ -94,26 +92,6 @@ async def start(tree: Path, tmp: str) -> tuple[float, float]:
         await proc.wait()
         await slack.stop()
     return started, rss
-
-
-@contextlib.contextmanager
-def worktree(rev: str) -> Iterator[Path]:
-    git = shutil.which("git") or "git"
-    with tempfile.TemporaryDirectory(prefix="sms-ops-baseline-") as tmp:
-        tree = Path(tmp) / "tree"
-        subprocess.run(
-            [git, "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            yield tree
-        finally:
-            subprocess.run(
-                [git, "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                check=False,
-                capture_output=True,
-            )
 
 
 def main() -> None:
