@@ -357,3 +357,26 @@ def test_fake_checks_the_signature_of_the_decoded_query(provider):
     )
     resp = httpx.post(provider.url + "/?" + signing.wire_query(params), headers=headers)
     assert resp.json()["Code"] == "SignatureDoesNotMatch"
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome", "attempts"),
+    [(httpx.ReadTimeout, OutcomeUnknownError, 1), (httpx.ConnectError, ConnectError, 3)],
+)
+def test_another_transport_is_judged_by_its_exceptions(sms_settings, error, outcome, attempts):
+    """Only our transport marks when a request was written; with another one (here httpx's mock), a
+    read timeout may have left and is never retried; a connect error certainly did not and is."""
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise error("scripted", request=request)
+
+    async def go():
+        settings = sms_settings.model_copy(update={"max_attempts": 3})
+        async with SmsClient(settings, transport=httpx.MockTransport(handler), sleep=RecordingSleep()) as sms:
+            await sms.send(to="+852 5123 4567", message="hi")
+
+    with pytest.raises(outcome):
+        run(go())
+    assert len(calls) == attempts

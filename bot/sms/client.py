@@ -37,7 +37,7 @@ from .errors import (
     ThrottledError,
     describe_code,
 )
-from .http import ProviderTransport, exchange, proxy_for
+from .http import Exchange, ProviderTransport, exchange, proxy_for
 from .limits import AccountLimiter, RateLimiter, account_limiter
 from .models import (
     BatchSendRequest,
@@ -306,12 +306,19 @@ class SmsClient:
         response = await self._transport.handle_async_request(request)
         return response.status_code, response.headers, await response.aread()
 
+    def _may_have_left(self, exc: httpx.HTTPError, sent: Exchange) -> bool:
+        """Our transport knows whether the request was written; another one is judged by its exception:
+        only a failure to get a connection certainly sent nothing."""
+        if isinstance(self._transport, ProviderTransport):
+            return sent.sent_at is not None
+        return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
     async def _attempt(self, headers: dict[str, str], body: bytes, limiter: RateLimiter) -> dict[str, Any]:
         with exchange(limiter.sent) as sent:
             try:
                 status, response_headers, raw = await self._exchange(headers, body)
             except httpx.HTTPError as exc:
-                if sent.sent_at is None:  # the request was never written: certainly not sent
+                if not self._may_have_left(exc, sent):
                     raise ConnectError(
                         f"Could not reach the provider ({_reason(exc)}); nothing was sent."
                     ) from exc
