@@ -10,6 +10,7 @@ Slack's limit is 3 s; the target is p99 < 100 ms.
 
     .venv/bin/python -m bench.ack_latency
     .venv/bin/python -m bench.ack_latency --baseline 29db38b --rounds 3
+    .venv/bin/python -m bench.ack_latency --steady 20     # 20 commands a second instead of a burst
 """
 
 from __future__ import annotations
@@ -31,26 +32,30 @@ from .baseline import ROOT, worktree
 N = 200
 
 
-def _load(url: str, bodies: list[str], out: multiprocessing.Queue) -> None:
+def _load(url: str, bodies: list[str], rate: float, out: multiprocessing.Queue) -> None:
+    """Post every body: all at once (`rate` 0), or the i-th at i / `rate` seconds."""
     import aiohttp
 
     async def go() -> list[float]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=N)) as session:
+            start = time.perf_counter()
 
-            async def one(body: str) -> float:
+            async def one(i: int, body: str) -> float:
                 headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
+                if rate:
+                    await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
                 t0 = time.perf_counter()
                 async with session.post(url, data=body, headers=headers) as resp:
                     await resp.read()
                     assert resp.status == 200, resp.status
                 return time.perf_counter() - t0
 
-            return await asyncio.gather(*(one(b) for b in bodies))
+            return await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
 
     out.put(asyncio.run(go()))
 
 
-async def main() -> None:
+async def main(rate: float = 0.0) -> None:
     provider = ProviderProcess(latency=0.05)
     provider.reset(latency=0.05, record=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +76,7 @@ async def main() -> None:
             ]
             ctx = multiprocessing.get_context("spawn")
             out: multiprocessing.Queue = ctx.Queue()
-            proc = ctx.Process(target=_load, args=(bot.runtime.url + "/slack/events", bodies, out))
+            proc = ctx.Process(target=_load, args=(bot.runtime.url + "/slack/events", bodies, rate, out))
             proc.start()
             latencies = await asyncio.get_running_loop().run_in_executor(None, out.get)
             proc.join()
@@ -83,14 +88,15 @@ async def main() -> None:
     ms = sorted(x * 1000 for x in latencies)
     p50 = statistics.median(ms)
     p99 = ms[int(len(ms) * 0.99) - 1]
+    how = f"{N} /sms commands at {rate:g}/s (target p99 5 ms)" if rate else f"{N} concurrent /sms commands"
     print(
-        f"{N} concurrent /sms commands: ack p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms "
+        f"{how}: ack p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms "
         f"(Slack's limit 3,000 ms: p99 = {p99 / 3000:.3f} of it); all {N} sends completed; "
         f"auth.test calls: {auth_calls}"
     )
 
 
-def side_by_side(baseline: str, rounds: int) -> None:
+def side_by_side(baseline: str, rounds: int, extra: list[str]) -> None:
     import os
     import subprocess
     import sys
@@ -101,7 +107,7 @@ def side_by_side(baseline: str, rounds: int) -> None:
                 env = {**os.environ, "PYTHONPATH": str(where)}
                 out = (
                     subprocess.run(
-                        [sys.executable, "-m", "bench.ack_latency"],
+                        [sys.executable, "-m", "bench.ack_latency", *extra],
                         cwd=where,
                         env=env,
                         capture_output=True,
@@ -121,8 +127,11 @@ if __name__ == "__main__":
     parser.add_argument("--baseline", help="a git revision to measure side by side")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
+    parser.add_argument(
+        "--steady", type=float, metavar="RATE", default=0.0, help="commands per second instead of a burst"
+    )
     args = parser.parse_args()
     if args.baseline:
-        side_by_side(args.baseline, args.rounds)
+        side_by_side(args.baseline, args.rounds, ["--steady", str(args.steady)] if args.steady else [])
     else:
-        loop.run(main(), args.loop)  # the bot's own choice: uvloop where installed
+        loop.run(main(args.steady), args.loop)  # the bot's own choice: uvloop where installed
