@@ -215,10 +215,10 @@ async def open_database(s: Settings) -> AsyncEngine:
         else:
             await db.check(engine)
     except db.DatabaseError as exc:
-        await engine.dispose()
+        await db.dispose_after_failure(engine)
         raise StartupError(f"{where}: {exc}") from None
     except (OSError, SQLAlchemyError) as exc:
-        await engine.dispose()
+        await db.dispose_after_failure(engine)
         reason = getattr(exc, "orig", None) or exc
         raise StartupError(
             f"{where}: cannot use the database at {db.describe(url)} ({type(reason).__name__}: {reason})."

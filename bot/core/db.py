@@ -7,7 +7,9 @@ async driver (asyncpg). Without it, `DATABASE_PATH` names an SQLite file, as bef
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,6 +97,22 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
+
+
+async def dispose_after_failure(engine: AsyncEngine) -> None:
+    """Dispose of an engine whose connection failed, and let aiosqlite's threads finish while the event
+    loop still runs: aiosqlite stops a connection that failed to open by queueing work for its thread
+    without waiting for it, and if the loop has closed when the thread reports back, the thread prints
+    a traceback ("Event loop is closed") as the process exits."""
+    await engine.dispose()
+    if engine.dialect.name == "sqlite":
+        await asyncio.to_thread(_join_sqlite_threads, 2.0)
+
+
+def _join_sqlite_threads(timeout: float) -> None:
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)") and thread is not threading.current_thread():
+            thread.join(timeout)
 
 
 # ---------------------------------------------------------------------- schema versions
