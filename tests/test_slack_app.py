@@ -547,3 +547,44 @@ def test_the_send_form_asks_for_access_again_when_submitted(provider, tmp_path):
 
     run(go())
     assert provider.received == []
+
+
+def test_an_unexpected_error_in_a_command_answers_with_a_reference_that_is_in_the_log(
+    provider, tmp_path, caplog
+):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+
+            async def broken(*args, **kwargs):
+                raise RuntimeError("the history table is on fire")
+
+            bot.runtime.store.history = broken  # type: ignore[method-assign]
+            return await bot.command("history")
+
+    resp = run(go())
+    assert resp.status_code == 200
+    text = resp.json()["text"]
+    assert "Something went wrong" in text and "Traceback" not in text and "fire" not in text
+    ref = text.split("reference ", 1)[1].split(")", 1)[0]
+    assert any(f"ref={ref}" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unexpected_error_in_a_submission_is_not_a_500_and_reaches_the_person(provider, tmp_path, caplog):
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            await bot.command("")
+            (opened,) = await bot.slack.wait_for("views.open")
+
+            async def broken(*args, **kwargs):
+                raise RuntimeError("no more job ids")
+
+            bot.runtime.service.send_single = broken  # type: ignore[method-assign]
+            resp = await bot.submit_view(opened.params["view"], modal_values("+852 5123 4567", "hi"))
+            hooks = await bot.slack.wait_for_webhooks(1)
+            return resp, hooks[-1][1]
+
+    resp, told = run(go())
+    assert resp.status_code == 200
+    ref = told["text"].split("reference ", 1)[1].split(")", 1)[0]
+    assert any(f"ref={ref}" in r.getMessage() for r in caplog.records)
+    assert provider.received == []

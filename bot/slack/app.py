@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
@@ -20,6 +22,8 @@ from bot.core.store import answering
 
 from .deps import Deps
 from .listeners import register_listeners
+from .server import reference
+from .tell import tell_person
 
 log = logging.getLogger("bot.slack")
 
@@ -60,6 +64,44 @@ class _DropTokenUnusedWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         return "will be unused" not in message and "will be ignored" not in message
+
+
+async def unexpected(
+    error: Exception, body: dict[str, Any], response: BoltResponse | None, client: AsyncWebClient
+) -> BoltResponse | None:
+    """The one error boundary of the listeners: the log gets the error with a short reference; the person
+    gets the reference and that nothing more was done, never a stack trace; Slack gets HTTP 200, not 500.
+    A slash command not yet acknowledged says it in its answer; anything else through tell.py."""
+    ref = reference()
+    log.error("listener failed ref=%s: %s: %s", ref, type(error).__name__, error, exc_info=error)
+    text = (
+        f"⚠️ Something went wrong on our side (reference {ref}); nothing more was done. Try again, or "
+        "give this reference to whoever runs the bot."
+    )
+    if response is not None and body.get("command"):  # not yet acknowledged: this is the answer
+        return BoltResponse(
+            status=200,
+            body=json.dumps({"response_type": "ephemeral", "text": text}),
+            headers={"content-type": "application/json"},
+        )
+    user_id = body.get("user_id") or (body.get("user") or {}).get("id")
+    response_url = (
+        body.get("response_url")
+        or next((r.get("response_url") for r in body.get("response_urls") or []), None)
+        or _metadata_response_url(body)
+    )
+    if user_id:
+        await tell_person(client, user_id=user_id, response_url=response_url, text=text)
+    return BoltResponse(status=200, body="") if response is not None else None
+
+
+def _metadata_response_url(body: dict[str, Any]) -> str | None:
+    """Our forms carry the response_url of the command that opened them in their private metadata."""
+    try:
+        value = json.loads((body.get("view") or {}).get("private_metadata") or "{}").get("response_url")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 class StartupError(Exception):
@@ -112,8 +154,10 @@ def build_app(deps: Deps, client: AsyncWebClient, authorization: AuthorizeResult
     app.use(inject)
 
     @app.error
-    async def on_error(error: Exception, body: dict[str, Any]) -> None:
-        log.error("listener failed: %s: %s", type(error).__name__, error, exc_info=error)
+    async def on_error(
+        error: Exception, body: dict[str, Any], response: BoltResponse | None, client: AsyncWebClient
+    ) -> BoltResponse | None:
+        return await unexpected(error, body, response, client)
 
     register_listeners(app)
     return app
