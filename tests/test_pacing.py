@@ -190,3 +190,14 @@ def test_fan_out_marks_after_the_grant_and_a_failing_mark_sends_nothing_more(pro
     written = sum(map(len, marked[:-1]))  # the failing group's requests never left
     assert 20 <= sum(map(len, marked)) < 100
     assert len(provider.sent("SendMessageToGlobe")) == written
+
+
+def test_an_unexpected_error_becomes_an_unknown_outcome_whose_reference_is_in_the_log(caplog):
+    from bot.sms.pacing import outcome_from_error
+
+    outcome = outcome_from_error(3, "85251234567", KeyError("surprise"))
+    assert outcome.status == Status.UNKNOWN and outcome.index == 3
+    ref = outcome.error.split("reference ", 1)[1].split(")", 1)[0]
+    (record,) = [r for r in caplog.records if f"ref={ref}" in r.getMessage()]
+    assert "85251234567" not in record.getMessage()  # the number is masked in the log
+    assert outcome.error.count("may or may not") == 1

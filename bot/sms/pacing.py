@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .client import SmsClient
+from .client import MAYBE, SmsClient
 from .errors import NotSentError, OutcomeUnknownError, SmsError
 from .models import MAX_BATCH, BatchSendRequest, BatchSendResponse, SendRequest, SendResponse
 from .phone import PhoneNumber, mask
@@ -134,7 +135,9 @@ class _Marks:
             self.task.cancel()
 
 
-def outcome_from_error(index: int, to: str, exc: BaseException, *, log_unexpected: bool = True) -> Outcome:
+def outcome_from_error(index: int, to: str, exc: BaseException, *, ref: str | None = None) -> Outcome:
+    """The outcome of a request that raised. An unexpected error (not an `SmsError`) is logged with a
+    short reference that its outcome text shows, unless the caller logged it already under `ref`."""
     if isinstance(exc, NotSentError):
         return Outcome(
             index,
@@ -147,13 +150,16 @@ def outcome_from_error(index: int, to: str, exc: BaseException, *, log_unexpecte
         )
     if isinstance(exc, OutcomeUnknownError):
         return Outcome(index, to, Status.UNKNOWN, code=exc.code, error=exc.message, request_id=exc.request_id)
-    if log_unexpected:
-        log.error("unexpected error while sending to %s: %s", mask(to), type(exc).__name__, exc_info=exc)
+    if ref is None:
+        ref = secrets.token_hex(4)
+        log.error(
+            "unexpected error while sending to %s ref=%s: %s", mask(to), ref, type(exc).__name__, exc_info=exc
+        )
     return Outcome(
         index,
         to,
         Status.UNKNOWN,
-        error="An internal error happened while sending; the message may or may not have been accepted.",
+        error=f"An internal error happened while sending (reference {ref}); {MAYBE}",
     )
 
 
@@ -367,12 +373,10 @@ async def batch_send_all(
         except Exception as exc:
             if hook_failed:  # the caller's hook, before the request left: stop the send
                 raise
+            ref = secrets.token_hex(4)
             if not isinstance(exc, SmsError):
-                log.error("unexpected error in batch chunk %d-%d", start, end, exc_info=exc)
-            group = [
-                outcome_from_error(start + k, n, exc, log_unexpected=False)
-                for k, n in enumerate(chunk_numbers)
-            ]
+                log.error("unexpected error in batch chunk %d-%d ref=%s", start, end, ref, exc_info=exc)
+            group = [outcome_from_error(start + k, n, exc, ref=ref) for k, n in enumerate(chunk_numbers)]
         finally:
             dispatched.set()
         async with lock:

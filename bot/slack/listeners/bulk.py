@@ -23,6 +23,7 @@ from .. import authz, bulk_views
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import BulkConfirmMetadata, BulkFormMetadata
+from ..server import reference
 from ..tell import open_view, tell_person
 
 log = logging.getLogger("bot.slack.bulk")
@@ -130,10 +131,11 @@ async def _validate(
         )  # fmt: skip
         return
     except Exception:
-        log.exception("bulk validation failed")
+        ref = reference()
+        log.exception("bulk validation failed ref=%s", ref)
         await deps.store.discard_draft(draft_id)
         problem = (
-            "The list could not be checked because of an internal error; "
+            f"The list could not be checked because of an internal error (reference {ref}); "
             "nothing was sent. Try again, or attach the list as a CSV file."
         )
         view = bulk_views.problem_view(external_id, problem)
