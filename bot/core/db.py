@@ -170,12 +170,11 @@ async def check(engine: AsyncEngine) -> None:
     rev = await current(engine)
     if rev == HEAD:
         return
-    _check_known(rev)
-    if rev != HEAD:
-        raise DatabaseError(
-            f"the database is at schema revision {rev or 'none'}, this version needs {HEAD}: "
-            "run `python -m bot db upgrade` (or start with DATABASE_AUTO_UPGRADE=true)."
-        )
+    _check_known(rev)  # newer than this code: its own message
+    raise DatabaseError(
+        f"the database is at schema revision {rev or 'none'}, this version needs {HEAD}: "
+        "run `python -m bot db upgrade` (or start with DATABASE_AUTO_UPGRADE=true)."
+    )
 
 
 def _check_known(rev: str | None) -> None:
