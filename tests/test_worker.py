@@ -19,7 +19,7 @@ def people(n: int, prefix: str = "+65 8100") -> list[NewRecipient]:
     return [NewRecipient(parse_number(f"{prefix} {i:04d}"), "hi") for i in range(n)]
 
 
-def test_an_unexpected_error_leaves_no_recipient_queued(provider, sms_settings, database):
+def test_an_unexpected_error_leaves_no_recipient_queued(provider, sms_settings, database, caplog):
     """In-flight requests become unknown; the ones never sent become failed (retryable), none stay queued."""
 
     def fault(point: str) -> None:
@@ -35,14 +35,18 @@ def test_an_unexpected_error_leaves_no_recipient_queued(provider, sms_settings, 
             worker.submit(job.id)
             summary = await asyncio.wait_for(worker.wait(job.id), 10)
             await worker.stop()
-        found = [r.state for r in await store.recipients(job.id)]
+        rows = await store.recipients(job.id)
         await store.close()
-        return summary, found
+        return summary, rows
 
-    summary, found = run(go())
+    summary, rows = run(go())
+    found = [r.state for r in rows]
     assert RecipientState.QUEUED not in found and RecipientState.IN_FLIGHT not in found
     assert summary.pending == 0 and summary.unknown + summary.failed == 3
     assert len(provider.sent()) <= 3
+    (logged,) = [r.getMessage() for r in caplog.records if "stopped on an unexpected error" in r.getMessage()]
+    ref = logged.rsplit("ref=", 1)[1]
+    assert all(ref in (r.error or "") for r in rows if r.state == RecipientState.FAILED)
 
 
 def test_a_job_submitted_twice_runs_once(provider, sms_settings, database):

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -300,10 +301,13 @@ class Worker:
             log.warning("job %s: stopped in this process; whoever holds it next goes on", job_id)
             raise
         except Exception:
-            log.exception("job %s stopped on an unexpected error", job_id)
+            ref = secrets.token_hex(4)
+            log.exception("job %s stopped on an unexpected error ref=%s", job_id, ref)
             await self.store.in_flight_to_unknown(job_id)
             await self.store.queued_to_failed(
-                job_id, "Not sent: the send stopped on an internal error before reaching this number."
+                job_id,
+                f"Not sent: the send stopped on an internal error (reference {ref}) before reaching this "
+                "number.",
             )
             await self._finish(job_id)
 
