@@ -42,6 +42,17 @@ class Settings(SmsSettings):
     bulk_confirm_threshold: int = Field(default=100, ge=1, alias="BULK_CONFIRM_THRESHOLD")
     prices: str = Field(default="", alias="SMS_PRICES")
     price_currency: str = Field(default="USD", alias="SMS_PRICE_CURRENCY")
+    # Delivery receipts (README, "Delivery receipts"): the push endpoint is POST /receipts/<RECEIPTS_TOKEN>;
+    # empty turns it off (a dry run makes one up for its simulator).
+    receipts_token: SecretStr = Field(default=SecretStr(""), alias="RECEIPTS_TOKEN")
+    receipts_max_body: int = Field(default=1024 * 1024, ge=1024, alias="RECEIPTS_MAX_BODY")
+    receipts_hold_seconds: float = Field(default=3600.0, ge=0, alias="RECEIPTS_HOLD_SECONDS")
+    # Seconds after acceptance at which QueryMessage asks about a message whose receipt has not come;
+    # empty: never ask. Within RECEIPTS_QUERY_RATE calls/s of the account's SMS_QUERY_RATE.
+    receipts_check_after: str = Field(default="120,900,7200,86400", alias="RECEIPTS_CHECK_AFTER")
+    receipts_query_rate: float = Field(default=100.0, gt=0, le=300, alias="RECEIPTS_QUERY_RATE")
+    # chat.update calls per minute for the whole workspace (Slack's Tier 3 allows about 50).
+    slack_updates_per_minute: float = Field(default=40.0, gt=0, alias="SLACK_UPDATES_PER_MINUTE")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: str = Field(default="text", alias="LOG_FORMAT")
 
@@ -81,6 +92,26 @@ class Settings(SmsSettings):
         if v not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return v
+
+    @field_validator("receipts_token")
+    @classmethod
+    def _receipts_token(cls, v: SecretStr) -> SecretStr:
+        token = v.get_secret_value().strip()
+        if token and (len(token) < 16 or not all(c.isalnum() or c in "-_" for c in token)):
+            raise ValueError(
+                "must be at least 16 letters, digits, - or _ (e.g. from: python -c "
+                "'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        return SecretStr(token)
+
+    @field_validator("receipts_check_after")
+    @classmethod
+    def _check_after(cls, v: str) -> str:
+        parse_delays(v)
+        return v
+
+    def check_after(self) -> tuple[float, ...]:
+        return parse_delays(self.receipts_check_after)
 
     @field_validator("prices")
     @classmethod
@@ -145,6 +176,17 @@ def parse_prices(value: str) -> dict[str, float]:
         if not sep or not region.strip():
             raise ValueError(f"“{item}” is not REGION=PRICE")
     return prices
+
+
+def parse_delays(value: str) -> tuple[float, ...]:
+    """`120,900,7200,86400`: seconds, increasing."""
+    try:
+        delays = tuple(float(p) for p in value.split(",") if p.strip())
+    except ValueError:
+        raise ValueError("must be seconds separated by commas, e.g. 120,900,7200,86400") from None
+    if any(d <= 0 for d in delays) or list(delays) != sorted(set(delays)):
+        raise ValueError("must be increasing positive seconds, e.g. 120,900,7200,86400")
+    return delays
 
 
 def load_settings() -> Settings:

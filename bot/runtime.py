@@ -17,18 +17,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 from bot.core import db
 from bot.core.access import AccessPolicy
+from bot.core.deliveries import Deliveries
 from bot.core.groups import GroupFile
 from bot.core.service import SendService
-from bot.core.store import Store
+from bot.core.store import Store, answering
 from bot.core.worker import Busy, Worker
 from bot.logs import SOCKET_LOGGER
 from bot.slack.app import StartupError, authorize_once, build_app, web_client
 from bot.slack.deps import Deps
 from bot.slack.directory import SlackDirectory
 from bot.slack.reporter import SlackReporter
-from bot.slack.server import web_app
+from bot.slack.server import ReceiptsEndpoint, web_app
 from bot.slack.state import SlackState
-from bot.sms import SmsClient
+from bot.sms import Receipt, SmsClient
 from bot.sms.loop import loop_name
 
 log = logging.getLogger("bot")
@@ -58,7 +59,9 @@ class Runtime:
         self.store = Store(await open_database(s))
         self.client = web_client(s.slack_bot_token.get_secret_value(), s.slack_api_url)
         self.slack_state = SlackState(self.store)
-        self.reporter = SlackReporter(self.client, self.store, self.slack_state)
+        self.reporter = SlackReporter(
+            self.client, self.store, self.slack_state, updates_per_minute=s.slack_updates_per_minute
+        )
         self.busy = Busy()
         self.worker = Worker(
             self.store,
@@ -69,6 +72,21 @@ class Runtime:
             lease_seconds=s.worker_lease_seconds,
             poll_seconds=s.worker_poll_seconds,
         )
+        # Receipts: matched, asked about and reported by the sending replica only (one per deployment).
+        self.deliveries = Deliveries(
+            self.store,
+            self.sms,
+            self.reporter,
+            active=lambda: self.worker.is_sender,
+            check_after=s.check_after(),
+            query_rate=min(s.receipts_query_rate, s.query_rate),
+            hold_seconds=s.receipts_hold_seconds,
+        )
+        token = s.receipts_token.get_secret_value()
+        if not token and self.simulator is not None:
+            import secrets  # a dry run's simulator pushes its receipts to the bot, as the real one would
+
+            token = secrets.token_urlsafe(24)
         self.access = AccessPolicy(s.access_rules(), SlackDirectory(self.client), ttl=s.access_cache_seconds)
         self.service = SendService(self.store, self.worker, dry_run=s.dry_run)
         self.groups = GroupFile(s.contact_groups_file, s.default_region)
@@ -86,6 +104,7 @@ class Runtime:
         )
         self.bolt = build_app(self.deps, self.client, await authorize_once(self.client))
         await self.worker.start()
+        self.deliveries.start()
         if s.socket_mode:
             app_token = s.slack_app_token.get_secret_value()
             try:  # the Socket Mode client retries a rejected token forever: check it once, first
@@ -107,6 +126,7 @@ class Runtime:
                 self.health,
                 self.busy,
                 signing_secret=s.slack_signing_secret.get_secret_value(),
+                receipts=ReceiptsEndpoint(token, self._accept_pushed, s.receipts_max_body) if token else None,
             ),
             access_log=None,
         )
@@ -115,6 +135,8 @@ class Runtime:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://{'127.0.0.1' if s.host in ('0.0.0.0', '') else s.host}:{port}"  # noqa: S104
+        if self.simulator is not None:
+            self.simulator.receipts_url = f"{self.url}/receipts/{token}"
         mode = (
             f"Socket Mode (health check at {self.url}/healthz)"
             if s.socket_mode
@@ -126,6 +148,10 @@ class Runtime:
             " (dry run: simulated provider)" if s.dry_run else "",
             loop_name(),
         )
+
+    async def _accept_pushed(self, items: list[Receipt]) -> int:
+        answering()  # a push waits for its answer: on SQLite, ahead of background work
+        return await self.deliveries.accept(items, "push")
 
     async def health(self) -> dict[str, Any]:
         db_ok = True
@@ -146,6 +172,9 @@ class Runtime:
             # the worst delay of a 10 ms timer since the previous health check: how long the event loop
             # was held (a Slack request arriving then waited as long)
             "loop_lag_ms": round(self.lag.read() * 1000, 1),
+            # delivery receipts since start: stored, matched, duplicates, foreign (dropped), queried;
+            # held: waiting in the inbox for their recipient's answer
+            "receipts": dict(self.deliveries.counts),
         }
 
     async def aclose(self) -> None:
@@ -163,6 +192,8 @@ class Runtime:
         if self.socket is not None:
             with contextlib.suppress(Exception):
                 await self.socket.close_async()
+        await self.deliveries.stop()
+        await self.reporter.aclose()
         await self.worker.stop()
         await self.sms.aclose()
         if self.simulator is not None:

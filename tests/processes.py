@@ -35,6 +35,7 @@ class BotProcess:
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack_url + "/api/",
+            "SLACK_UPDATES_PER_MINUTE": "60000",
             "HOST": "127.0.0.1",
             "PORT": "0",
             "DATABASE_URL": database,

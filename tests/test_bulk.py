@@ -172,7 +172,7 @@ def test_bulk_end_to_end_from_a_csv_file(provider, tmp_path):
             assert thread.params["thread_ts"] == posted.parent_ts == posted.thread_ts and posted.parent_ts
             summary_text = text_of(thread.params["blocks"])
             assert "2,499 accepted" in summary_text and "1 failed" in summary_text
-            assert "+65 8100 ****" in summary_text and "Retry 1 failed" in summary_text
+            assert "+65 8100 ****" in summary_text and "Send again to the 1 not reached" in summary_text
             updates = [c for c in bot.slack.called("chat.update") if c.params["ts"] == posted.parent_ts]
             assert updates and "2,499 accepted" in text_of(updates[-1].params["blocks"])
             return job

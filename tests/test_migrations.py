@@ -137,3 +137,34 @@ def test_operators_upgrade_and_check_by_command(tmp_path):
 def test_the_head_constant_is_alembics_head():
     """The start-up fast path compares the stored revision with `db.HEAD`: a new migration must bump it."""
     assert db.head() == db.HEAD
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_uses(tmp_path):
+    """Alembic's own comparison of the migrated database with the tables the queries are written
+    against (core's and the Slack layer's): a column, index or table in one and not the other fails."""
+    import sqlalchemy as sa
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from bot.core.schema import metadata as core
+    from bot.slack.state import metadata as slack
+
+    both = sa.MetaData()
+    for table in [*core.tables.values(), *slack.tables.values()]:
+        table.to_metadata(both)
+
+    async def go():
+        engine = db.create_engine(db.database_url("", tmp_path / "m.sqlite3"))
+        await db.upgrade(engine)
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c, opts={"compare_type": False}), both)
+            )
+        await engine.dispose()
+        return [
+            d
+            for d in diff
+            if not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "alembic_version")
+        ]
+
+    assert run(go()) == []

@@ -57,6 +57,7 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
             async with httpx.AsyncClient(base_url=url) as http:
                 health = (await http.get("/healthz")).json()
                 assert 0 <= health.pop("loop_lag_ms") < 3000
+                assert health.pop("receipts")["stored"] == 0
                 assert health == {
                     "ok": True,
                     "database": True,
@@ -86,6 +87,9 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
                     )
                     assert resp.status_code == 200 and "Sending to +852 5123 ****" in resp.text
                 posts = await slack.wait_for("chat.postMessage", 4, limit=30)
+                # The simulator pushes the receipt to the bot (2 s after acceptance): the outcome is edited.
+                (edit,) = await slack.wait_for("chat.update", 1, limit=15)
+                receipts = (await http.get("/healthz")).json()["receipts"]
             proc.send_signal(signal.SIGTERM)
             rest = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
             assert await proc.wait() == 0
@@ -94,9 +98,13 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
                 proc.kill()
                 await proc.wait()
             await slack.stop()
-        return posts, lines + rest.splitlines(keepends=True)
+        return posts, edit, receipts, lines + rest.splitlines(keepends=True)
 
-    posts, lines = run(go())
+    posts, edit, receipts, lines = run(go())
+    assert "Delivered" in json.dumps(edit.params["blocks"]) and "Accepted" in json.dumps(
+        edit.params["blocks"]
+    )
+    assert (receipts["stored"], receipts["matched"]) == (1, 1)
     threads = [json.dumps(p.params["blocks"], ensure_ascii=False) for p in posts if "thread_ts" in p.params]
     assert any("Accepted" in t and "Dry run" in t for t in threads)
     assert any("Not sent" in t and "Dry run" in t for t in threads)

@@ -252,29 +252,34 @@ async def save_draft(store: Store, draft: Draft, draft_id: str) -> bool:
 
 
 async def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimits) -> Draft:
-    """A new draft holding only the failed recipients of `job_id` (messages as they were rendered)."""
+    """A new draft holding the recipients of `job_id` that were not reached: failed (not sent) or
+    reported not delivered by their receipt (messages as they were rendered). An outage's goes out
+    as an outage again (single sends at full speed)."""
     job = await store.get_job(job_id)
     if job is None:
         raise BulkProblem("That send no longer exists.")
-    failed = await store.recipients(job_id, [RecipientState.FAILED])
-    if not failed:
-        raise BulkProblem("No recipient of that send failed: there is nothing to retry.")
+    missed = [r for r in await store.not_delivered(job_id) if r.state != RecipientState.UNKNOWN]
+    if not missed:
+        raise BulkProblem("Every recipient of that send was reached (or is still waiting for a receipt).")
     tally = Tally()
-    for r in failed:
+    for r in missed:
         tally.add(r.number, r.message, analyse(r.message))
     await tally.check_budget(store, user_id, limits)
+    outage = bool(job.meta.get("outage"))
     draft = tally.draft(
         limits,
         user_id=user_id,
         channel_id=job.channel_id or "",
         response_url=job.response_url,
-        template=str(job.meta.get("template") or failed[0].message),
+        template=str(job.meta.get("template") or missed[0].message),
         type=job.type or "NOTIFY",
         sender_id=job.sender_id,
         validity=job.validity,
         refused=[],
         duplicates=0,
         retry_of=job_id,
+        kind=job.kind if outage else JobKind.BATCH,
+        meta={k: job.meta[k] for k in ("outage", "groups", "service") if k in job.meta} if outage else {},
     )
     draft_id = await store.create_draft(user_id)
     await save_draft(store, draft, draft_id)

@@ -34,6 +34,9 @@ jobs = sa.Table(
     # The process that runs the job, until when (see `leases` and bot/core/worker.py).
     sa.Column("owner", sa.Text),
     sa.Column("lease_until", sa.Double),
+    sa.Index("jobs_task_id", "task_id"),
+    sa.Index("jobs_by_user", "created_by", "created_at"),
+    sa.Index("jobs_unfinished", "state"),
 )
 
 recipients = sa.Table(
@@ -57,6 +60,16 @@ recipients = sa.Table(
     sa.Column("retryable", sa.Integer, nullable=False, server_default="0"),
     sa.Column("est_segments", sa.Integer),
     sa.Column("updated_at", sa.Double, nullable=False),
+    # What the provider said happened after accepting (bot.sms.receipts.Delivery; forward only).
+    sa.Column("delivery", sa.Text),
+    sa.Column("delivery_code", sa.Text),
+    sa.Column("delivery_error", sa.Text),
+    sa.Column("delivered_at", sa.Double),
+    sa.Column("check_at", sa.Double),  # when the QueryMessage sweep next asks about it (None: never)
+    sa.Column("checks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reconciled", sa.Integer, nullable=False, server_default="0"),  # was unknown until a receipt
+    sa.Index("recipients_message_id", "message_id"),
+    sa.Index("recipients_check_at", "check_at"),
 )
 
 drafts = sa.Table(
@@ -91,4 +104,22 @@ leases = sa.Table(
     sa.Column("name", sa.Text, primary_key=True),
     sa.Column("owner", sa.Text, nullable=False),
     sa.Column("until", sa.Double, nullable=False),
+)
+
+# Receipts as they came (push, queue, QueryMessage), stored before a push is answered; deleted once
+# matched to a recipient, or dropped as foreign (never ours, or unmatched for RECEIPTS_HOLD_SECONDS).
+receipts = sa.Table(
+    "receipts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.Text),
+    sa.Column("task_id", sa.Text),
+    sa.Column("to_number", sa.Text),
+    sa.Column("delivery", sa.Text, nullable=False),
+    sa.Column("code", sa.Text),
+    sa.Column("description", sa.Text),
+    sa.Column("done_at", sa.Double),
+    sa.Column("segments", sa.Integer),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Double, nullable=False),
 )

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.sms.phone import PhoneNumber
+from bot.sms.receipts import Delivery
 
 from . import db
 from .schema import draft_rows, drafts, jobs, leases
@@ -122,6 +123,11 @@ class RecipientRow:
     carrier: str | None
     retryable: bool
     updated_at: float
+    delivery: Delivery | None = None  # what the provider said after accepting (None: no receipt yet)
+    delivery_code: str | None = None
+    delivery_error: str | None = None
+    delivered_at: float | None = None
+    reconciled: bool = False  # reported unknown at first; the provider's receipt settled it
 
 
 @dataclass
@@ -132,6 +138,21 @@ class Summary:
     unknown: int
     pending: int
     segments: int
+    # Of the accepted: what the receipts said (the rest of them are waiting for one).
+    delivered: int = 0
+    undelivered: int = 0  # not delivered, expired included
+    # Accepted ones that were unknown until the provider's receipt (or QueryMessage) settled them.
+    reconciled_delivered: int = 0
+    reconciled_undelivered: int = 0
+
+    @property
+    def waiting(self) -> int:
+        """Accepted, no receipt yet."""
+        return self.accepted - self.delivered - self.undelivered
+
+    @property
+    def reconciled(self) -> int:
+        return self.reconciled_delivered + self.reconciled_undelivered
 
 
 @dataclass(frozen=True)
@@ -184,6 +205,9 @@ class Store:
         self._thread: _SqliteThread | None = None
         self._new_jobs: list[_NewJob] = []
         self._job_writer: asyncio.Task[None] | None = None
+        # Seconds after acceptance that the QueryMessage sweep first asks about a message with no
+        # receipt (None: never); bot/core/deliveries.py sets it from RECEIPTS_CHECK_AFTER.
+        self.first_check: float | None = None
         if self.dialect == "sqlite":
             self._sync = db.create_sync_sqlite_engine(engine.url)
             self._thread = _SqliteThread()
@@ -490,6 +514,23 @@ class Store:
     ) -> list[RecipientRow]:
         return await self.read(lambda conn: _rows(conn, job_id, states))
 
+    async def not_delivered(self, job_id: str) -> list[RecipientRow]:
+        """Recipients that did not (or may not) get the text: failed, unknown, or accepted and reported
+        not delivered or expired. Delivered ones and ones waiting for a receipt are left out."""
+        r = rtab.c
+        query = (
+            sa.select(*_RECIPIENT_COLUMNS)
+            .where(
+                r.job_id == job_id,
+                sa.or_(
+                    r.state.in_([str(RecipientState.FAILED), str(RecipientState.UNKNOWN)]),
+                    sa.and_(r.delivery.is_not(None), r.delivery != str(Delivery.DELIVERED)),
+                ),
+            )
+            .order_by(r.idx)
+        )
+        return await self.read(lambda conn: [_recipient(x) for x in conn.execute(query)])
+
     async def pending(self, job_id: str) -> list[Pending]:
         """The recipients still to send, as light rows (index, number, message), in index order."""
         return await self.read(lambda conn: _pending(conn, job_id))
@@ -588,12 +629,15 @@ class Store:
         return await self.write(tx)
 
     async def record_outcomes(self, job_id: str, outcomes: Iterable[Any]) -> None:
-        """Store `bot.sms.Outcome`s (status accepted / failed / unknown) for their recipients."""
+        """Store `bot.sms.Outcome`s (status accepted / failed / unknown) for their recipients. An accepted
+        one with a message id (or a batch's candidate id) is due for its first QueryMessage check."""
         now = self.clock()
+        first = None if self.first_check is None else now + self.first_check
         rows = [
             {
                 "b_state": str(o.status),
-                "b_message_id": o.message_id,
+                "b_message_id": o.message_id or o.candidate_id,
+                "b_check_at": first if o.status == "accepted" and (o.message_id or o.candidate_id) else None,
                 "b_segments": o.segments,
                 "b_code": o.code,
                 "b_error": o.error,
@@ -791,15 +835,24 @@ def _pending(conn: sa.Connection, job_id: str) -> list[Pending]:
 def _summary(conn: sa.Connection, job_id: str) -> Summary:
     r = rtab.c
     counts: dict[str, int] = {}
-    segments = 0
-    for state, n, segs in conn.execute(
-        sa.select(r.state, sa.func.count(), sa.func.coalesce(sa.func.sum(r.segments), 0))
+    segments = delivered = undelivered = rec_delivered = rec_undelivered = 0
+    for state, delivery, reconciled, n, segs in conn.execute(
+        sa.select(
+            r.state, r.delivery, r.reconciled, sa.func.count(), sa.func.coalesce(sa.func.sum(r.segments), 0)
+        )
         .where(r.job_id == job_id)
-        .group_by(r.state)
+        .group_by(r.state, r.delivery, r.reconciled)
     ):
-        counts[state] = n
-        if state == RecipientState.ACCEPTED:
-            segments = int(segs)
+        counts[state] = counts.get(state, 0) + n
+        if state != RecipientState.ACCEPTED:
+            continue
+        segments += int(segs)
+        if delivery == Delivery.DELIVERED:
+            delivered += n
+            rec_delivered += n if reconciled else 0
+        elif delivery is not None:
+            undelivered += n
+            rec_undelivered += n if reconciled else 0
     total = max(
         conn.execute(sa.select(jobs.c.total).where(jobs.c.id == job_id)).scalar() or 0, sum(counts.values())
     )
@@ -813,6 +866,10 @@ def _summary(conn: sa.Connection, job_id: str) -> Summary:
         unknown=unknown,
         pending=total - accepted - failed - unknown,  # queued or in flight
         segments=segments,
+        delivered=delivered,
+        undelivered=undelivered,
+        reconciled_delivered=rec_delivered,
+        reconciled_undelivered=rec_undelivered,
     )
 
 
@@ -986,6 +1043,7 @@ _RECORD_OUTCOME = (
         carrier=sa.bindparam("b_carrier"),
         retryable=sa.bindparam("b_retryable"),
         updated_at=sa.bindparam("b_now"),
+        check_at=sa.bindparam("b_check_at"),
     )
 )
 
@@ -994,8 +1052,10 @@ _RECIPIENT_COLUMNS = [
     for name in (
         "job_id", "idx", "e164", "country_code", "national", "region", "message", "state", "message_id",
         "segments", "code", "error", "request_id", "country", "carrier", "retryable", "updated_at",
+        "delivery", "delivery_code", "delivery_error", "delivered_at", "reconciled",
     )
 ]  # fmt: skip
+_DELIVERIES = {d.value: d for d in Delivery}
 _STATES = {s.value: s for s in RecipientState}
 
 
@@ -1025,7 +1085,8 @@ def _job(row: Any) -> Job:
 def _recipient(r: Sequence[Any]) -> RecipientRow:
     return RecipientRow(
         r[0], r[1], PhoneNumber(r[2], r[3], r[4], r[5]), r[6], _STATES[r[7]], r[8], r[9], r[10], r[11],
-        r[12], r[13], r[14], bool(r[15]), r[16],
+        r[12], r[13], r[14], bool(r[15]), r[16], _DELIVERIES.get(r[17]) if r[17] else None, r[18], r[19],
+        r[20], bool(r[21]),
     )  # fmt: skip
 
 

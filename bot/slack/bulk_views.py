@@ -197,7 +197,7 @@ def progress_blocks(job: Job, summary: Summary, *, done: bool) -> list[Block]:
     icon = "🚨" if job.meta.get("outage") else "📣"
     head = f"{icon} <@{job.created_by}> {'sent' if done else 'is sending'} *{_n(job.total, 'SMS')}* ({kind})"
     if job.meta.get("retry_of"):
-        head += " — a retry of the failed recipients"
+        head += " — sent again to those not reached"
     finished = summary.accepted + summary.failed + summary.unknown
     status = (
         f"✅ {summary.accepted:,} accepted · ❌ {summary.failed:,} failed · ⚠️ {summary.unknown:,} unknown"
@@ -207,16 +207,47 @@ def progress_blocks(job: Job, summary: Summary, *, done: bool) -> list[Block]:
         SectionBlock(text=MarkdownTextObject(text=head)),
         ContextBlock(elements=[MarkdownTextObject(text=status if (finished or done) else "⏳ Queued…")]),
     ]
+    if summary.accepted:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=delivery_counts(summary))]))
     if job.meta.get("dry_run"):
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
     return blocks
 
 
+def delivery_counts(summary: Summary) -> str:
+    """Of the accepted messages: what the receipts said so far."""
+    line = (
+        f"📬 {summary.delivered:,} of {summary.accepted:,} delivered · {summary.undelivered:,} not delivered"
+        f" · {summary.waiting:,} waiting for a receipt"
+    )
+    if summary.reconciled:
+        line += (
+            f" · {summary.reconciled:,} unknown → {summary.reconciled_delivered:,} delivered, "
+            f"{summary.reconciled_undelivered:,} not delivered after checking with the provider"
+        )
+    return line
+
+
+def not_reached(summary: Summary) -> int:
+    """Recipients that did not get the text: not sent (failed) or not delivered."""
+    return summary.failed + summary.undelivered
+
+
 def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> list[Block]:
+    """The job's summary in its thread. `recipients`: at least the failed, unknown and not delivered
+    ones (the summary lists them, masked); the others are counted from `summary`."""
     lines = [
         f"*Done.* {summary.accepted:,} accepted ({summary.segments or 0:,} segments billed where reported), "
         f"{summary.failed:,} failed, {summary.unknown:,} with an unknown outcome."
     ]
+    if summary.accepted:
+        lines.append(delivery_counts(summary))
+    undelivered = [r for r in recipients if r.state == RecipientState.ACCEPTED and r.delivery is not None
+                   and r.delivery != "delivered"]  # fmt: skip
+    if undelivered:
+        listed = ", ".join(r.number.masked for r in undelivered[:20])
+        more = f" and {summary.undelivered - 20:,} more" if summary.undelivered > 20 else ""
+        lines.append(f"*Not delivered* ({summary.undelivered:,}; accepted and billed): {listed}{more}")
     failed = [r for r in recipients if r.state == RecipientState.FAILED]
     if failed:
         by_reason = Counter((r.code or "", r.error or describe_code(r.code)) for r in failed)
@@ -255,11 +286,12 @@ def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow
                 style="primary",
             )
         )
-    if failed and not job.meta.get("outage"):
+    missed = not_reached(summary)
+    if missed and not job.meta.get("test"):
         buttons.append(
             ButtonElement(
                 action_id=ActionId.BULK_RETRY_FAILED,
-                text=PlainTextObject(text=f"Retry {len(failed):,} failed"),
+                text=PlainTextObject(text=f"Send again to the {missed:,} not reached"),
                 value=job.id,
             )
         )

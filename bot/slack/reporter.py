@@ -4,15 +4,18 @@ message) with how to invite it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.store import Job, RecipientRow, Store, Summary
+from bot.core.store import Job, JobState, RecipientRow, Store, Summary
+from bot.sms import RateLimiter
 
 from . import bulk_views, views
 from .state import SlackState
@@ -21,10 +24,17 @@ from .tell import tell_person
 log = logging.getLogger("bot.slack.reporter")
 
 
-PROGRESS_EVERY = 2.0  # seconds between chat.update calls for one job (Slack: Tier 3, ~50/min)
+PROGRESS_EVERY = 2.0  # seconds between chat.update calls for one job
+UPDATES_PER_MINUTE = 40.0  # chat.update for the whole workspace (Slack: Tier 3, about 50 a minute)
+KEEP_RENDERED = 10_000  # jobs whose last shown delivery state is remembered (no update that changes nothing)
 
 
 class SlackReporter:
+    """Also the core's DeliveryObserver: receipts edit the messages already posted (a single send's
+    outcome, a finished bulk's progress line and summary), coalesced per job (at most one edit every
+    `progress_every` seconds) and within `updates_per_minute` chat.update calls for the workspace,
+    however many receipts arrive."""
+
     def __init__(
         self,
         client: AsyncWebClient,
@@ -32,12 +42,23 @@ class SlackReporter:
         state: SlackState,
         *,
         progress_every: float = PROGRESS_EVERY,
+        updates_per_minute: float = UPDATES_PER_MINUTE,
     ) -> None:
         self.client = client
         self.store = store
         self.state = state
         self.progress_every = progress_every
+        self.updates = RateLimiter(updates_per_minute / 60.0, margin=0.0)
         self._last_update: dict[str, float] = {}
+        self._dirty: dict[str, None] = {}  # jobs whose receipts changed, oldest first
+        self._last_refresh: dict[str, float] = {}
+        self._rendered: dict[str, tuple[Any, ...]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def _chat_update(self, **kwargs: Any) -> None:
+        """chat.update within the workspace's budget (waits for its turn)."""
+        await self.updates.acquire()
+        await self.client.chat_update(**kwargs)
 
     async def job_started(self, job: Job, recipients: Sequence[RecipientRow]) -> None:
         if job.meta.get("bulk"):
@@ -77,7 +98,7 @@ class SlackReporter:
             return
         self._last_update[job.id] = now
         with contextlib.suppress(SlackApiError):
-            await self.client.chat_update(
+            await self._chat_update(
                 channel=job.channel_id,
                 ts=post.parent_ts,
                 text=f"Bulk SMS: {summary.accepted + summary.failed + summary.unknown:,}/{job.total:,} done",
@@ -109,16 +130,19 @@ class SlackReporter:
         error = post.post_error or "channel_not_found"
         if post.parent_ts and job.channel_id:
             with contextlib.suppress(SlackApiError):
-                await self.client.chat_update(
+                await self._chat_update(
                     channel=job.channel_id,
                     ts=post.parent_ts,
                     text=text,
                     blocks=bulk_views.progress_blocks(job, summary, done=True),
                 )
             try:
-                await self.client.chat_postMessage(
+                resp = await self.client.chat_postMessage(
                     channel=job.channel_id, thread_ts=post.parent_ts, text=text, blocks=blocks
                 )
+                await self.state.save_post(job.id, outcome_ts=str(resp["ts"]))
+                self._remember(job.id, _shown(summary))
+                await self._recheck(job.id)
                 return
             except SlackApiError as exc:
                 error = str(exc.response.get("error", "unknown_error"))
@@ -137,10 +161,10 @@ class SlackReporter:
         error = post.post_error or "channel_not_found"
         if post.thread_ts and job.channel_id:
             try:
-                await self.client.chat_postMessage(
+                resp = await self.client.chat_postMessage(
                     channel=job.channel_id,
                     thread_ts=post.thread_ts,
-                    text=f"SMS to {r.number.masked}: {r.state.value}",
+                    text=f"SMS to {r.number.masked}: {views.delivery_word(r)}",
                     blocks=views.outcome_message(
                         r,
                         user_id=job.created_by,
@@ -148,6 +172,9 @@ class SlackReporter:
                         dry_run=dry_run,
                     ),
                 )
+                await self.state.save_post(job.id, outcome_ts=str(resp["ts"]))
+                self._remember(job.id, (r.delivery,))
+                await self._recheck(job.id)
                 return
             except SlackApiError as exc:
                 error = str(exc.response.get("error", "unknown_error"))
@@ -155,7 +182,7 @@ class SlackReporter:
         await self.tell_sender(
             job,
             views.fallback_message(r, views.cannot_post_reason(error), dry_run),
-            f"SMS to {r.number.masked}: {r.state.value}",
+            f"SMS to {r.number.masked}: {views.delivery_word(r)}",
         )
 
     async def tell_sender(self, job: Job, blocks: list, text: str) -> None:
@@ -163,3 +190,96 @@ class SlackReporter:
         await tell_person(
             self.client, user_id=job.created_by, response_url=job.response_url, text=text, blocks=blocks
         )
+
+    # ------------------------------------------------------------------ delivery receipts
+    async def deliveries_changed(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            self._dirty[job_id] = None
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="slack-deliveries")
+
+    async def _recheck(self, job_id: str) -> None:
+        """A receipt may have been matched while the message was being posted: look once more."""
+        await self.deliveries_changed([job_id])
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+
+    async def _flush(self) -> None:
+        while self._dirty:
+            now = time.monotonic()
+            ready = next(
+                (j for j in self._dirty if now - self._last_refresh.get(j, -1e9) >= self.progress_every), None
+            )
+            if ready is None:
+                soonest = min(self._last_refresh.get(j, now) for j in self._dirty) + self.progress_every
+                await asyncio.sleep(max(0.01, soonest - now))
+                continue
+            del self._dirty[ready]
+            self._last_refresh[ready] = now
+            try:
+                await self._refresh(ready)
+            except SlackApiError as exc:
+                log.info("cannot update job %s's messages: %s", ready, exc.response.get("error"))
+            except Exception:
+                log.exception("updating job %s's messages with its receipts failed", ready)
+        while len(self._last_refresh) > KEEP_RENDERED:
+            self._last_refresh.pop(next(iter(self._last_refresh)))
+
+    def _remember(self, job_id: str, shown: tuple[Any, ...]) -> None:
+        self._rendered[job_id] = shown
+        while len(self._rendered) > KEEP_RENDERED:
+            self._rendered.pop(next(iter(self._rendered)))
+
+    async def _refresh(self, job_id: str) -> None:
+        """Edit what was posted for the job to show its receipts (nothing when nothing changed)."""
+        job = await self.store.get_job(job_id)
+        if job is None or not job.channel_id or job.state != JobState.DONE:
+            return  # a running bulk's progress updates show its receipts; a single send posts at the end
+        post = await self.state.post(job_id)
+        if job.meta.get("bulk"):
+            summary = await self.store.summary(job_id)
+            if self._rendered.get(job_id) == _shown(summary):
+                return
+            self._remember(job_id, _shown(summary))
+            text = f"{summary.delivered:,} of {summary.accepted:,} delivered"
+            if post.parent_ts:
+                await self._chat_update(
+                    channel=job.channel_id,
+                    ts=post.parent_ts,
+                    text=text,
+                    blocks=bulk_views.progress_blocks(job, summary, done=True),
+                )
+            if post.outcome_ts:
+                missed = await self.store.not_delivered(job_id)
+                await self._chat_update(
+                    channel=job.channel_id,
+                    ts=post.outcome_ts,
+                    text=text,
+                    blocks=bulk_views.summary_blocks(job, summary, missed),
+                )
+            return
+        if job.total != 1 or not post.outcome_ts:
+            return
+        (r,) = await self.store.recipients(job_id)
+        if self._rendered.get(job_id) == (r.delivery,):
+            return
+        self._remember(job_id, (r.delivery,))
+        await self._chat_update(
+            channel=job.channel_id,
+            ts=post.outcome_ts,
+            text=f"SMS to {r.number.masked}: {views.delivery_word(r)}",
+            blocks=views.outcome_message(
+                r,
+                user_id=job.created_by,
+                include_request=post.thread_existing,
+                dry_run=bool(job.meta.get("dry_run")),
+            ),
+        )
+
+
+def _shown(summary: Summary) -> tuple[Any, ...]:
+    return (summary.delivered, summary.undelivered, summary.reconciled, summary.unknown)

@@ -1,4 +1,5 @@
-"""HTTP mode: Slack's requests at /slack/events and a health check at /healthz, on aiohttp's server.
+"""The bot's HTTP server (aiohttp): Slack's requests at /slack/events (HTTP mode), the provider's delivery
+receipts at /receipts/<RECEIPTS_TOKEN> (when set) and a health check at /healthz.
 
 Whatever arrives at /slack/events is answered in one log line and never with a server error for bad
 input: an unsigned (or badly signed) request gets 401, a signed one that is not a Slack payload 400."""
@@ -11,6 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +21,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.core.worker import Busy
+from bot.sms import Receipt, ReceiptFormatError, parse_push
 
 log = logging.getLogger("bot.http")
 
@@ -40,14 +43,28 @@ def signed(secret: bytes, body: bytes, headers: Any, now: float) -> bool:
     return hmac.compare_digest(f"v0={digest}".encode(), signature.encode("utf-8", "replace"))
 
 
+@dataclass(frozen=True)
+class ReceiptsEndpoint:
+    """POST /receipts/<token>: `accept` stores the receipts; the push is answered after it returns."""
+
+    token: str
+    accept: Callable[[list[Receipt]], Awaitable[int]]
+    max_body: int = 1024 * 1024
+
+
+def _provider_answer(code: int, msg: str, status: int = 200) -> web.Response:
+    return web.json_response({"code": code, "msg": msg}, status=status)
+
+
 def web_app(
     bolt: AsyncApp | None,
     health: Callable[[], Awaitable[dict[str, Any]]],
     busy: Busy | None = None,
     *,
     signing_secret: str = "",
+    receipts: ReceiptsEndpoint | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=max(1024 * 1024, receipts.max_body if receipts else 0))
     secret = signing_secret.encode()
 
     async def events(request: web.Request) -> web.Response:
@@ -85,7 +102,47 @@ def web_app(
         status = await health()
         return web.json_response(status, status=200 if status.get("ok") else 503)
 
+    async def receipts_push(request: web.Request) -> web.Response:
+        """The provider's receipt push: a JSON array. Answered `{"code": 0}` once stored (the provider
+        pushes again after 1 and 5 minutes when the answer is anything else); an unknown path is 404
+        and says nothing about the right one."""
+        assert receipts is not None
+        started = time.monotonic()
+        if not hmac.compare_digest(request.match_info["token"].encode(), receipts.token.encode()):
+            log.warning("receipts push refused: unknown path (status=404)")
+            return web.Response(status=404, text="not found")
+        if (request.content_length or 0) > receipts.max_body:
+            log.warning("receipts push refused: %d bytes > RECEIPTS_MAX_BODY", request.content_length)
+            return _provider_answer(1, "body too large", 413)
+        try:
+            raw = await request.content.read(receipts.max_body + 1)
+        except Exception:  # the connection dropped mid-body: nothing was stored, the provider pushes again
+            return _provider_answer(1, "incomplete body", 400)
+        if len(raw) > receipts.max_body:
+            log.warning("receipts push refused: body > RECEIPTS_MAX_BODY (%d bytes)", receipts.max_body)
+            return _provider_answer(1, "body too large", 413)
+        try:
+            items = parse_push(raw)
+        except ReceiptFormatError as exc:
+            log.warning("receipts push refused: %s", exc)
+            return _provider_answer(1, f"not a receipt push: {exc}", 400)
+        try:
+            stored = await receipts.accept(items)
+        except Exception:  # not stored: say so, and the provider pushes again
+            ref = reference()
+            log.exception("receipts push: storing %d receipt(s) failed ref=%s", len(items), ref)
+            return _provider_answer(1, f"not stored (ref {ref}); push again", 503)
+        log.debug(
+            "receipts push: %d stored of %d in %.1f ms",
+            stored,
+            len(items),
+            (time.monotonic() - started) * 1000,
+        )
+        return _provider_answer(0, "stored")
+
     if bolt is not None:
         app.router.add_post("/slack/events", events)
+    if receipts is not None and receipts.token:
+        app.router.add_post("/receipts/{token}", receipts_push)
     app.router.add_get("/healthz", healthz)
     return app

@@ -33,6 +33,7 @@ slack_posts = sa.Table(
     sa.Column("thread_ts", sa.Text),  # where its outcome and summary go
     sa.Column("post_error", sa.Text),  # why the bot could not post in the channel (e.g. not_in_channel)
     sa.Column("thread_existing", sa.Integer, nullable=False, server_default="0"),  # an earlier send's thread
+    sa.Column("outcome_ts", sa.Text),  # a single send's outcome message (edited when its receipt comes)
 )
 
 
@@ -43,6 +44,7 @@ class Post:
     thread_ts: str | None = None
     post_error: str | None = None
     thread_existing: bool = False
+    outcome_ts: str | None = None
 
 
 class SlackState:
@@ -75,7 +77,9 @@ class SlackState:
         row = await self.store.read(lambda conn: conn.execute(query).first())
         if row is None:
             return Post(job_id)
-        return Post(job_id, row.parent_ts, row.thread_ts, row.post_error, bool(row.thread_existing))
+        return Post(
+            job_id, row.parent_ts, row.thread_ts, row.post_error, bool(row.thread_existing), row.outcome_ts
+        )
 
     async def save_post(self, job_id: str, **fields: Any) -> None:
         if "thread_existing" in fields:

@@ -19,7 +19,9 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from bot.core.deliveries import describe_row_delivery
 from bot.core.store import Job, RecipientRow, RecipientState
+from bot.sms import Delivery
 from bot.sms.encoding import MessageInfo
 from bot.sms.errors import describe_code
 
@@ -142,6 +144,37 @@ def outcome_line(r: RecipientRow) -> str:
     return "⏳ Sending…"
 
 
+def slack_time(ts: float) -> str:
+    """A time Slack shows in the reader's own time zone (UTC where it cannot)."""
+    return f"<!date^{int(ts)}^{{time}}|{time.strftime('%H:%M UTC', time.gmtime(ts))}>"
+
+
+def delivery_line(r: RecipientRow) -> str | None:
+    """What the receipt said, for an accepted message (None for one that was not)."""
+    if r.state != RecipientState.ACCEPTED:
+        return None
+    if r.delivery == Delivery.DELIVERED:
+        line = "✓ *Delivered*" + (f" {slack_time(r.delivered_at)}" if r.delivered_at else "")
+    elif r.delivery is not None:
+        line = f"✗ *Not delivered*: {escape(describe_row_delivery(r.delivery, r.delivery_code, r.delivery_error))}"
+    else:
+        line = "⏳ Waiting for the delivery receipt"
+    if r.reconciled:
+        line += " (its outcome was unknown until the provider's receipt settled it; it was sent once)"
+    return line
+
+
+def delivery_word(r: RecipientRow) -> str:
+    """One or two words for a message's state, for notification texts and the history."""
+    if r.state != RecipientState.ACCEPTED:
+        return r.state.value.replace("_", " ")
+    if r.delivery == Delivery.DELIVERED:
+        return "delivered"
+    if r.delivery is not None:
+        return "not delivered"
+    return "accepted"
+
+
 def outcome_message(
     r: RecipientRow, *, user_id: str | None = None, include_request: bool = False, dry_run: bool = False
 ) -> list[Block]:
@@ -150,7 +183,9 @@ def outcome_message(
         blocks.append(
             SectionBlock(text=MarkdownTextObject(text=f"<@{user_id}> texted: “{preview(r.message)}”"))
         )
-    blocks.append(SectionBlock(text=MarkdownTextObject(text=outcome_line(r))))
+    delivery = delivery_line(r)
+    text = outcome_line(r) + (f"\n{delivery}" if delivery else "")
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=text)))
     if dry_run:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
     return blocks
@@ -210,7 +245,7 @@ def history_blocks(rows: Sequence[tuple[Job, RecipientRow]]) -> list[Block]:
     for job, first in rows:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(job.created_at))
         who = first.number.masked if job.total == 1 else f"{job.total:,} recipients"
-        state = first.state.value.replace("_", " ") if job.total == 1 else job.state.value
+        state = delivery_word(first) if job.total == 1 else job.state.value
         lines.append(f"• {when} · *{who}* · “{preview(first.message, 60)}” · {state}")
     return [
         SectionBlock(text=MarkdownTextObject(text="*Your recent sends*")),

@@ -21,6 +21,7 @@ from .errors import (
     ThrottledError,
     describe_code,
 )
+from .limits import RateLimiter
 from .models import (
     BatchSendRequest,
     BatchSendResponse,
@@ -32,6 +33,8 @@ from .models import (
 )
 from .pacing import Hooks, Outcome, Status, batch_send_all, fan_out
 from .phone import InvalidNumber, PhoneNumber, mask, parse_number
+from .receipts import Delivery, Receipt, ReceiptFormatError, from_query, number_matches, parse_push
+from .receipts import describe as describe_delivery
 
 __all__ = [
     "BatchSendRequest",
@@ -39,6 +42,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "CredentialError",
+    "Delivery",
     "Hooks",
     "InvalidNumber",
     "InvalidRequestError",
@@ -52,6 +56,9 @@ __all__ = [
     "ProviderRejectedError",
     "QueryRequest",
     "QueryResponse",
+    "RateLimiter",
+    "Receipt",
+    "ReceiptFormatError",
     "SendRequest",
     "SendResponse",
     "ServiceUnavailableError",
@@ -63,8 +70,12 @@ __all__ = [
     "analyse",
     "batch_send_all",
     "describe_code",
+    "describe_delivery",
     "fan_out",
+    "from_query",
     "mask",
+    "number_matches",
     "parse_number",
+    "parse_push",
     "validate_message",
 ]

@@ -52,6 +52,10 @@ class Outcome:
     country: str | None = None
     carrier: str | None = None
     retryable: bool = False
+    # A batch answer's `MessageIdList` entry at this number's position among the accepted ones: how the
+    # list lines up with `To` is documented nowhere, so it is only a candidate until a receipt or a
+    # QueryMessage answer names the number (bot.sms.receipts).
+    candidate_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -280,6 +284,8 @@ def batch_outcomes(start: int, numbers: Sequence[str], resp: BatchSendResponse) 
         unattributed > 0 and resp.success_count is not None and resp.success_count != accepted_expected
     )
     out = []
+    accepted_ids = iter(resp.message_id_list)
+    ids_line_up = not ambiguous and len(resp.message_id_list) == accepted_expected
     for k, number in enumerate(numbers):
         i = start + k
         if number in failed:
@@ -305,7 +311,10 @@ def batch_outcomes(start: int, numbers: Sequence[str], resp: BatchSendResponse) 
                 )
             )
         else:
-            out.append(Outcome(i, number, Status.ACCEPTED, request_id=resp.request_id))
+            candidate = next(accepted_ids, None) if ids_line_up else None
+            out.append(
+                Outcome(i, number, Status.ACCEPTED, request_id=resp.request_id, candidate_id=candidate)
+            )
     return out
 
 

@@ -71,14 +71,23 @@ class Received:
 
 # Dry run (SMS_DRY_RUN=true, or the CLI's --dry-run): numbers ending in these digits are refused / left
 # with an unknown outcome by the simulator, so a newcomer can see every kind of outcome.
+# Accepted ones ending in these get a receipt saying not delivered / expired; the others are delivered.
 DRY_RUN_FAIL_SUFFIX = "0000"
 DRY_RUN_UNKNOWN_SUFFIX = "0001"
+DRY_RUN_UNDELIVERED_SUFFIX = "0002"
+DRY_RUN_EXPIRED_SUFFIX = "0003"
 
 
 def dry_run_provider() -> FakeProvider:
-    """The simulator a dry run sends to (start it with `await provider.start("127.0.0.1", 0)`)."""
+    """The simulator a dry run sends to (start it with `await provider.start("127.0.0.1", 0)`; set
+    `receipts_url` to have its receipts pushed)."""
     return FakeProvider(
-        fail_suffixes=(DRY_RUN_FAIL_SUFFIX,), unknown_suffixes=(DRY_RUN_UNKNOWN_SUFFIX,), record=False
+        fail_suffixes=(DRY_RUN_FAIL_SUFFIX,),
+        unknown_suffixes=(DRY_RUN_UNKNOWN_SUFFIX,),
+        undelivered_suffixes=(DRY_RUN_UNDELIVERED_SUFFIX,),
+        expired_suffixes=(DRY_RUN_EXPIRED_SUFFIX,),
+        receipt_delay=2.0,
+        record=False,
     )
 
 
@@ -95,9 +104,26 @@ class FakeProvider:
     # in FailedList. Numbers ending in one of `fail_suffixes` are refused too (the dry-run test numbers).
     reject_numbers: set[str] = field(default_factory=set)
     fail_suffixes: tuple[str, ...] = ()
+    # Numbers ending in one of these are accepted, but the answer is lost (HTTP 500): the message goes
+    # out and its receipt comes, as when a real answer is lost on the way back.
     unknown_suffixes: tuple[str, ...] = ()
     record: bool = True
     control: bool = False
+    # Delivery receipts, pushed like the real service's: a JSON array POSTed to `receipts_url`,
+    # `receipt_delay` seconds after acceptance, up to `push_batch` merged per push; a failed push is tried
+    # again twice (after `repush_delay`, then 5× that), then given up. `duplicate_every`: every Nth
+    # receipt is pushed twice; `shuffle`: a push's receipts come in reverse order. Numbers ending in
+    # `undelivered_suffixes` / `expired_suffixes` are not delivered / expire; `silent_suffixes` get no
+    # push at all (QueryMessage still knows them). QueryMessage answers "sending" until the receipt is due.
+    receipts_url: str = ""
+    receipt_delay: float = 0.0
+    push_batch: int = 500
+    repush_delay: float = 60.0
+    duplicate_every: int = 0
+    shuffle: bool = False
+    undelivered_suffixes: tuple[str, ...] = ()
+    expired_suffixes: tuple[str, ...] = ()
+    silent_suffixes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.received: list[Received] = []
@@ -109,12 +135,17 @@ class FakeProvider:
             "throttled": 0,
             "rejected": 0,
             "span_us": 0,
+            "receipts_pushed": 0,
+            "push_failures": 0,
         }
         self._first_arrival: float | None = None
         self._windows: dict[str, deque[float]] = {k: deque() for k in ("single", "batch", "query")}
         self._nonces: dict[str, float] = {}
         self._ids = itertools.count(100_000_001)
-        self._messages: dict[str, dict[str, str]] = {}
+        self._messages: dict[str, dict[str, Any]] = {}
+        self._due: deque[tuple[float, str]] = deque()  # (monotonic time its receipt is due, message id)
+        self._pusher: asyncio.Task[None] | None = None
+        self._receipt_count = 0
         self._hold: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -185,6 +216,15 @@ class FakeProvider:
         "fail_suffixes",
         "unknown_suffixes",
         "record",
+        "receipts_url",
+        "receipt_delay",
+        "push_batch",
+        "repush_delay",
+        "duplicate_every",
+        "shuffle",
+        "undelivered_suffixes",
+        "expired_suffixes",
+        "silent_suffixes",
     )
 
     def reset(self, **config: Any) -> None:
@@ -193,11 +233,12 @@ class FakeProvider:
                 value = config[name]
                 if name == "reject_numbers":
                     value = set(value)
-                elif name in ("fail_suffixes", "unknown_suffixes"):
+                elif name.endswith("_suffixes"):
                     value = tuple(value)
                 setattr(self, name, value)
         self.received.clear()
         self.faults.clear()
+        self._due.clear()
         self.counts.update({k: 0 for k in self.counts})
         self._first_arrival = None
         for window in self._windows.values():
@@ -246,6 +287,11 @@ class FakeProvider:
     async def stop(self) -> None:
         if self._hold is not None:
             self._hold.set()
+        if self._pusher is not None:
+            for task in [*self._pushes, self._pusher]:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pusher
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -475,6 +521,7 @@ class FakeProvider:
             return {"_status": 400, "Code": "MissingParameter", "Message": "To and Message are required."}
         request_id = str(uuid.uuid4()).upper()
         if any(to.endswith(s) for s in self.unknown_suffixes):
+            self._accept_message(to, message, params.get("TaskId"))  # it went out; the answer is lost
             return {
                 "_status": 500,
                 "Code": "InternalError",
@@ -484,8 +531,7 @@ class FakeProvider:
         if self._refused(to) or not to.isdigit():
             code = "COUNTRY_RESTRICTED" if to.startswith("86") else "MOBILE_NUMBER_ILLEGAL"
             return {"RequestId": request_id, "ResponseCode": code, "ResponseDescription": f"simulated {code}"}
-        message_id = str(next(self._ids))
-        self._messages[message_id] = {"To": to, "Message": message}
+        message_id = self._accept_message(to, message, params.get("TaskId"))
         answer: dict[str, Any] = {
             "ResponseCode": "OK",
             "NumberDetail": _number_detail(to),
@@ -535,9 +581,7 @@ class FakeProvider:
             if self._refused(str(number)):
                 failed.append(str(number))
                 continue
-            message_id = str(next(self._ids))
-            self._messages[message_id] = {"To": str(number), "Message": str(message)}
-            ids.append(message_id)
+            ids.append(self._accept_message(str(number), str(message), params.get("TaskId")))
         answer: dict[str, Any] = {
             "ResponseCode": "OK",
             "RequestId": request_id,
@@ -561,20 +605,121 @@ class FakeProvider:
                 "ResponseDescription": "no such message",
             }
         now = formatdate(localtime=False)
-        return {
+        answer = {
             "RequestId": request_id,
             "ResponseCode": "OK",
             "ResponseDescription": "success",
             "MessageId": message_id,
             "To": record["To"],
             "Message": record["Message"],
-            "Status": "1",
-            "ErrorCode": "DELIVERED",
-            "ErrorDescription": "success",
             "SendDate": now,
-            "ReceiveDate": now,
             "NumberDetail": _number_detail(record["To"]),
         }
+        if time.monotonic() < record["due"]:
+            return {**answer, "Status": "3"}  # still with the carrier
+        status, code, description = _FATES[record["fate"]]
+        query_status = "1" if status == "1" else "2"
+        return {
+            **answer,
+            "Status": query_status,
+            "ErrorCode": code,
+            "ErrorDescription": description,
+            "ReceiveDate": now,
+        }
+
+    # ------------------------------------------------------------------ receipts
+    def _accept_message(self, to: str, message: str, task_id: str | None) -> str:
+        message_id = str(next(self._ids))
+        fate = (
+            "undelivered"
+            if any(to.endswith(s) for s in self.undelivered_suffixes)
+            else "expired"
+            if any(to.endswith(s) for s in self.expired_suffixes)
+            else "delivered"
+        )
+        due = time.monotonic() + self.receipt_delay
+        self._messages[message_id] = {
+            "To": to,
+            "Message": message,
+            "TaskId": task_id,
+            "fate": fate,
+            "due": due,
+        }
+        if self.receipts_url and not any(to.endswith(s) for s in self.silent_suffixes):
+            self._due.append((due, message_id))
+            if self._pusher is None or self._pusher.done():
+                self._more = asyncio.Event()
+                self._pushes: set[asyncio.Task[None]] = set()
+                self._pusher = asyncio.get_running_loop().create_task(self._push_loop())
+            self._more.set()
+        return message_id
+
+    def receipt(self, message_id: str) -> dict[str, str]:
+        """The push receipt of an accepted message (as the real service writes it)."""
+        record = self._messages[message_id]
+        status, code, description = _FATES[record["fate"]]
+        now = formatdate(localtime=False)
+        item = {
+            "To": record["To"],
+            "Status": status,
+            "MessageId": message_id,
+            "SmsSize": str(analyse(record["Message"]).segments),
+            "SendDate": now,
+            "ReceiveDate": now,
+            "ErrorCode": code,
+            "ErrorDescription": description,
+        }
+        if record.get("TaskId"):
+            item["TaskId"] = record["TaskId"]
+        return item
+
+    async def _push_loop(self) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if not self._due:
+                    self._more.clear()
+                    await self._more.wait()
+                    continue
+                wait = self._due[0][0] - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                now = time.monotonic()
+                batch: list[dict[str, str]] = []
+                while self._due and self._due[0][0] <= now and len(batch) < self.push_batch:
+                    batch.append(self.receipt(self._due.popleft()[1]))
+                    self._receipt_count += 1
+                    if self.duplicate_every and self._receipt_count % self.duplicate_every == 0:
+                        batch.append(batch[-1])
+                if self.shuffle:
+                    batch.reverse()
+                if batch:
+                    task = asyncio.get_running_loop().create_task(self._push(session, batch))
+                    self._pushes.add(task)
+                    task.add_done_callback(self._pushes.discard)
+                await asyncio.sleep(0)
+
+    async def _push(self, session: Any, batch: list[dict[str, str]]) -> None:
+        for attempt in range(3):
+            try:
+                async with session.post(self.receipts_url, json=batch) as resp:
+                    body = await resp.json(content_type=None)
+                    if resp.status == 200 and isinstance(body.get("code"), int):
+                        self.counts["receipts_pushed"] += len(batch)
+                        return
+            except Exception:  # noqa: S110 (a failed push is counted and tried again, as the real one does)
+                pass
+            self.counts["push_failures"] += 1
+            if attempt < 2:
+                await asyncio.sleep(self.repush_delay * (1 if attempt == 0 else 5))
+
+
+_FATES = {
+    "delivered": ("1", "DELIVERED", "success"),
+    "undelivered": ("2", "UNDELIV", "The carrier could not deliver the message"),
+    "expired": ("6", "EXPIRED", "The message validity period expired"),
+}
 
 
 def numbers_accepted(received: list[Received]) -> list[str]:

@@ -289,10 +289,10 @@ async def bulk_retry_callback(
     deps: Deps = context["deps"]
     user_id = body["user"]["id"]
     job_id = body["actions"][0]["value"]
-    if not await deps.access.allowed(Capability.BULK, user_id):
-        await respond(
-            text=deps.access.refusal(Capability.BULK), replace_original=False, response_type="ephemeral"
-        )
+    job = await deps.store.get_job(job_id)
+    needed = Capability.OUTAGE if job is not None and job.meta.get("outage") else Capability.BULK
+    if not await deps.access.allowed(needed, user_id):
+        await respond(text=deps.access.refusal(needed), replace_original=False, response_type="ephemeral")
         return
     try:
         draft = await bulk.retry_draft(deps.store, job_id, user_id, deps.bulk_limits)

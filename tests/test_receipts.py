@@ -1,0 +1,334 @@
+"""Delivery receipts: parsing (pure), the core's pipeline on both databases (store first, match after,
+forward only, early, duplicate, foreign and crossed receipts, unknowns settled), the QueryMessage sweep
+against the fake provider over loopback, and the push endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from bot.core.deliveries import Deliveries
+from bot.core.store import JobKind, NewRecipient, RecipientState
+from bot.core.worker import Worker
+from bot.slack.server import ReceiptsEndpoint, web_app
+from bot.sms import (
+    Delivery,
+    Outcome,
+    Receipt,
+    SmsClient,
+    SmsSettings,
+    Status,
+    describe_delivery,
+    number_matches,
+)
+from bot.sms.models import QueryResponse
+from bot.sms.phone import parse_number
+from bot.sms.receipts import ReceiptFormatError, decode_queue_body, from_query, parse_push
+from bot.sms.simulator import FakeProvider
+
+from .conftest import open_store, run
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---------------------------------------------------------------------- pure
+def test_a_push_body_gives_one_receipt_per_known_status():
+    body = json.dumps(
+        [
+            {"To": "85251234567", "Status": "1", "MessageId": "m1", "TaskId": "t", "SmsSize": "2",
+             "ReceiveDate": "Thu, 25 Nov 2021 10:25:00 +0800", "ErrorCode": "DELIVERED"},
+            {"To": "85251234568", "Status": "2", "MessageId": "m2", "ErrorCode": "UNDELIV"},
+            {"To": "85251234569", "Status": "6", "MessageId": "m3"},
+            {"To": "85251234560", "Status": "9", "MessageId": "m4"},  # unknown status: skipped
+            {"To": "85251234560", "Status": "1"},  # no id at all: skipped
+        ]
+    ).encode()  # fmt: skip
+    got = parse_push(body)
+    assert [(r.message_id, r.delivery) for r in got] == [
+        ("m1", Delivery.DELIVERED), ("m2", Delivery.UNDELIVERED), ("m3", Delivery.EXPIRED),
+    ]  # fmt: skip
+    assert got[0].segments == 2 and got[0].task_id == "t"
+    assert got[0].done_at == 1637807100.0  # 10:25 at +08:00
+    snake = parse_push(
+        b'{"to": "6581000001", "status": "1", "message_id": "x", "receive_date": "2017-06-01 10:00:00"}'
+    )
+    assert snake[0].to == "6581000001" and snake[0].done_at == 1496282400.0
+    for junk in (b"", b"not json", b'"text"', b"[1, 2]"):
+        with pytest.raises(ReceiptFormatError):
+            parse_push(junk)
+
+
+def test_queue_bodies_may_be_base64():
+    import base64
+
+    raw = json.dumps({"To": "6581000001", "Status": "2", "MessageId": "q"})
+    assert decode_queue_body(base64.b64encode(raw.encode()).decode())[0].delivery == Delivery.UNDELIVERED
+    assert decode_queue_body(raw)[0].message_id == "q"
+
+
+def test_masked_numbers_match_where_they_have_digits():
+    assert number_matches("8521234****", "+85212345678")
+    assert not number_matches("8521235****", "+85212345678")
+    assert not number_matches("852123****", "+85212345678")  # a digit short
+    assert number_matches(None, "+85212345678")
+    assert not number_matches("85212345679", "+85212345678")
+
+
+def test_query_answers_are_classified_by_code_and_status():
+    def q(status: str, code: str | None) -> Delivery | None:
+        fields = {"ResponseCode": "OK", "MessageId": "m", "To": "6581000001", "Status": status}
+        return from_query(QueryResponse.model_validate({**fields, "ErrorCode": code})).delivery
+
+    assert q("1", "DELIVERED") == Delivery.DELIVERED
+    assert q("1", None) is None  # sent to the carrier, no report yet
+    assert q("3", None) is None
+    assert q("2", "UNDELIV") == Delivery.UNDELIVERED
+    assert q("2", "EXPIRED") == Delivery.EXPIRED
+
+
+def test_outcomes_are_described_in_plain_words():
+    def words(delivery, code=None, description=None):
+        return describe_delivery(Receipt("m", None, delivery, code=code, description=description))
+
+    assert words(Delivery.DELIVERED) == "delivered"
+    assert words(Delivery.UNDELIVERED, "UNDELIV") == "the carrier could not deliver it (UNDELIV)"
+    assert "expired" in words(Delivery.EXPIRED)
+    assert words(Delivery.UNDELIVERED, "X42", "weird") == "the carrier reported X42 (weird)"
+    assert words(None) == "waiting for the carrier's report"
+
+
+# ---------------------------------------------------------------------- the pipeline, both databases
+def numbers(n: int) -> list[NewRecipient]:
+    return [NewRecipient(parse_number(f"+65 8100 {i:04d}"), "hi") for i in range(n)]
+
+
+def receipt(to: int, delivery: Delivery, *, task: str | None, mid: str | None = None, **kw) -> Receipt:
+    return Receipt(mid, f"6581000{to:03d}", delivery, task_id=task, **kw)
+
+
+def test_receipts_move_states_forward_only_and_settle_unknowns(database):
+    """Duplicates, a later contrary receipt, a receipt before the answer is stored (held, then matched),
+    one for a job we never had (dropped), and an unknown recipient settled by its receipt."""
+
+    async def go():
+        store = await open_store(database)
+        clock = Clock()
+        deliveries = Deliveries(store, None, clock=clock)
+        job, _ = await store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=numbers(4))
+        task = job.task_id
+        await store.mark_in_flight(job.id, [0, 1, 2, 3])
+        await store.record_outcomes(
+            job.id,
+            [
+                Outcome(0, "6581000000", Status.ACCEPTED, message_id="m0"),
+                Outcome(1, "6581000001", Status.UNKNOWN, error="timed out"),
+                Outcome(3, "6581000003", Status.ACCEPTED, message_id="m3"),
+            ],
+        )  # 2 is still in flight: its answer has not been stored
+        await deliveries.accept(
+            [
+                receipt(0, Delivery.DELIVERED, task=task, mid="m0"),
+                receipt(0, Delivery.DELIVERED, task=task, mid="m0"),  # duplicate
+                receipt(1, Delivery.DELIVERED, task=task, mid="m1"),  # the unknown one
+                receipt(2, Delivery.UNDELIVERED, task=task, mid="m2", code="UNDELIV"),  # early
+                receipt(3, Delivery.EXPIRED, task=task, mid="m3"),
+                receipt(5, Delivery.DELIVERED, task="never-ours", mid="zz"),
+            ],
+            "push",
+        )
+        first = await deliveries.match_now()
+        await deliveries.accept(
+            [receipt(0, Delivery.UNDELIVERED, task=task, mid="m0")], "push"
+        )  # late, contrary
+        await store.record_outcomes(job.id, [Outcome(2, "6581000002", Status.ACCEPTED, message_id="m2")])
+        second = await deliveries.match_now()
+        rows = {r.idx: r for r in await store.recipients(job.id)}
+        summary = await store.summary(job.id)
+        inbox = await deliveries.store.read(
+            lambda c: c.exec_driver_sql("SELECT COUNT(*) FROM receipts").scalar()
+        )
+        await store.close()
+        return first, second, rows, summary, inbox, deliveries.counts
+
+    first, second, rows, summary, inbox, counts = run(go())
+    assert (first.matched, first.duplicates, first.held, first.foreign) == (3, 1, 1, 1)
+    assert (second.matched, second.duplicates, second.held) == (1, 1, 0)
+    assert [rows[i].delivery for i in range(4)] == [
+        Delivery.DELIVERED, Delivery.DELIVERED, Delivery.UNDELIVERED, Delivery.EXPIRED,
+    ]  # fmt: skip
+    assert rows[1].state == RecipientState.ACCEPTED and rows[1].reconciled and rows[1].message_id == "m1"
+    assert rows[1].error is None
+    assert rows[2].delivery_code == "UNDELIV" and not rows[2].reconciled
+    assert (summary.accepted, summary.unknown, summary.delivered, summary.undelivered, summary.waiting) == (
+        4, 0, 2, 2, 0,
+    )  # fmt: skip
+    assert (summary.reconciled_delivered, summary.reconciled_undelivered) == (1, 0)
+    assert inbox == 0 and counts["foreign"] == 1 and counts["stored"] == 7
+
+
+def test_crossed_batch_ids_are_put_right_by_the_receipts_numbers(database):
+    """A batch's ids are candidates by position; receipts (TaskId + number) decide, and a receipt with
+    no TaskId (the queue's) finds its recipient through the id and the number together."""
+
+    async def go():
+        store = await open_store(database)
+        deliveries = Deliveries(store, None)
+        job, _ = await store.create_job(kind=JobKind.BATCH, created_by="U1", recipients=numbers(3))
+        await store.mark_in_flight(job.id, [0, 1, 2])
+        await store.record_outcomes(
+            job.id,
+            [
+                Outcome(0, "6581000000", Status.ACCEPTED, candidate_id="b"),  # crossed: really "a"
+                Outcome(1, "6581000001", Status.ACCEPTED, candidate_id="a"),
+                Outcome(2, "6581000002", Status.ACCEPTED, candidate_id="c"),
+            ],
+        )
+        await deliveries.accept(
+            [
+                receipt(0, Delivery.DELIVERED, task=job.task_id, mid="a"),
+                Receipt("b", "6581000001", Delivery.UNDELIVERED),  # no TaskId, id crossed
+                Receipt("c", "658100****", Delivery.DELIVERED),  # masked number
+            ],
+            "queue",
+        )
+        result = await deliveries.match_now()
+        rows = {r.idx: r for r in await store.recipients(job.id)}
+        await store.close()
+        return result, rows
+
+    result, rows = run(go())
+    assert result.matched == 3
+    assert [(rows[i].message_id, rows[i].delivery) for i in range(3)] == [
+        ("a", Delivery.DELIVERED), ("b", Delivery.UNDELIVERED), ("c", Delivery.DELIVERED),
+    ]  # fmt: skip
+
+
+def test_unmatched_receipts_are_dropped_after_the_hold(database):
+    async def go():
+        store = await open_store(database)
+        clock = Clock()
+        deliveries = Deliveries(store, None, clock=clock, hold_seconds=60)
+        await deliveries.accept([Receipt("nobody", "6581000009", Delivery.DELIVERED)], "queue")
+        held = await deliveries.match_now()
+        clock.now += 61
+        dropped = await deliveries.match_now()
+        await store.close()
+        return held, dropped
+
+    held, dropped = run(go())
+    assert (held.held, held.foreign) == (1, 0)
+    assert (dropped.held, dropped.foreign) == (0, 1)
+
+
+# ---------------------------------------------------------------------- sources over loopback
+def test_pushed_receipts_and_the_sweep_reach_every_recipient(tmp_path):
+    """The fake provider pushes receipts (merged, duplicated, out of order) to the bot's endpoint; a
+    number with no push is settled by QueryMessage at its check time (a controllable clock)."""
+
+    async def go():
+        store = await open_store(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+        clock = Clock()
+        store.clock = clock
+        fake = FakeProvider(
+            receipt_delay=0.0, duplicate_every=3, shuffle=True, repush_delay=0.05,
+            undelivered_suffixes=("0002",), silent_suffixes=("0004",),
+        )  # fmt: skip
+        url = await fake.start()
+        settings = fake.settings_for(SmsSettings(_env_file=None), url)
+        async with SmsClient(settings) as client:
+            deliveries = Deliveries(store, client, clock=clock, check_after=(120, 900))
+            from aiohttp import web
+
+            token = "t" * 24
+            all_pushed = asyncio.Event()
+
+            async def accept(items):
+                stored = await deliveries.accept(items, "push")
+                if deliveries.counts["stored"] >= 6:  # 5 pushed + 1 duplicate
+                    all_pushed.set()
+                return stored
+
+            runner = web.AppRunner(web_app(None, _health, receipts=ReceiptsEndpoint(token, accept)))
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]
+            fake.receipts_url = f"http://127.0.0.1:{port}/receipts/{token}"
+            job, _ = await store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=numbers(6))
+            worker = Worker(store, client)
+            await worker.start()
+            worker.submit(job.id)
+            await asyncio.wait_for(worker.wait(job.id), 10)
+            await worker.stop()
+            await asyncio.wait_for(all_pushed.wait(), 10)
+            await deliveries.match_now()
+            before = await store.summary(job.id)
+            assert await deliveries.sweep_now() == 0  # not due yet
+            clock.now += 121
+            swept = await deliveries.sweep_now()
+            after = await store.summary(job.id)
+            rows = {r.idx: r for r in await store.recipients(job.id)}
+            await runner.cleanup()
+        await fake.stop()
+        await store.close()
+        return before, swept, after, rows, deliveries.counts
+
+    before, swept, after, rows, counts = run(go())
+    assert (before.delivered, before.undelivered, before.waiting) == (4, 1, 1)
+    assert swept == 1 and counts["queried"] == 1
+    assert (after.delivered, after.undelivered, after.waiting) == (5, 1, 0)
+    assert rows[2].delivery == Delivery.UNDELIVERED and rows[4].delivery == Delivery.DELIVERED
+    assert counts["duplicates"] >= 1
+
+
+async def _health() -> dict:
+    return {"ok": True}
+
+
+def test_the_push_endpoint_answers_after_storing_and_refuses_the_rest():
+    stored: list[Receipt] = []
+    failing = {"on": False}
+
+    async def accept(items):
+        if failing["on"]:
+            raise RuntimeError("database down")
+        stored.extend(items)
+        return len(items)
+
+    async def go():
+        from aiohttp import web
+
+        runner = web.AppRunner(
+            web_app(None, _health, receipts=ReceiptsEndpoint("s" * 20, accept, max_body=2048))
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        one = [{"To": "6581000001", "Status": "1", "MessageId": "m1"}]
+        async with httpx.AsyncClient(base_url=base) as http:
+            ok = await http.post("/receipts/" + "s" * 20, json=one)
+            wrong = await http.post("/receipts/" + "x" * 20, json=one)
+            junk = await http.post("/receipts/" + "s" * 20, content=b"<xml/>")
+            big = await http.post("/receipts/" + "s" * 20, json=one * 100)
+            failing["on"] = True
+            down = await http.post("/receipts/" + "s" * 20, json=one)
+        await runner.cleanup()
+        return ok, wrong, junk, big, down
+
+    ok, wrong, junk, big, down = run(go())
+    assert (ok.status_code, ok.json()["code"]) == (200, 0)
+    assert wrong.status_code == 404 and "s" * 20 not in wrong.text
+    assert junk.status_code == 400 and junk.json()["code"] != 0
+    assert big.status_code == 413
+    assert down.status_code == 503 and "ref" in down.json()["msg"]
+    assert [r.message_id for r in stored] == ["m1"]
