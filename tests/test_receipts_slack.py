@@ -1,0 +1,123 @@
+"""Receipts in Slack, end to end: the fake provider (its own process) pushes receipts over loopback to the
+real bot's endpoint; the bot edits what it posted in the fake Slack."""
+
+from __future__ import annotations
+
+import json
+
+from bot.core.store import RecipientState
+from bot.slack.ids import ActionId, BlockId
+
+from .conftest import run
+from .harness import Bot
+from .test_bulk import LEAD, bulk_values, confirm, review, text_of
+from .test_outage import ONCALL, open_outage, outage_values, submit_and_confirm, write_groups
+
+TOKEN = "receipts-token-for-tests-0123"
+
+
+async def pushing(bot: Bot, provider, **config) -> None:
+    """The provider pushes its receipts to this bot from now on, a second after acceptance (well after
+    the outcome is posted, so that the receipt edits it)."""
+    provider.reset(receipts_url=f"{bot.runtime.url}/receipts/{TOKEN}", receipt_delay=1.0, **config)
+
+
+def test_a_single_sends_outcome_is_edited_when_its_receipt_comes(provider, tmp_path):
+    """Delivered, not delivered (in words), and an unknown outcome settled by the receipt: each thread's
+    outcome message is edited in place, once; nothing is posted per receipt."""
+
+    async def go():
+        async with Bot(provider, tmp_path, RECEIPTS_TOKEN=TOKEN) as bot:
+            await pushing(bot, provider, undelivered_suffixes=["0002"], unknown_suffixes=["0001"])
+            for i, number in enumerate(["+852 5123 4567", "+65 8100 0002", "+65 8100 0001"], 1):
+                await bot.command(f"{number} hello")
+                await bot.job_done(i)
+            updates = await bot.slack.wait_for("chat.update", 3, limit=15)
+            jobs = [await bot.runtime.store.get_job(j) for j in bot.runtime.worker.submitted]
+            posts = [await bot.posted(job.id) for job in jobs]
+            rows = [(await bot.recipients(job.id))[0] for job in jobs]
+            posted = len(bot.slack.called("chat.postMessage"))
+            return updates, posts, rows, posted
+
+    updates, posts, rows, posted = run(go())
+    assert posted == 6  # a parent and an outcome per send: receipts edit, they do not post
+    by_ts = {u.params["ts"]: json.dumps(u.params["blocks"], ensure_ascii=False) for u in updates}
+    assert len(updates) == 3 and set(by_ts) == {p.outcome_ts for p in posts}
+    delivered, undelivered, settled = (by_ts[p.outcome_ts] for p in posts)
+    assert "✓ *Delivered* <!date^" in delivered and "Accepted" in delivered
+    assert "✗ *Not delivered*: the carrier could not deliver it (UNDELIV)" in undelivered
+    assert "Delivered" in settled and "unknown until the provider's receipt" in settled
+    assert rows[2].state == RecipientState.ACCEPTED and rows[2].reconciled
+    assert all("51234567" not in text for text in by_ts.values())
+
+
+def test_a_bulk_summary_shows_delivery_and_sends_again_to_those_not_reached(provider, tmp_path):
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD, RECEIPTS_TOKEN=TOKEN) as bot:
+            await pushing(bot, provider, undelivered_suffixes=["0002"], expired_suffixes=["0003"])
+            numbers = "\n".join(f"+65 8100 000{i}" for i in range(1, 6))
+            view = await review(bot, bulk_values(recipients=numbers, message="Hello"))
+            await confirm(bot, view)
+            job, _ = await bot.job_done(1)
+            posted = await bot.posted(job.id)
+
+            def summary_edits():
+                return [c for c in bot.slack.called("chat.update") if c.params["ts"] == posted.outcome_ts]
+
+            while not any("Not delivered" in text_of(c.params["blocks"]) for c in summary_edits()):
+                await bot.slack.wait_for("chat.update", len(bot.slack.called("chat.update")) + 1, limit=15)
+            summary = await bot.runtime.store.summary(job.id)
+            provider.reset()
+            click = await bot.click(
+                ActionId.BULK_RETRY_FAILED, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
+            )
+            assert click.status_code == 200
+            opened = (await bot.slack.wait_for("views.open", 2))[-1].params["view"]
+            await confirm(bot, opened, view_id="VAGAIN")
+            again, _ = await bot.job_done(2)
+            return summary, summary_edits()[-1], opened, again, job
+
+    summary, edit, opened, again, job = run(go())
+    assert (summary.delivered, summary.undelivered, summary.waiting) == (3, 2, 0)
+    text = text_of(edit.params["blocks"])
+    assert "3 of 5 delivered" in text and "2 not delivered" in text
+    assert "+65 8100 ****" in text and "Send again to the 2 not reached" in text
+    assert "2 people will be texted" in text_of(opened)
+    assert again.meta["retry_of"] == job.id
+    batches = provider.sent("BatchSendMessageToGlobe")
+    assert json.loads(batches[-1].params["To"]) == ["6581000002", "6581000003"]
+
+
+def test_an_outage_sent_again_to_those_not_reached_is_an_outage_again(provider, tmp_path):
+    async def go():
+        async with Bot(
+            provider,
+            tmp_path,
+            ACCESS_OUTAGE=ONCALL,
+            CONTACT_GROUPS_FILE=write_groups(tmp_path),
+            RECEIPTS_TOKEN=TOKEN,
+        ) as bot:
+            await pushing(bot, provider, undelivered_suffixes=["4567"])  # both payments members
+            form = await open_outage(bot)
+            values = outage_values(groups=["payments"], service="API", status="Down", details="x")
+            _, job, _ = await submit_and_confirm(bot, form, values)
+            while (await bot.runtime.store.summary(job.id)).undelivered < 2:
+                await bot.slack.wait_for("chat.update", len(bot.slack.called("chat.update")) + 1, limit=15)
+            provider.reset()
+            refused = await bot.click(
+                ActionId.BULK_RETRY_FAILED, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
+            )
+            await bot.click(
+                ActionId.BULK_RETRY_FAILED, job.id, user=ONCALL, block_id=BlockId.BULK_SUMMARY_ACTIONS
+            )
+            opened = (await bot.slack.wait_for("views.open", 2))[-1].params["view"]
+            resp = await bot.submit_view(opened, {}, user=ONCALL, view_id="VOUTAGAIN")
+            assert resp.status_code == 200
+            again, summary = await bot.job_done(2)
+            return refused, again, summary, bot.slack.webhooks
+
+    refused, again, summary, webhooks = run(go())
+    assert refused.status_code == 200 and any("ACCESS_OUTAGE" in json.dumps(w) for w in webhooks)
+    assert again.kind == "fanout" and again.meta["outage"] and summary.accepted == 2
+    sent = provider.sent("SendMessageToGlobe")
+    assert sorted(r.params["To"] for r in sent) == ["6581234567", "85251234567"]
