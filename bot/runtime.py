@@ -120,13 +120,16 @@ class Runtime:
                 self.bolt, app_token, logger=logging.getLogger(SOCKET_LOGGER)
             )
             await self.socket.connect_async()
+        self.receipts_endpoint = (
+            ReceiptsEndpoint(token, self._accept_pushed, s.receipts_max_body) if token else None
+        )
         self._runner = web.AppRunner(
             web_app(
                 None if s.socket_mode else self.bolt,
                 self.health,
                 self.busy,
                 signing_secret=s.slack_signing_secret.get_secret_value(),
-                receipts=ReceiptsEndpoint(token, self._accept_pushed, s.receipts_max_body) if token else None,
+                receipts=self.receipts_endpoint,
             ),
             access_log=None,
         )
@@ -175,6 +178,8 @@ class Runtime:
             # delivery receipts since start: stored, matched, duplicates, foreign (dropped), queried;
             # held: waiting in the inbox for their recipient's answer
             "receipts": dict(self.deliveries.counts),
+            # the push endpoint's answer times, from the request's arrival (when RECEIPTS_TOKEN is set)
+            "receipt_pushes": self.receipts_endpoint.percentiles() if self.receipts_endpoint else {},
         }
 
     async def aclose(self) -> None:

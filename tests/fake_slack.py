@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +21,7 @@ class Call:
     method: str
     params: dict[str, Any]
     token: str | None
+    at: float = field(default_factory=time.monotonic)  # when it arrived (benchmarks: calls per minute)
 
 
 class FakeSlack:

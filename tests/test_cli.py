@@ -101,7 +101,12 @@ def test_query(provider, sms_settings):
     code, out, _ = call(["--json", "send", "-m", "hi", "--to", "+852 5123 4567"], sms_settings)
     message_id = json.loads(out)["message_id"]
     code, out, _ = call(["--json", "query", message_id], sms_settings)
-    assert code == EXIT_OK and json.loads(out)["status"] == "sent"
+    answer = json.loads(out)
+    assert code == EXIT_OK and answer["status"] == "sent" and answer["delivery"] == "delivered"
+    provider.reset(undelivered_suffixes=["4568"])
+    code, out, _ = call(["--json", "send", "-m", "hi", "--to", "+852 5123 4568"], sms_settings)
+    code, out, _ = call(["query", json.loads(out)["message_id"]], sms_settings)
+    assert code == EXIT_OK and "+852 5123 ****  the carrier could not deliver it (UNDELIV)" in out
 
 
 def test_no_command_lists_the_commands_and_exits_2():

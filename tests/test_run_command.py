@@ -58,6 +58,7 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
                 health = (await http.get("/healthz")).json()
                 assert 0 <= health.pop("loop_lag_ms") < 3000
                 assert health.pop("receipts")["stored"] == 0
+                assert health.pop("receipt_pushes") == {}  # none yet
                 assert health == {
                     "ok": True,
                     "database": True,
@@ -89,7 +90,8 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
                 posts = await slack.wait_for("chat.postMessage", 4, limit=30)
                 # The simulator pushes the receipt to the bot (2 s after acceptance): the outcome is edited.
                 (edit,) = await slack.wait_for("chat.update", 1, limit=15)
-                receipts = (await http.get("/healthz")).json()["receipts"]
+                later = (await http.get("/healthz")).json()
+                receipts = {**later["receipts"], "pushes": later["receipt_pushes"]["pushes"]}
             proc.send_signal(signal.SIGTERM)
             rest = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
             assert await proc.wait() == 0
@@ -104,7 +106,7 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
     assert "Delivered" in json.dumps(edit.params["blocks"]) and "Accepted" in json.dumps(
         edit.params["blocks"]
     )
-    assert (receipts["stored"], receipts["matched"]) == (1, 1)
+    assert (receipts["stored"], receipts["matched"], receipts["pushes"]) == (1, 1, 1)
     threads = [json.dumps(p.params["blocks"], ensure_ascii=False) for p in posts if "thread_ts" in p.params]
     assert any("Accepted" in t and "Dry run" in t for t in threads)
     assert any("Not sent" in t and "Dry run" in t for t in threads)

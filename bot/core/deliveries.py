@@ -50,8 +50,9 @@ from .store import RecipientState, Store
 log = logging.getLogger("bot.core.deliveries")
 
 DEFAULT_CHECK_AFTER = (120.0, 900.0, 7200.0, 86400.0)
-PAGE = 2000  # inbox receipts per matching transaction
-IN_CHUNK = 500  # values per IN (…) list
+PAGE = 200  # inbox receipts per matching transaction (short: pushes are stored between pages)
+IN_CHUNK = 500
+BATCH_WAIT = 0.5  # seconds the matcher lets receipts gather after a wake-up  # values per IN (…) list
 
 
 class DeliveryObserver(Protocol):
@@ -129,6 +130,7 @@ class Deliveries:
         while True:
             self._wake.clear()
             if self.active():
+                await asyncio.sleep(BATCH_WAIT)  # receipts arriving meanwhile are matched together
                 try:
                     await self.match_now()
                     await self.sweep_now()
@@ -262,10 +264,26 @@ def _match(conn: sa.Connection, after: int, now: float, hold: float) -> tuple[Ma
             sa.select(jobs.c.id, jobs.c.task_id).where(jobs.c.task_id.in_(chunk))
         ):
             jobs_by_task.setdefault(task_id, []).append(job_id)
-    by_id: dict[str, list[_Row]] = {}
-    for chunk in _chunks({x.message_id for x in inbox if x.message_id}):
+    # Recipients by message id: needed up front only for receipts that their TaskId and an unmasked
+    # number cannot place (the queue's, without TaskId); the others look an id up when they need it.
+    unplaced = {
+        x.message_id
+        for x in inbox
+        if x.message_id and not (jobs_by_task.get(x.task_id or "") and x.to_number and "*" not in x.to_number)
+    }
+    by_id: dict[str, list[_Row]] = {message_id: [] for message_id in unplaced}
+    for chunk in _chunks(unplaced):
         for r in conn.execute(sa.select(*_ROW_COLUMNS).where(rtab.c.message_id.in_(chunk))):
             by_id.setdefault(r.message_id, []).append(_Row(*r))
+
+    def with_id(message_id: str | None) -> list[_Row]:
+        if not message_id:
+            return []
+        if message_id not in by_id:
+            query = sa.select(*_ROW_COLUMNS).where(rtab.c.message_id == message_id)
+            by_id[message_id] = [_Row(*r) for r in conn.execute(query)]
+        return by_id[message_id]
+
     # Recipients by job and number: the jobs named by TaskId, and those of rows found by id.
     wanted: dict[str, set[str]] = {}
     for x in inbox:
@@ -284,7 +302,7 @@ def _match(conn: sa.Connection, after: int, now: float, hold: float) -> tuple[Ma
     def in_job(job_id: str, to: str | None, message_id: str | None) -> _Row | None:
         if to and "*" not in to:
             return by_number.get((job_id, "+" + to))
-        found = [r for r in by_id.get(message_id or "", []) if r.job_id == job_id]
+        found = [r for r in with_id(message_id) if r.job_id == job_id]
         if found:
             return found[0]
         if to:  # masked: the one recipient of the job whose number fits
@@ -296,22 +314,29 @@ def _match(conn: sa.Connection, after: int, now: float, hold: float) -> tuple[Ma
                 return _Row(*rows[0])
         return None
 
+    def in_job_late(job_id: str, to: str | None) -> _Row | None:
+        """A recipient of a job not looked up in advance, by its number."""
+        if (job_id, "+" + (to or "")) not in by_number and to and "*" not in to:
+            query = sa.select(*_ROW_COLUMNS).where(rtab.c.job_id == job_id, rtab.c.e164 == "+" + to)
+            found = conn.execute(query).first()
+            if found is not None:
+                by_number[(job_id, "+" + to)] = _Row(*found)
+        return in_job(job_id, to, None)
+
     done: list[int] = []
     applied: set[tuple[str, int]] = set()
+    apply: list[dict[str, Any]] = []
+    settle: list[dict[str, Any]] = []
     for x in inbox:
         job_ids = jobs_by_task.get(x.task_id or "", [])
         target = next((r for j in job_ids if (r := in_job(j, x.to_number, x.message_id))), None)
         if target is None and x.message_id:
-            rows = by_id.get(x.message_id, [])
+            rows = with_id(x.message_id)
             target = next((r for r in rows if number_matches(x.to_number, r.e164)), None)
             if target is None:  # the id is a batch candidate of another number of the same job
-                target = next(
-                    (r for r in map(lambda r: in_job(r.job_id, x.to_number, None), rows) if r), None
-                )
+                target = next((r for r in (in_job_late(r.job_id, x.to_number) for r in rows) if r), None)
         if target is None:
-            if (
-                x.task_id and not job_ids and not by_id.get(x.message_id or "")
-            ) or x.received_at < now - hold:
+            if (x.task_id and not job_ids and not with_id(x.message_id)) or x.received_at < now - hold:
                 result.foreign += 1
                 done.append(x.id)
             else:
@@ -329,53 +354,70 @@ def _match(conn: sa.Connection, after: int, now: float, hold: float) -> tuple[Ma
         if target.state == RecipientState.FAILED or target.delivery is not None or key in applied:
             result.duplicates += 1
             continue
-        if _apply(conn, target, x, now):
-            applied.add(key)
-            target.delivery = x.delivery
-            result.matched += 1
-            result.jobs.add(target.job_id)
-            if x.message_id and target.message_id and target.message_id != x.message_id:
-                # Candidate ids were crossed: the row that holds this id gets the one this row had.
-                for other in by_id.get(x.message_id, []):
-                    if other.job_id == target.job_id and other.idx != target.idx and other.delivery is None:
-                        conn.execute(
-                            sa.update(rtab)
-                            .where(rtab.c.job_id == other.job_id, rtab.c.idx == other.idx)
-                            .values(message_id=target.message_id)
-                        )
-                        other.message_id = target.message_id
-            target.message_id = x.message_id or target.message_id
-        else:
-            result.duplicates += 1
+        (settle if target.state == RecipientState.UNKNOWN else apply).append(_apply_params(target, x, now))
+        applied.add(key)
+        target.delivery = x.delivery
+        result.matched += 1
+        result.jobs.add(target.job_id)
+        if x.message_id and target.message_id and target.message_id != x.message_id:
+            # Candidate ids were crossed: the row that holds this id gets the one this row had.
+            for other in with_id(x.message_id):
+                if other.job_id == target.job_id and other.idx != target.idx and other.delivery is None:
+                    conn.execute(
+                        sa.update(rtab)
+                        .where(rtab.c.job_id == other.job_id, rtab.c.idx == other.idx)
+                        .values(message_id=target.message_id)
+                    )
+                    other.message_id = target.message_id
+        target.message_id = x.message_id or target.message_id
+    # One statement each, many rows (the matcher is one task in one replica: no other writer of these
+    # columns; the guards keep a final state final all the same).
+    if apply:
+        conn.execute(_APPLY, apply)
+    if settle:
+        conn.execute(_SETTLE, settle)
     for chunk in _chunks(done):
         conn.execute(sa.delete(receipts).where(receipts.c.id.in_(chunk)))
     return result, inbox[-1].id, len(inbox) == PAGE
 
 
-def _apply(conn: sa.Connection, target: _Row, x: Any, now: float) -> bool:
-    was_unknown = target.state == RecipientState.UNKNOWN
-    values: dict[str, Any] = {
-        "delivery": x.delivery,
-        "delivery_code": x.code,
-        "delivery_error": x.description,
-        "delivered_at": x.done_at or x.received_at,
-        "check_at": None,
-        "message_id": x.message_id or target.message_id,
-        "segments": sa.func.coalesce(rtab.c.segments, x.segments),
+def _apply_params(target: _Row, x: Any, now: float) -> dict[str, Any]:
+    return {
+        "b_job": target.job_id,
+        "b_idx": target.idx,
+        "b_state": target.state,
+        "b_delivery": x.delivery,
+        "b_code": x.code,
+        "b_error": x.description,
+        "b_at": x.done_at or x.received_at,
+        "b_message_id": x.message_id or target.message_id,
+        "b_segments": x.segments,
+        "b_now": now,
     }
-    if was_unknown:
-        values |= {"state": str(RecipientState.ACCEPTED), "reconciled": 1, "error": None, "updated_at": now}
-    stmt = (
-        sa.update(rtab)
-        .where(
-            rtab.c.job_id == target.job_id,
-            rtab.c.idx == target.idx,
-            rtab.c.delivery.is_(None),
-            rtab.c.state == target.state,
-        )
-        .values(**values)
+
+
+_APPLY = (
+    sa.update(rtab)
+    .where(
+        rtab.c.job_id == sa.bindparam("b_job"),
+        rtab.c.idx == sa.bindparam("b_idx"),
+        rtab.c.delivery.is_(None),
+        rtab.c.state == sa.bindparam("b_state"),
     )
-    return bool(conn.execute(stmt).rowcount)
+    .values(
+        delivery=sa.bindparam("b_delivery"),
+        delivery_code=sa.bindparam("b_code"),
+        delivery_error=sa.bindparam("b_error"),
+        delivered_at=sa.bindparam("b_at"),
+        check_at=None,
+        message_id=sa.bindparam("b_message_id"),
+        segments=sa.func.coalesce(rtab.c.segments, sa.bindparam("b_segments", type_=sa.Integer)),
+    )
+)
+# An unknown recipient the provider's receipt settled: accepted, with the receipt's outcome.
+_SETTLE = _APPLY.values(
+    state=str(RecipientState.ACCEPTED), reconciled=1, error=None, updated_at=sa.bindparam("b_now")
+)
 
 
 def _due(conn: sa.Connection, now: float, limit: int) -> list[_Due]:

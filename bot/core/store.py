@@ -517,19 +517,7 @@ class Store:
     async def not_delivered(self, job_id: str) -> list[RecipientRow]:
         """Recipients that did not (or may not) get the text: failed, unknown, or accepted and reported
         not delivered or expired. Delivered ones and ones waiting for a receipt are left out."""
-        r = rtab.c
-        query = (
-            sa.select(*_RECIPIENT_COLUMNS)
-            .where(
-                r.job_id == job_id,
-                sa.or_(
-                    r.state.in_([str(RecipientState.FAILED), str(RecipientState.UNKNOWN)]),
-                    sa.and_(r.delivery.is_not(None), r.delivery != str(Delivery.DELIVERED)),
-                ),
-            )
-            .order_by(r.idx)
-        )
-        return await self.read(lambda conn: [_recipient(x) for x in conn.execute(query)])
+        return await self.read(lambda conn: _not_delivered(conn, job_id))
 
     async def pending(self, job_id: str) -> list[Pending]:
         """The recipients still to send, as light rows (index, number, message), in index order."""
@@ -569,8 +557,10 @@ class Store:
         return await self.write(tx)
 
     async def complete_job(self, job_id: str) -> tuple[Job, Summary, list[RecipientRow]]:
-        """The job is done: its state, summary and recipients as stored, and the draft it was confirmed
-        from (if any) gives up its copy of the recipients."""
+        """The job is done: its state, its summary, the recipients its report names (a single send's
+        one; of a larger job those that did not get through, see `not_delivered`: reading 10,000 rows
+        to list a handful held the database and the event loop), and the draft it was confirmed from
+        (if any) gives up its copy of the recipients."""
         now = self.clock()
 
         def tx(conn: sa.Connection) -> tuple[Job, Summary, list[RecipientRow]]:
@@ -584,7 +574,8 @@ class Store:
                 )
             )
             job = _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
-            return job, _summary(conn, job_id), _rows(conn, job_id)
+            named = _rows(conn, job_id) if job.total == 1 else _not_delivered(conn, job_id)
+            return job, _summary(conn, job_id), named
 
         return await self.write(tx)
 
@@ -820,6 +811,22 @@ def _rows(
     if states is not None:
         query = query.where(rtab.c.state.in_([str(s) for s in states]))
     return [_recipient(r) for r in conn.execute(query)]
+
+
+def _not_delivered(conn: sa.Connection, job_id: str) -> list[RecipientRow]:
+    r = rtab.c
+    query = (
+        sa.select(*_RECIPIENT_COLUMNS)
+        .where(
+            r.job_id == job_id,
+            sa.or_(
+                r.state.in_([str(RecipientState.FAILED), str(RecipientState.UNKNOWN)]),
+                sa.and_(r.delivery.is_not(None), r.delivery != str(Delivery.DELIVERED)),
+            ),
+        )
+        .order_by(r.idx)
+    )
+    return [_recipient(x) for x in conn.execute(query)]
 
 
 def _pending(conn: sa.Connection, job_id: str) -> list[Pending]:

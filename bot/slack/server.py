@@ -11,8 +11,9 @@ import hmac
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +51,19 @@ class ReceiptsEndpoint:
     token: str
     accept: Callable[[list[Receipt]], Awaitable[int]]
     max_body: int = 1024 * 1024
+    # milliseconds from a push's arrival to its answer, the latest ones (the health check's percentiles)
+    answered_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def percentiles(self) -> dict[str, float]:
+        times = sorted(self.answered_ms)
+        if not times:
+            return {}
+        return {
+            "pushes": len(times),
+            "p50_ms": round(times[len(times) // 2], 1),
+            "p99_ms": round(times[max(0, int(len(times) * 0.99) - 1)], 1),
+            "max_ms": round(times[-1], 1),
+        }
 
 
 def _provider_answer(code: int, msg: str, status: int = 200) -> web.Response:
@@ -132,12 +146,9 @@ def web_app(
             ref = reference()
             log.exception("receipts push: storing %d receipt(s) failed ref=%s", len(items), ref)
             return _provider_answer(1, f"not stored (ref {ref}); push again", 503)
-        log.debug(
-            "receipts push: %d stored of %d in %.1f ms",
-            stored,
-            len(items),
-            (time.monotonic() - started) * 1000,
-        )
+        ms = (time.monotonic() - started) * 1000
+        receipts.answered_ms.append(ms)
+        log.debug("receipts push: %d stored of %d in %.1f ms", stored, len(items), ms)
         return _provider_answer(0, "stored")
 
     if bolt is not None:

@@ -24,6 +24,7 @@ from .loop import LoopChoice
 from .models import MessageType, check_sender_id, check_task_id
 from .pacing import Hooks, Outcome, Status, batch_send_all, fan_out
 from .phone import InvalidNumber, mask, parse_number
+from .receipts import describe, from_query
 from .recipients import RecipientList, TemplateError, check_template, parse_recipients, render
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -279,6 +280,8 @@ async def _query(client: SmsClient, message_id: str, as_json: bool, out: TextIO,
         print(f"error: {exc}", file=err)
         return EXIT_FAILED
     status = resp.status.name.lower() if resp.status else "unknown"
+    receipt = from_query(resp)
+    words = describe(receipt)
     if as_json:
         print(
             json.dumps(
@@ -286,6 +289,8 @@ async def _query(client: SmsClient, message_id: str, as_json: bool, out: TextIO,
                     "message_id": resp.message_id,
                     "to": resp.to,
                     "status": status,
+                    "delivery": str(receipt.delivery) if receipt.delivery else "waiting",
+                    "words": words,
                     "error_code": resp.error_code,
                     "error": resp.error_description,
                     "send_date": resp.send_date.isoformat() if resp.send_date else None,
@@ -295,9 +300,10 @@ async def _query(client: SmsClient, message_id: str, as_json: bool, out: TextIO,
             file=out,
         )
     else:
+        when = resp.receive_date or resp.send_date
         print(
-            f"{resp.message_id}  {mask(resp.to or '')}  {status}  {resp.error_code or ''}  "
-            f"{resp.receive_date or resp.send_date or ''}",
+            f"{resp.message_id}  {mask(resp.to or '')}  {words}"
+            + (f"  ({when.isoformat()})" if when else ""),
             file=out,
         )
     return EXIT_OK

@@ -146,6 +146,7 @@ class FakeProvider:
         self._due: deque[tuple[float, str]] = deque()  # (monotonic time its receipt is due, message id)
         self._pusher: asyncio.Task[None] | None = None
         self._receipt_count = 0
+        self.push_ms: list[float] = []  # how long the receiver took to answer each push (benchmarks)
         self._hold: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -239,6 +240,7 @@ class FakeProvider:
         self.received.clear()
         self.faults.clear()
         self._due.clear()
+        self.push_ms.clear()
         self.counts.update({k: 0 for k in self.counts})
         self._first_arrival = None
         for window in self._windows.values():
@@ -261,7 +263,9 @@ class FakeProvider:
         return web.json_response({"ok": True})
 
     async def _ctl_received(self, request: web.Request) -> web.Response:
-        return web.json_response({"counts": self.counts, "received": [r.__dict__ for r in self.received]})
+        return web.json_response(
+            {"counts": self.counts, "received": [r.__dict__ for r in self.received], "push_ms": self.push_ms}
+        )
 
     def settings_for(self, settings: S, url: str) -> S:
         """`settings` pointed at this simulator, listening at `url`, with its credentials."""
@@ -702,9 +706,11 @@ class FakeProvider:
 
     async def _push(self, session: Any, batch: list[dict[str, str]]) -> None:
         for attempt in range(3):
+            t0 = time.monotonic()
             try:
                 async with session.post(self.receipts_url, json=batch) as resp:
                     body = await resp.json(content_type=None)
+                    self.push_ms.append((time.monotonic() - t0) * 1000)
                     if resp.status == 200 and isinstance(body.get("code"), int):
                         self.counts["receipts_pushed"] += len(batch)
                         return
@@ -857,6 +863,7 @@ class ProviderProcess:
         import httpx
 
         data = httpx.get(self.url + "/_control/received", timeout=10).json()
+        self.push_ms = data.get("push_ms", [])
         return data["counts"], [Received(**r) for r in data["received"]]
 
     @property
