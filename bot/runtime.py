@@ -29,7 +29,7 @@ from bot.slack.directory import SlackDirectory
 from bot.slack.reporter import SlackReporter
 from bot.slack.server import ReceiptsEndpoint, web_app
 from bot.slack.state import SlackState
-from bot.sms import Receipt, SmsClient
+from bot.sms import Receipt, ReceiptQueue, SmsClient
 from bot.sms.loop import loop_name
 
 log = logging.getLogger("bot")
@@ -73,10 +73,12 @@ class Runtime:
             poll_seconds=s.worker_poll_seconds,
         )
         # Receipts: matched, asked about and reported by the sending replica only (one per deployment).
+        self.queue = ReceiptQueue(s) if s.receipts_queue and not s.dry_run else None
         self.deliveries = Deliveries(
             self.store,
             self.sms,
             self.reporter,
+            queue=self.queue,
             active=lambda: self.worker.is_sender,
             check_after=s.check_after(),
             query_rate=min(s.receipts_query_rate, s.query_rate),
@@ -198,6 +200,8 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.socket.close_async()
         await self.deliveries.stop()
+        if self.queue is not None:
+            await self.queue.aclose()
         await self.reporter.aclose()
         await self.worker.stop()
         await self.sms.aclose()

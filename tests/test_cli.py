@@ -5,7 +5,7 @@ from bot.sms.cli import EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
 from bot.sms.cli import run as cli
 from bot.sms.simulator import Fault
 
-from .conftest import run
+from .conftest import run, settings_for
 
 
 class Tty(io.StringIO):
@@ -150,3 +150,55 @@ def test_dry_run_needs_no_account_and_shows_each_outcome(provider):
         assert "1 accepted, 1 failed, 1 unknown" in out
         assert "dry run" in err
     assert provider.received == []  # the simulator is in-process; the test provider saw nothing
+
+
+def test_receipts_from_the_queue_are_printed_then_deleted(provider):
+    provider.reset(queue_name="sms-report", undelivered_suffixes=["4568"])
+    settings = settings_for(
+        provider,
+        RECEIPTS_QUEUE="sms-report",
+        RECEIPTS_QUEUE_ENDPOINT=provider.url,
+        RECEIPTS_TOKEN_ENDPOINT=provider.url,
+    )
+    code, _, _ = call(["send", "-m", "hi", "--to", "+852 5123 4567", "+852 5123 4568"], settings)
+    assert code == EXIT_OK
+    code, out, err = call(["receipts", "--count", "2"], settings)
+    assert code == EXIT_OK, err
+    got = sorted((r["to"], r["delivery"], r["words"]) for r in map(json.loads, out.splitlines()))
+    assert got == [
+        ("85251234567", "delivered", "delivered"),
+        ("85251234568", "undelivered", "the carrier could not deliver it (UNDELIV)"),
+    ]
+    assert provider.counts["queue_deleted"] == 2
+
+
+def test_receipts_pushed_to_the_command_are_printed_and_answered(sms_settings):
+    import asyncio
+
+    import httpx
+
+    class Err(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.listening = asyncio.Event()
+
+        def write(self, text):
+            if "listening on " in text:
+                self.url = text.split("listening on ", 1)[1].split()[0].replace("0.0.0.0", "127.0.0.1")  # noqa: S104
+                self.listening.set()
+            return super().write(text)
+
+    async def go():
+        out, err = io.StringIO(), Err()
+        command = asyncio.create_task(
+            cli(["receipts", "--listen", "0", "--count", "1"], out, err, settings=sms_settings)
+        )
+        await asyncio.wait_for(err.listening.wait(), 10)
+        push = [{"To": "6581234567", "Status": "6", "MessageId": "m9", "TaskId": "t"}]
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(err.url + "receipts/anything", json=push)
+        return await command, answer, out.getvalue()
+
+    code, answer, out = run(go())
+    assert code == EXIT_OK and answer.json() == {"code": 0, "msg": "ok"}
+    assert json.loads(out)["delivery"] == "expired" and json.loads(out)["message_id"] == "m9"

@@ -10,6 +10,7 @@ import json
 import httpx
 import pytest
 
+from bot.core import deliveries as deliveries_module
 from bot.core.deliveries import Deliveries
 from bot.core.store import JobKind, NewRecipient, RecipientState
 from bot.core.worker import Worker
@@ -332,3 +333,71 @@ def test_the_push_endpoint_answers_after_storing_and_refuses_the_rest():
     assert big.status_code == 413
     assert down.status_code == 503 and "ref" in down.json()["msg"]
     assert [r.message_id for r in stored] == ["m1"]
+
+
+def test_the_queue_is_consumed_at_least_once_and_each_receipt_counts_once(tmp_path):
+    """Receipts through the fake MNS queue (temporary credentials from QueryTokenForMnsQueue, MNS's own
+    signature, XML, JSON and base64 bodies): stored, then deleted. A crash between storing and deleting
+    (here: the first delete fails) brings the messages back after their visibility timeout; they are
+    stored again and change nothing."""
+
+    class FirstDeleteFails:
+        def __init__(self, queue):
+            self.queue, self.failed = queue, False
+
+        async def receive(self):
+            return await self.queue.receive(wait=1)
+
+        async def delete(self, handles):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("killed between storing and deleting")
+            await self.queue.delete(handles)
+
+    async def go():
+        from bot.sms import ReceiptQueue
+
+        store = await open_store(f"sqlite:///{tmp_path / 'q.sqlite3'}")
+        fake = FakeProvider(queue_name="sms-report", queue_visibility=0.3, undelivered_suffixes=("0001",))
+        url = await fake.start()
+        settings = fake.settings_for(
+            SmsSettings(
+                _env_file=None,
+                RECEIPTS_QUEUE="sms-report",
+                RECEIPTS_QUEUE_ENDPOINT=url,
+                RECEIPTS_TOKEN_ENDPOINT=url,
+            ),
+            url,
+        )
+        queue = ReceiptQueue(settings)
+        async with SmsClient(settings) as client:
+            matched = asyncio.Event()
+
+            class Observer:
+                async def deliveries_changed(self, job_ids):
+                    if (await store.summary(job.id)).waiting == 0:
+                        matched.set()
+
+            wrapped = FirstDeleteFails(queue)
+            deliveries = Deliveries(store, client, Observer(), queue=wrapped, check_after=())
+            deliveries_module.QUEUE_RETRY = 0.05
+            job, _ = await store.create_job(kind=JobKind.BATCH, created_by="U1", recipients=numbers(4))
+            worker = Worker(store, client)
+            await worker.start()
+            worker.submit(job.id)
+            await asyncio.wait_for(worker.wait(job.id), 10)
+            await worker.stop()
+            deliveries.start()
+            await asyncio.wait_for(matched.wait(), 10)
+            # the messages brought back are deleted once they are stored again
+            await asyncio.wait_for(fake.queue_drained(), 10)
+            await deliveries.stop()
+            summary = await store.summary(job.id)
+        await queue.aclose()
+        await fake.stop()
+        await store.close()
+        return summary, deliveries.counts, wrapped.failed
+
+    summary, counts, failed = run(go())
+    assert failed and (summary.delivered, summary.undelivered, summary.waiting) == (3, 1, 0)
+    assert counts["stored"] >= 8 and counts["matched"] == 4 and counts["duplicates"] >= 4

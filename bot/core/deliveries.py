@@ -34,6 +34,7 @@ import sqlalchemy as sa
 
 from bot.sms import (
     Delivery,
+    QueueMessage,
     RateLimiter,
     Receipt,
     SmsClient,
@@ -52,7 +53,16 @@ log = logging.getLogger("bot.core.deliveries")
 DEFAULT_CHECK_AFTER = (120.0, 900.0, 7200.0, 86400.0)
 PAGE = 200  # inbox receipts per matching transaction (short: pushes are stored between pages)
 IN_CHUNK = 500
+QUEUE_RETRY = 5.0  # seconds before the queue is tried again after a failure
 BATCH_WAIT = 0.5  # seconds the matcher lets receipts gather after a wake-up  # values per IN (…) list
+
+
+class QueueSource(Protocol):
+    """The provider's receipt queue (bot.sms.ReceiptQueue): long-poll, then delete what was stored."""
+
+    async def receive(self) -> Sequence[QueueMessage]: ...
+
+    async def delete(self, handles: list[str]) -> None: ...
 
 
 class DeliveryObserver(Protocol):
@@ -83,6 +93,7 @@ class Deliveries:
         client: SmsClient | None,
         observer: DeliveryObserver | None = None,
         *,
+        queue: QueueSource | None = None,
         active: Callable[[], bool] = lambda: True,
         check_after: Sequence[float] = DEFAULT_CHECK_AFTER,
         query_rate: float = 100.0,
@@ -93,6 +104,7 @@ class Deliveries:
         self.store = store
         self.client = client
         self.observer = observer
+        self.queue = queue
         self.active = active
         self.check_after = tuple(sorted(check_after))
         self.hold_seconds = hold_seconds
@@ -102,8 +114,11 @@ class Deliveries:
         # The first check is scheduled when an outcome is stored (Store.record_outcomes).
         store.first_check = self.check_after[0] if self.check_after and client is not None else None
         self.counts = {"stored": 0, "matched": 0, "duplicates": 0, "held": 0, "foreign": 0, "queried": 0}
+        if queue is not None:
+            self.counts |= {"queue_messages": 0, "queue_unreadable": 0}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._consumer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ intake
     async def accept(self, items: Sequence[Receipt], source: str) -> int:
@@ -118,13 +133,42 @@ class Deliveries:
 
     # ------------------------------------------------------------------ background
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="deliveries")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="deliveries")
+        if self.queue is not None:
+            self._consumer = loop.create_task(self._consume(), name="receipt-queue")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._consumer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _consume(self) -> None:
+        """The queue's one consumer in the deployment (the sending replica): receive, store, delete. A
+        failure before the delete leaves the messages in the queue; they come back and are stored again
+        (duplicates change nothing)."""
+        assert self.queue is not None
+        while True:
+            if not self.active():
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                messages = await self.queue.receive()
+                if not messages:
+                    continue
+                await self.accept([r for m in messages for r in m.receipts], "queue")
+                await self.queue.delete([m.handle for m in messages])
+            except Exception as exc:
+                log.warning("receipt queue: %s; trying again in %.0f s", exc, QUEUE_RETRY)
+                await asyncio.sleep(QUEUE_RETRY)
+                continue
+            self.counts["queue_messages"] += len(messages)
+            unreadable = sum(1 for m in messages if m.unreadable)
+            if unreadable:
+                self.counts["queue_unreadable"] += unreadable
+                log.warning("receipt queue: %d message(s) were not receipts; deleted", unreadable)
 
     async def _run(self) -> None:
         while True:
@@ -136,8 +180,11 @@ class Deliveries:
                     await self.sweep_now()
                 except Exception:
                     log.exception("matching delivery receipts failed; trying again")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the wake-up does, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.match_every)
+                async with asyncio.timeout(self.match_every):
+                    await self._wake.wait()
 
     def wake(self) -> None:
         """Look at the inbox now (e.g. a send's answers were just stored: held receipts may match)."""

@@ -242,8 +242,11 @@ class Worker:
                 await self._tick()
             except Exception:
                 log.exception("worker heartbeat failed; trying again")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the wake-up does, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
 
     async def _tick(self) -> None:
         now = time.time()

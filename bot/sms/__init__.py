@@ -22,6 +22,7 @@ from .errors import (
     describe_code,
 )
 from .limits import RateLimiter
+from .mns import QueueError, QueueMessage, ReceiptQueue
 from .models import (
     BatchSendRequest,
     BatchSendResponse,
@@ -56,9 +57,12 @@ __all__ = [
     "ProviderRejectedError",
     "QueryRequest",
     "QueryResponse",
+    "QueueError",
+    "QueueMessage",
     "RateLimiter",
     "Receipt",
     "ReceiptFormatError",
+    "ReceiptQueue",
     "SendRequest",
     "SendResponse",
     "ServiceUnavailableError",

@@ -6,6 +6,7 @@ Exit codes: 0 all accepted · 1 some failed · 3 some outcome unknown · 2 bad u
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import re
@@ -21,10 +22,11 @@ from .config import SmsSettings
 from .encoding import MessageError, validate_message
 from .errors import InvalidRequestError, SmsError
 from .loop import LoopChoice
+from .mns import QueueError, ReceiptQueue
 from .models import MessageType, check_sender_id, check_task_id
 from .pacing import Hooks, Outcome, Status, batch_send_all, fan_out
 from .phone import InvalidNumber, mask, parse_number
-from .receipts import describe, from_query
+from .receipts import Receipt, ReceiptFormatError, describe, from_query, parse_push
 from .recipients import RecipientList, TemplateError, check_template, parse_recipients, render
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send to the built-in simulator instead (also SMS_DRY_RUN=true): numbers ending in 0000 are "
         "refused, in 0001 get an unknown outcome; nothing leaves this machine",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{send,batch,query}")
+    sub = parser.add_subparsers(dest="command", metavar="{send,batch,query,receipts}")
 
     send = sub.add_parser("send", help="single sends (SendMessageToGlobe), fanned out at the configured rate")
     send.add_argument("--message", "-m", required=True)
@@ -78,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     query = sub.add_parser("query", help="QueryMessage: delivery status of one message")
     query.add_argument("message_id")
     query.add_argument("--json", action="store_true", dest="json_sub", help=argparse.SUPPRESS)
+
+    receipts = sub.add_parser(
+        "receipts",
+        help="print delivery receipts as they come, one JSON object each: from the receipt queue "
+        "(RECEIPTS_QUEUE), or pushed to this machine with --listen",
+    )
+    receipts.add_argument(
+        "--listen", type=int, metavar="PORT", help="take the provider's HTTP pushes on PORT"
+    )
+    receipts.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")  # noqa: S104
+    receipts.add_argument("--count", type=int, metavar="N", help="stop after N receipts")
+    receipts.add_argument("--json", action="store_true", dest="json_sub", help=argparse.SUPPRESS)
     return parser
 
 
@@ -110,7 +124,8 @@ async def run(argv: list[str], out: TextIO, err: TextIO, settings: SmsSettings |
     if args.command is None:
         print(build_parser().format_help().rstrip(), file=err)
         print(
-            "\nerror: choose a command: send, batch or query (e.g. python -m bot.sms send --help)", file=err
+            "\nerror: choose a command: send, batch, query or receipts (e.g. python -m bot.sms send --help)",
+            file=err,
         )
         return EXIT_USAGE
     as_json = args.json or getattr(args, "json_sub", False)
@@ -122,6 +137,8 @@ async def run(argv: list[str], out: TextIO, err: TextIO, settings: SmsSettings |
         name = first["loc"][0] if first["loc"] else "setting"
         print(f"error: setting {name}: {first['msg'].removeprefix('Value error, ')}", file=err)
         return EXIT_USAGE
+    if args.command == "receipts":
+        return await _receipts(args, settings, out, err)
     simulator = None
     if args.dry_run or settings.dry_run:
         from .simulator import DRY_RUN_FAIL_SUFFIX, DRY_RUN_UNKNOWN_SUFFIX, dry_run_provider  # only then
@@ -306,6 +323,75 @@ async def _query(client: SmsClient, message_id: str, as_json: bool, out: TextIO,
             + (f"  ({when.isoformat()})" if when else ""),
             file=out,
         )
+    return EXIT_OK
+
+
+async def _receipts(args: argparse.Namespace, settings: SmsSettings, out: TextIO, err: TextIO) -> int:
+    """Print receipts until `--count` of them (or Ctrl-C): pushed to `--listen`, or from the queue."""
+    done = asyncio.Event()
+    seen = 0
+
+    def show(items: list[Receipt]) -> None:
+        nonlocal seen
+        for r in items:
+            if args.count is not None and seen >= args.count:
+                break
+            print(json.dumps(r.as_json()), file=out, flush=True)
+            seen += 1
+        if args.count is not None and seen >= args.count:
+            done.set()
+
+    if args.listen is not None:
+        from aiohttp import web
+
+        async def pushed(request: web.Request) -> web.Response:
+            try:
+                show(parse_push(await request.read()))
+            except ReceiptFormatError as exc:
+                return web.json_response({"code": 1, "msg": str(exc)}, status=400)
+            return web.json_response({"code": 0, "msg": "ok"})
+
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_post("/{tail:.*}", pushed)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.listen)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(f"listening on http://{args.host}:{port}/ (any path; Ctrl-C to stop)", file=err, flush=True)
+        try:
+            await done.wait()
+        finally:
+            await runner.cleanup()
+        return EXIT_OK
+    if not settings.receipts_queue or not settings.receipts_queue_endpoint:
+        print(
+            "error: set RECEIPTS_QUEUE and RECEIPTS_QUEUE_ENDPOINT (the receipt queue in the SMS console), "
+            "or use --listen PORT for pushed receipts",
+            file=err,
+        )
+        return EXIT_USAGE
+    if settings.missing_credentials():
+        print(f"error: set {' and '.join(settings.missing_credentials())} (environment or .env)", file=err)
+        return EXIT_USAGE
+    queue = ReceiptQueue(settings)
+    try:
+        while not done.is_set():
+            try:
+                messages = await queue.receive()
+            except QueueError as exc:
+                print(f"error: {exc}", file=err)
+                return EXIT_FAILED
+            printed = []
+            for m in messages:
+                if done.is_set():
+                    break  # left in the queue: it comes back after its visibility timeout
+                show(m.receipts)
+                printed.append(m.handle)
+            # printed, then deleted (a stop in between prints them again next time: at least once)
+            await queue.delete(printed)
+    finally:
+        await queue.aclose()
     return EXIT_OK
 
 

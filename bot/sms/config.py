@@ -34,6 +34,14 @@ class SmsSettings(BaseSettings):
     sender_id: str | None = Field(default=None, alias="SMS_SENDER_ID")
     # true: the provider is replaced by the built-in simulator (bot and CLI alike); see simulator.dry_run
     dry_run: bool = Field(default=False, alias="SMS_DRY_RUN")
+    # Delivery receipts from the provider's message queue (MNS), for installs it cannot push to: the
+    # queue's name and endpoint as the SMS console shows them; empty: no queue.
+    receipts_queue: str = Field(default="", alias="RECEIPTS_QUEUE")
+    receipts_queue_endpoint: str = Field(default="", alias="RECEIPTS_QUEUE_ENDPOINT")
+    receipts_queue_type: str = Field(default="SmsReport", alias="RECEIPTS_QUEUE_TYPE")
+    receipts_token_endpoint: str = Field(
+        default="https://dybaseapi.ap-southeast-1.aliyuncs.com", alias="RECEIPTS_TOKEN_ENDPOINT"
+    )
     # Read by the entry points (the bot, the `sms` CLI) before their loop starts; see loop.py.
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(default="auto", alias="EVENT_LOOP")
 
@@ -48,6 +56,16 @@ class SmsSettings(BaseSettings):
         if parts.path not in ("", "/") or parts.query:
             raise ValueError("must be just scheme, host and optional port (no path or query)")
         return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("receipts_queue_endpoint", "receipts_token_endpoint")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.strip()
+        if v and (urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).hostname):
+            raise ValueError(
+                "must be a full URL with its scheme, e.g. https://<account>.mns.ap-southeast-1.aliyuncs.com"
+            )
+        return v.rstrip("/")
 
     @field_validator("default_region", "sender_id", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import calendar
 import contextlib
 import hashlib
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape as xml_escape
 
 import phonenumbers
 from aiohttp import web
@@ -39,7 +41,13 @@ from .phone import region_name
 
 S = TypeVar("S", bound=SmsSettings)
 
-ACTIONS = {"SendMessageToGlobe": "single", "BatchSendMessageToGlobe": "batch", "QueryMessage": "query"}
+ACTIONS = {
+    "SendMessageToGlobe": "single",
+    "BatchSendMessageToGlobe": "batch",
+    "QueryMessage": "query",
+    "QueryTokenForMnsQueue": "token",  # Dybaseapi 2017-05-25: the receipt queue's credentials
+}
+VERSIONS = {"token": "2017-05-25"}  # the others: 2018-05-01
 
 
 @dataclass
@@ -124,6 +132,10 @@ class FakeProvider:
     undelivered_suffixes: tuple[str, ...] = ()
     expired_suffixes: tuple[str, ...] = ()
     silent_suffixes: tuple[str, ...] = ()
+    # The receipt queue (MNS) at /queues/<queue_name>/messages, when set: receipts go there too (bodies
+    # alternately JSON and base64 of JSON), handed out for `queue_visibility` seconds until deleted.
+    queue_name: str = ""
+    queue_visibility: float = 30.0
 
     def __post_init__(self) -> None:
         self.received: list[Received] = []
@@ -139,7 +151,11 @@ class FakeProvider:
             "push_failures": 0,
         }
         self._first_arrival: float | None = None
-        self._windows: dict[str, deque[float]] = {k: deque() for k in ("single", "batch", "query")}
+        self._windows: dict[str, deque[float]] = {k: deque() for k in ("single", "batch", "query", "token")}
+        self._queue: list[dict[str, Any]] = []  # messages: body, handle, visible_at, dequeued
+        self._queue_changed: asyncio.Event | None = None
+        self._queue_empty: asyncio.Event | None = None
+        self._mns_tokens: dict[str, tuple[str, str]] = {}  # temporary AccessKeyId -> (secret, token)
         self._nonces: dict[str, float] = {}
         self._ids = itertools.count(100_000_001)
         self._messages: dict[str, dict[str, Any]] = {}
@@ -199,6 +215,8 @@ class FakeProvider:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/", self._handle)
         app.router.add_get("/_stats", self._stats)
+        app.router.add_get("/queues/{name}/messages", self._mns_receive)
+        app.router.add_delete("/queues/{name}/messages", self._mns_delete)
         if self.control:
             app.router.add_post("/_control/reset", self._ctl_reset)
             app.router.add_post("/_control/inject", self._ctl_inject)
@@ -226,6 +244,8 @@ class FakeProvider:
         "undelivered_suffixes",
         "expired_suffixes",
         "silent_suffixes",
+        "queue_name",
+        "queue_visibility",
     )
 
     def reset(self, **config: Any) -> None:
@@ -241,6 +261,7 @@ class FakeProvider:
         self.faults.clear()
         self._due.clear()
         self.push_ms.clear()
+        self._queue.clear()
         self.counts.update({k: 0 for k in self.counts})
         self._first_arrival = None
         for window in self._windows.values():
@@ -353,7 +374,7 @@ class FakeProvider:
         if kind is None:
             rec.answered = "InvalidApi.NotFound"
             return _gateway_error(404, "InvalidApi.NotFound", f"Specified api is not found ({action}).")
-        if headers.get("x-acs-version") != "2018-05-01":
+        if headers.get("x-acs-version") != VERSIONS.get(kind, "2018-05-01"):
             rec.answered = "InvalidApi.NotFound"
             return _gateway_error(404, "InvalidApi.NotFound", "Specified api version is not found.")
 
@@ -384,10 +405,12 @@ class FakeProvider:
             answer = self._single(params)
         elif kind == "batch":
             answer = self._batch(params)
+        elif kind == "token":
+            answer = self._mns_token(params)
         else:
             answer = self._query(params)
         rec.answered = answer.get("ResponseCode") or answer.get("Code", "")
-        if rec.answered == "OK":
+        if rec.answered == "OK" and kind != "token":
             self.counts["accepted"] += 1
         status = answer.pop("_status", 200)
         return web.json_response(answer, status=status)
@@ -442,7 +465,12 @@ class FakeProvider:
         raise ValueError(f"unknown fault kind {fault.kind!r}")
 
     def _admit(self, kind: str, now: float) -> bool:
-        limit = {"single": self.single_rate, "batch": self.batch_rate, "query": self.query_rate}[kind]
+        limit = {
+            "single": self.single_rate,
+            "batch": self.batch_rate,
+            "query": self.query_rate,
+            "token": 100,
+        }[kind]
         window = self._windows[kind]
         while window and window[0] <= now - 1.0:
             window.popleft()
@@ -649,7 +677,7 @@ class FakeProvider:
             "fate": fate,
             "due": due,
         }
-        if self.receipts_url and not any(to.endswith(s) for s in self.silent_suffixes):
+        if (self.receipts_url or self.queue_name) and not any(to.endswith(s) for s in self.silent_suffixes):
             self._due.append((due, message_id))
             if self._pusher is None or self._pusher.done():
                 self._more = asyncio.Event()
@@ -698,7 +726,9 @@ class FakeProvider:
                         batch.append(batch[-1])
                 if self.shuffle:
                     batch.reverse()
-                if batch:
+                if batch and self.queue_name:
+                    self._enqueue(batch)
+                if batch and self.receipts_url:
                     task = asyncio.get_running_loop().create_task(self._push(session, batch))
                     self._pushes.add(task)
                     task.add_done_callback(self._pushes.discard)
@@ -719,6 +749,119 @@ class FakeProvider:
             self.counts["push_failures"] += 1
             if attempt < 2:
                 await asyncio.sleep(self.repush_delay * (1 if attempt == 0 else 5))
+
+    # ------------------------------------------------------------------ the receipt queue (MNS)
+    def _mns_token(self, params: dict[str, str]) -> dict[str, Any]:
+        if params.get("QueueName") != self.queue_name or not self.queue_name:
+            return {
+                "RequestId": str(uuid.uuid4()).upper(),
+                "Code": "isv.QUEUE_NOT_EXIST",
+                "Message": "no queue",
+            }
+        key_id = "STS." + uuid.uuid4().hex[:16]
+        self._mns_tokens[key_id] = (uuid.uuid4().hex, uuid.uuid4().hex)
+        in_china = time.time() + 8 * 3600  # the provider writes its times in UTC+8, without a zone
+        return {
+            "RequestId": str(uuid.uuid4()).upper(),
+            "Code": "OK",
+            "Message": "OK",
+            "MessageTokenDTO": {
+                "AccessKeyId": key_id,
+                "AccessKeySecret": self._mns_tokens[key_id][0],
+                "SecurityToken": self._mns_tokens[key_id][1],
+                "CreateTime": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(in_china)),
+                "ExpireTime": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(in_china + 600)),
+            },
+        }
+
+    def _enqueue(self, batch: list[dict[str, str]]) -> None:
+        for item in batch:
+            raw = json.dumps(item)
+            body = raw if len(self._queue) % 2 else base64.b64encode(raw.encode()).decode()
+            self._queue.append({"body": body, "handle": None, "visible_at": 0.0, "dequeued": 0})
+        if self._queue_changed is not None:
+            self._queue_changed.set()
+
+    def _mns_refusal(self, request: web.Request) -> web.Response | None:
+        from .mns import mns_authorization
+
+        auth = request.headers.get("Authorization", "")
+        key_id = auth.removeprefix("MNS ").partition(":")[0]
+        secret, token = self._mns_tokens.get(key_id, ("", ""))
+        expected = mns_authorization(request.method, request.raw_path, dict(request.headers), key_id, secret)
+        if (
+            not auth.startswith("MNS ")
+            or not secret
+            or not hmac.compare_digest(auth, expected)
+            or request.headers.get("security-token") != token
+            or request.headers.get("x-mns-version") != "2015-06-06"
+        ):
+            return _mns_error(403, "AccessDenied", "The signature or the token does not match.")
+        if request.match_info["name"] != self.queue_name:
+            return _mns_error(404, "QueueNotExist", "The queue does not exist.")
+        return None
+
+    async def _mns_receive(self, request: web.Request) -> web.Response:
+        refused = self._mns_refusal(request)
+        if refused is not None:
+            return refused
+        count = min(int(request.query.get("numOfMessages", "1")), 16)
+        deadline = time.monotonic() + min(float(request.query.get("waitseconds", "0")), 30.0)
+        while True:
+            now = time.monotonic()
+            ready = [m for m in self._queue if m["visible_at"] <= now][:count]
+            if ready or now >= deadline:
+                break
+            self._queue_changed = self._queue_changed or asyncio.Event()
+            self._queue_changed.clear()
+            with contextlib.suppress(TimeoutError):  # also wakes for messages whose visibility ended
+                await asyncio.wait_for(self._queue_changed.wait(), min(0.05, deadline - now))
+        if not ready:
+            return _mns_error(404, "MessageNotExist", "Message not exist.")
+        parts = []
+        for m in ready:
+            m["handle"], m["visible_at"] = uuid.uuid4().hex, now + self.queue_visibility
+            m["dequeued"] += 1
+            parts.append(
+                f"<Message><MessageId>{id(m)}</MessageId><ReceiptHandle>{m['handle']}</ReceiptHandle>"
+                f"<MessageBody>{xml_escape(m['body'])}</MessageBody><DequeueCount>{m['dequeued']}</DequeueCount></Message>"
+            )
+        xml = f'<?xml version="1.0" encoding="UTF-8"?><Messages xmlns="{_MNS_NS}">{"".join(parts)}</Messages>'
+        return web.Response(text=xml, content_type="text/xml")
+
+    async def _mns_delete(self, request: web.Request) -> web.Response:
+        refused = self._mns_refusal(request)
+        if refused is not None:
+            return refused
+        handle = request.query.get("ReceiptHandle", "")
+        for m in self._queue:
+            if m["handle"] == handle and m["visible_at"] > time.monotonic():
+                self._queue.remove(m)
+                self.counts["queue_deleted"] = self.counts.get("queue_deleted", 0) + 1
+                if not self._queue and self._queue_empty is not None:
+                    self._queue_empty.set()
+                return web.Response(status=204)
+        return _mns_error(404, "ReceiptHandleError", "The receipt handle is not valid (any more).")
+
+    def queue_size(self) -> int:
+        return len(self._queue)
+
+    async def queue_drained(self) -> None:
+        """Until every message of the queue has been deleted (in-process use)."""
+        if self._queue:
+            self._queue_empty = asyncio.Event()
+            await self._queue_empty.wait()
+
+
+_MNS_NS = "http://mns.aliyuncs.com/doc/v1/"
+
+
+def _mns_error(status: int, code: str, message: str) -> web.Response:
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error xmlns="{_MNS_NS}"><Code>{code}</Code>'
+        f"<Message>{message}</Message><RequestId>{uuid.uuid4().hex.upper()}</RequestId></Error>"
+    )
+    return web.Response(status=status, text=xml, content_type="text/xml")
 
 
 _FATES = {
