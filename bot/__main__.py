@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.slack_app_token.get_secret_value(),
             settings.access_key_secret.get_secret_value(),
             settings.security_token.get_secret_value() if settings.security_token else "",
+            settings.receipts_token.get_secret_value(),  # the push endpoint's path is its only lock
         ],
     )
     loop.run(serve(settings), settings.event_loop)
