@@ -121,3 +121,22 @@ def test_an_outage_sent_again_to_those_not_reached_is_an_outage_again(provider, 
     assert again.kind == "fanout" and again.meta["outage"] and summary.accepted == 2
     sent = provider.sent("SendMessageToGlobe")
     assert sorted(r.params["To"] for r in sent) == ["6581234567", "85251234567"]
+
+
+def test_a_message_whose_receipt_never_comes_is_settled_by_query_message(provider, tmp_path):
+    """No push, no queue: the bot asks the provider (QueryMessage, through the account's limiter) at the
+    first check time, and edits the thread with the answer."""
+
+    async def go():
+        async with Bot(provider, tmp_path, RECEIPTS_CHECK_AFTER="0.5,60") as bot:
+            provider.reset(undelivered_suffixes=["4567"])  # and no receipts pushed anywhere
+            await bot.command("+852 5123 4567 hello")
+            job, _ = await bot.job_done(1)
+            (edit,) = await bot.slack.wait_for("chat.update", 1, limit=15)
+            row = (await bot.recipients(job.id))[0]
+            return edit, row, bot.runtime.deliveries.counts
+
+    edit, row, counts = run(go())
+    assert "Not delivered" in json.dumps(edit.params["blocks"]) and counts["queried"] == 1
+    assert row.delivery == "undelivered" and row.delivery_code == "UNDELIV"
+    assert len(provider.sent("QueryMessage")) == 1
