@@ -308,31 +308,47 @@ def test_the_push_endpoint_answers_after_storing_and_refuses_the_rest():
     async def go():
         from aiohttp import web
 
-        runner = web.AppRunner(
-            web_app(None, _health, receipts=ReceiptsEndpoint("s" * 20, accept, max_body=2048))
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        runners, bases = [], []
+        for endpoint in (
+            ReceiptsEndpoint("s" * 20, accept, max_body=2048),
+            ReceiptsEndpoint("l" * 20, accept),
+        ):
+            runner = web.AppRunner(web_app(None, _health, receipts=endpoint))
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            runners.append(runner)
+            bases.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
+        base = bases[0]
         one = [{"To": "6581000001", "Status": "1", "MessageId": "m1"}]
         async with httpx.AsyncClient(base_url=base) as http:
             ok = await http.post("/receipts/" + "s" * 20, json=one)
             wrong = await http.post("/receipts/" + "x" * 20, json=one)
             junk = await http.post("/receipts/" + "s" * 20, content=b"<xml/>")
             big = await http.post("/receipts/" + "s" * 20, json=one * 100)
+            many = [{"To": f"65810{i:05d}", "Status": "1", "MessageId": f"x{i}"} for i in range(1000)]
+            body = json.dumps(many).encode()
+
+            async def in_pieces():  # the body arrives in several reads, as a large push over a network does
+                for i in range(0, len(body), 8192):
+                    yield body[i : i + 8192]
+                    await asyncio.sleep(0.005)  # shapes the traffic; nothing is waited for
+
+            large = await http.post(bases[1] + "/receipts/" + "l" * 20, content=in_pieces())
             failing["on"] = True
             down = await http.post("/receipts/" + "s" * 20, json=one)
-        await runner.cleanup()
-        return ok, wrong, junk, big, down
+        for runner in runners:
+            await runner.cleanup()
+        return ok, wrong, junk, big, down, large
 
-    ok, wrong, junk, big, down = run(go())
+    ok, wrong, junk, big, down, large = run(go())
+    assert large.status_code == 200 and len(stored) == 1 + 1000
     assert (ok.status_code, ok.json()["code"]) == (200, 0)
     assert wrong.status_code == 404 and "s" * 20 not in wrong.text
     assert junk.status_code == 400 and junk.json()["code"] != 0
     assert big.status_code == 413
     assert down.status_code == 503 and "ref" in down.json()["msg"]
-    assert [r.message_id for r in stored] == ["m1"]
+    assert [r.message_id for r in stored[:2]] == ["m1", "x0"]
 
 
 def test_the_queue_is_consumed_at_least_once_and_each_receipt_counts_once(tmp_path):

@@ -74,14 +74,14 @@ class DeliveryObserver(Protocol):
 class MatchResult:
     matched: int = 0
     duplicates: int = 0  # for a recipient whose delivery state was final already (or never sent)
-    held: int = 0  # its recipient's answer is not stored yet: tried again later
+    held: int = 0  # its recipient's answer is not stored yet: kept in the inbox, tried again later
     foreign: int = 0  # not ours, or held too long: dropped
     jobs: set[str] = field(default_factory=set)
 
     def add(self, other: MatchResult) -> None:
         self.matched += other.matched
         self.duplicates += other.duplicates
-        self.held = other.held  # the last page's count is the inbox's
+        self.held += other.held
         self.foreign += other.foreign
         self.jobs |= other.jobs
 
@@ -177,7 +177,8 @@ class Deliveries:
                 await asyncio.sleep(BATCH_WAIT)  # receipts arriving meanwhile are matched together
                 try:
                     await self.match_now()
-                    await self.sweep_now()
+                    # about a second of QueryMessage calls per turn: matching never waits long behind it
+                    await self.sweep_now(limit=max(1, int(self.query_limiter.rate)))
                 except Exception:
                     log.exception("matching delivery receipts failed; trying again")
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
@@ -185,10 +186,6 @@ class Deliveries:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.match_every):
                     await self._wake.wait()
-
-    def wake(self) -> None:
-        """Look at the inbox now (e.g. a send's answers were just stored: held receipts may match)."""
-        self._wake.set()
 
     async def match_now(self) -> MatchResult:
         """Match the whole inbox, page by page; tell the observer which jobs changed."""

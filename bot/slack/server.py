@@ -128,13 +128,19 @@ def web_app(
         if (request.content_length or 0) > receipts.max_body:
             log.warning("receipts push refused: %d bytes > RECEIPTS_MAX_BODY", request.content_length)
             return _provider_answer(1, "body too large", 413)
+        chunks, size = [], 0
         try:
-            raw = await request.content.read(receipts.max_body + 1)
+            async for chunk in request.content.iter_chunked(64 * 1024):  # the whole body, never more
+                size += len(chunk)
+                if size > receipts.max_body:
+                    log.warning(
+                        "receipts push refused: body > RECEIPTS_MAX_BODY (%d bytes)", receipts.max_body
+                    )
+                    return _provider_answer(1, "body too large", 413)
+                chunks.append(chunk)
         except Exception:  # the connection dropped mid-body: nothing was stored, the provider pushes again
             return _provider_answer(1, "incomplete body", 400)
-        if len(raw) > receipts.max_body:
-            log.warning("receipts push refused: body > RECEIPTS_MAX_BODY (%d bytes)", receipts.max_body)
-            return _provider_answer(1, "body too large", 413)
+        raw = b"".join(chunks)
         try:
             items = parse_push(raw)
         except ReceiptFormatError as exc:
