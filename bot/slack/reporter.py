@@ -18,7 +18,7 @@ from bot.core.store import Job, JobState, RecipientRow, Store, Summary
 from bot.sms import RateLimiter
 
 from . import bulk_views, views
-from .state import SlackState
+from .state import Post, SlackState
 from .tell import tell_person
 
 log = logging.getLogger("bot.slack.reporter")
@@ -162,15 +162,7 @@ class SlackReporter:
         if post.thread_ts and job.channel_id:
             try:
                 resp = await self.client.chat_postMessage(
-                    channel=job.channel_id,
-                    thread_ts=post.thread_ts,
-                    text=f"SMS to {r.number.masked}: {views.delivery_word(r)}",
-                    blocks=views.outcome_message(
-                        r,
-                        user_id=job.created_by,
-                        include_request=post.thread_existing,
-                        dry_run=dry_run,
-                    ),
+                    channel=job.channel_id, thread_ts=post.thread_ts, **_outcome(job, post, r)
                 )
                 await self.state.save_post(job.id, outcome_ts=str(resp["ts"]))
                 self._remember(job.id, (r.delivery,))
@@ -268,17 +260,20 @@ class SlackReporter:
         if self._rendered.get(job_id) == (r.delivery,):
             return
         self._remember(job_id, (r.delivery,))
-        await self._chat_update(
-            channel=job.channel_id,
-            ts=post.outcome_ts,
-            text=f"SMS to {r.number.masked}: {views.delivery_word(r)}",
-            blocks=views.outcome_message(
-                r,
-                user_id=job.created_by,
-                include_request=post.thread_existing,
-                dry_run=bool(job.meta.get("dry_run")),
-            ),
-        )
+        await self._chat_update(channel=job.channel_id, ts=post.outcome_ts, **_outcome(job, post, r))
+
+
+def _outcome(job: Job, post: Post, r: RecipientRow) -> dict[str, Any]:
+    """A single send's outcome message in its thread (as posted, and as edited when its receipt comes)."""
+    return {
+        "text": f"SMS to {r.number.masked}: {views.delivery_word(r)}",
+        "blocks": views.outcome_message(
+            r,
+            user_id=job.created_by,
+            include_request=post.thread_existing,
+            dry_run=bool(job.meta.get("dry_run")),
+        ),
+    }
 
 
 def _shown(summary: Summary) -> tuple[Any, ...]:
