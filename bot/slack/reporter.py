@@ -211,9 +211,9 @@ class SlackReporter:
                 await asyncio.sleep(max(0.01, soonest - now))
                 continue
             del self._dirty[ready]
-            self._last_refresh[ready] = now
             try:
-                await self._refresh(ready)
+                if await self._refresh(ready):  # the spacing is between edits: a look that changed nothing
+                    self._last_refresh[ready] = now  # (e.g. right after posting) does not delay the next
             except SlackApiError as exc:
                 log.info("cannot update job %s's messages: %s", ready, exc.response.get("error"))
             except Exception:
@@ -226,16 +226,19 @@ class SlackReporter:
         while len(self._rendered) > KEEP_RENDERED:
             self._rendered.pop(next(iter(self._rendered)))
 
-    async def _refresh(self, job_id: str) -> None:
-        """Edit what was posted for the job to show its receipts (nothing when nothing changed)."""
+    async def _refresh(self, job_id: str) -> bool:
+        """Edit what was posted for the job to show its receipts (nothing when nothing changed). Whether
+        it edited."""
         job = await self.store.get_job(job_id)
         if job is None or not job.channel_id or job.state != JobState.DONE:
-            return  # a running bulk's progress updates show its receipts; a single send posts at the end
+            return (
+                False  # a running bulk's progress updates show its receipts; a single send posts at the end
+            )
         post = await self.state.post(job_id)
         if job.meta.get("bulk"):
             summary = await self.store.summary(job_id)
             if self._rendered.get(job_id) == _shown(summary):
-                return
+                return False
             self._remember(job_id, _shown(summary))
             text = f"{summary.delivered:,} of {summary.accepted:,} delivered"
             if post.parent_ts:
@@ -253,14 +256,15 @@ class SlackReporter:
                     text=text,
                     blocks=bulk_views.summary_blocks(job, summary, missed),
                 )
-            return
+            return bool(post.parent_ts or post.outcome_ts)
         if job.total != 1 or not post.outcome_ts:
-            return
+            return False
         (r,) = await self.store.recipients(job_id)
         if self._rendered.get(job_id) == (r.delivery,):
-            return
+            return False
         self._remember(job_id, (r.delivery,))
         await self._chat_update(channel=job.channel_id, ts=post.outcome_ts, **_outcome(job, post, r))
+        return True
 
 
 def _outcome(job: Job, post: Post, r: RecipientRow) -> dict[str, Any]:

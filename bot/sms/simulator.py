@@ -94,7 +94,7 @@ def dry_run_provider() -> FakeProvider:
         unknown_suffixes=(DRY_RUN_UNKNOWN_SUFFIX,),
         undelivered_suffixes=(DRY_RUN_UNDELIVERED_SUFFIX,),
         expired_suffixes=(DRY_RUN_EXPIRED_SUFFIX,),
-        receipt_delay=2.0,
+        receipt_delay=1.0,
         record=False,
     )
 
