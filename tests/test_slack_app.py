@@ -374,18 +374,37 @@ def test_access_lists(provider, tmp_path):
     assert len(provider.sent()) == 2
 
 
-def test_history_is_masked(provider, tmp_path):
-    async def go():
-        async with Bot(provider, tmp_path) as bot:
-            await bot.command("+852 5123 4567 hello there")
-            await bot.job_done()
-            resp = await bot.command("history")
-            assert "+852 5123 ****" in resp.text and "hello there" in resp.text and "accepted" in resp.text
-            assert no_full_number(resp.text)
-            other = await bot.command("history", user="U0OTHER")
-            assert "not sent any SMS" in other.text
+def test_history_is_masked_and_says_what_was_delivered(provider, tmp_path):
+    """Acked at once; the list comes through the command's response_url: a single send's delivery state,
+    a bulk send's delivered count."""
+    from .test_bulk import LEAD, bulk_values, confirm, review
 
-    run(go())
+    provider.reset(undelivered_suffixes=["0002"])
+
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD, RECEIPTS_CHECK_AFTER="0.2") as bot:
+            await bot.command("+852 5123 4567 hello there", user=LEAD)
+            await bot.job_done(1)
+            await confirm(
+                bot, await review(bot, bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hi"))
+            )
+            bulk_job, _ = await bot.job_done(2)
+            while (await bot.runtime.store.summary(bulk_job.id)).waiting:  # the sweep asks the provider
+                await bot.slack.wait_for("chat.update", len(bot.slack.called("chat.update")) + 1, limit=15)
+            before = len(bot.slack.webhooks)
+            resp = await bot.command("history", user=LEAD, response_url="hist")
+            await bot.command("history", user="U0OTHER", response_url="other")
+            hooks = await bot.slack.wait_for_webhooks(before + 2)
+            (answer,) = [body for name, body in hooks if name.endswith("hist")]
+            (other,) = [body for name, body in hooks if name.endswith("other")]
+            return resp, json.dumps(answer, ensure_ascii=False), json.dumps(other)
+
+    resp, answer, other = run(go())
+    assert resp.status_code == 200 and not resp.text  # acked before anything that grows with a send's size
+    assert "+852 5123 ****" in answer and "hello there" in answer and "delivered" in answer
+    assert "2 recipients" in answer and "1 of 2 delivered, 1 not delivered" in answer
+    assert no_full_number(answer)
+    assert "not sent any SMS" in other
 
 
 def test_audit_log_records_every_attempt(provider, tmp_path):
@@ -556,10 +575,10 @@ def test_an_unexpected_error_in_a_command_answers_with_a_reference_that_is_in_th
         async with Bot(provider, tmp_path) as bot:
 
             async def broken(*args, **kwargs):
-                raise RuntimeError("the history table is on fire")
+                raise RuntimeError("the jobs table is on fire")
 
-            bot.runtime.store.history = broken  # type: ignore[method-assign]
-            return await bot.command("history")
+            bot.runtime.service.send_single = broken  # type: ignore[method-assign]  (before the ack)
+            return await bot.command("+852 5123 4567 hello")
 
     resp = run(go())
     assert resp.status_code == 200

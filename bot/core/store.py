@@ -706,6 +706,10 @@ class Store:
 
         return await self.read(read)
 
+    async def summaries(self, job_ids: Sequence[str]) -> dict[str, Summary]:
+        """Each job's summary (one read)."""
+        return await self.read(lambda conn: {job_id: _summary(conn, job_id) for job_id in job_ids})
+
     async def segments_today(self, user_id: str) -> int:
         """Segments of the user's sends since 00:00 UTC: billed ones, else the estimate."""
         now = self.clock()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from slack_sdk.models.blocks import (
     Block,
@@ -20,7 +20,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from bot.core.deliveries import describe_row_delivery
-from bot.core.store import Job, RecipientRow, RecipientState
+from bot.core.store import Job, RecipientRow, RecipientState, Summary
 from bot.sms import Delivery
 from bot.sms.encoding import MessageInfo
 from bot.sms.errors import describe_code
@@ -238,7 +238,10 @@ def help_blocks() -> list[Block]:
     return [SectionBlock(text=MarkdownTextObject(text=HELP))]
 
 
-def history_blocks(rows: Sequence[tuple[Job, RecipientRow]]) -> list[Block]:
+def history_blocks(
+    rows: Sequence[tuple[Job, RecipientRow]], summaries: Mapping[str, Summary] | None = None
+) -> list[Block]:
+    """The sender's recent sends: a single send's delivery state, a larger send's delivered count."""
     if not rows:
         return [SectionBlock(text=MarkdownTextObject(text="You have not sent any SMS yet."))]
     lines = []
@@ -246,6 +249,11 @@ def history_blocks(rows: Sequence[tuple[Job, RecipientRow]]) -> list[Block]:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(job.created_at))
         who = first.number.masked if job.total == 1 else f"{job.total:,} recipients"
         state = delivery_word(first) if job.total == 1 else job.state.value
+        summary = (summaries or {}).get(job.id)
+        if summary is not None and summary.accepted:
+            state += f" · {summary.delivered:,} of {summary.accepted:,} delivered"
+            if summary.undelivered:
+                state += f", {summary.undelivered:,} not delivered"
         lines.append(f"• {when} · *{who}* · “{preview(first.message, 60)}” · {state}")
     return [
         SectionBlock(text=MarkdownTextObject(text="*Your recent sends*")),

@@ -13,7 +13,7 @@ from bot.core.commands import USAGE, CommandError, parse_send
 from .. import views
 from ..deps import Deps
 from ..metadata import SendModalMetadata
-from ..tell import open_view
+from ..tell import open_view, tell_person
 from .bulk import open_bulk_form
 from .outage import groups_command, open_outage_form
 
@@ -63,8 +63,18 @@ async def sms_command_callback(
         await open_bulk_form(ack, command, respond, client, deps)
         return
     if first == "history":
+        # Acked first: the delivery counts of larger sends are read from all their recipients, which
+        # grows with their size; the answer goes through the command's response_url (else a DM).
+        await ack()
         rows = await deps.store.history(user_id, deps.settings.history_limit)  # indexed, bounded by the limit
-        await ack(text="Your recent sends", blocks=views.history_blocks(rows))
+        counts = await deps.store.summaries([job.id for job, _ in rows if job.total > 1])
+        await tell_person(
+            client,
+            user_id=user_id,
+            response_url=command.get("response_url"),
+            text="Your recent sends",
+            blocks=views.history_blocks(rows, counts),
+        )
         return
     if first.isalpha() and not any(ch.isdigit() for ch in text.split(None, 1)[0]):
         await ack(
