@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from bot.core.access import Capability, parse_entries
 from bot.core.bulk import BulkLimits
+from bot.core.consent import check_footer
 from bot.core.db import database_url
 from bot.sms.config import SmsSettings
 
@@ -53,6 +54,8 @@ class Settings(SmsSettings):
     receipts_query_rate: float = Field(default=100.0, gt=0, le=300, alias="RECEIPTS_QUERY_RATE")
     # chat.update calls per minute for the whole workspace (Slack's Tier 3 allows about 50).
     slack_updates_per_minute: float = Field(default=40.0, gt=0, alias="SLACK_UPDATES_PER_MINUTE")
+    # Appended to every marketing (MKT) text, e.g. "Opt out: https://example.com/stop" (README, "Consent").
+    mkt_footer: str = Field(default="", alias="MKT_FOOTER")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: str = Field(default="text", alias="LOG_FORMAT")
 
@@ -93,6 +96,11 @@ class Settings(SmsSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return v
 
+    @field_validator("mkt_footer")
+    @classmethod
+    def _mkt_footer(cls, v: str) -> str:
+        return check_footer(v)
+
     @field_validator("receipts_token")
     @classmethod
     def _receipts_token(cls, v: SecretStr) -> SecretStr:
@@ -128,6 +136,7 @@ class Settings(SmsSettings):
             currency=self.price_currency,
             default_region=self.default_region,
             max_chars=self.max_message_chars,
+            mkt_footer=self.mkt_footer,
         )
 
     @property

@@ -26,6 +26,7 @@ from bot.sms.recipients import (
     template_fields,
 )
 
+from .consent import with_footer
 from .store import DraftRecord, DraftState, JobKind, NewRecipient, RecipientState, Store
 
 SLICE = 256  # numbers validated between two yields to the event loop
@@ -54,6 +55,7 @@ class BulkLimits:
     currency: str = "USD"
     default_region: str | None = None
     max_chars: int = 1500
+    mkt_footer: str = ""  # appended to marketing texts (bot/core/consent.py)
 
 
 @dataclass
@@ -210,7 +212,7 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
     tally = Tally()
     for i, r in enumerate(listing.recipients):
         try:
-            message = render(form.template, r.fields)
+            message = with_footer(render(form.template, r.fields), form.type, limits.mkt_footer)
             info = validate_message(message, limits.max_chars)
         except (TemplateError, MessageError) as exc:
             raise BulkProblem(f"The message for line {r.line} ({r.number.masked}): {exc.reason}") from None

@@ -24,6 +24,7 @@ from slack_sdk.models.blocks.block_elements import FileInputElement
 from slack_sdk.models.views import View
 
 from bot.core.bulk import MAX_VALIDITY_SECONDS, Draft
+from bot.core.consent import footer_hint
 from bot.core.store import Job, RecipientRow, RecipientState, Summary
 from bot.sms.errors import describe_code
 
@@ -34,7 +35,7 @@ TYPE_OPTIONS = [Option(value="NOTIFY", text="Notification"), Option(value="MKT",
 MAX_LISTED = 5
 
 
-def bulk_form(metadata: str, *, max_recipients: int, max_chars: int) -> View:
+def bulk_form(metadata: str, *, max_recipients: int, max_chars: int, mkt_footer: str = "") -> View:
     return View(
         type="modal",
         callback_id=CallbackId.BULK_FORM,
@@ -69,7 +70,10 @@ def bulk_form(metadata: str, *, max_recipients: int, max_chars: int) -> View:
             InputBlock(
                 block_id=BlockId.BULK_MESSAGE,
                 label=PlainTextObject(text="Message"),
-                hint=PlainTextObject(text="Use {name} (any column) to fill in each recipient's value."),
+                hint=PlainTextObject(
+                    text="Use {name} (any column) to fill in each recipient's value. "
+                    + footer_hint(mkt_footer)
+                ),
                 element=PlainTextInputElement(
                     action_id=ActionId.BULK_MESSAGE, multiline=True, max_length=min(max_chars, 3000)
                 ),

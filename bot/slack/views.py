@@ -19,6 +19,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from bot.core.consent import footer_hint
 from bot.core.deliveries import describe_row_delivery
 from bot.core.store import Job, RecipientRow, RecipientState, Summary
 from bot.sms import Delivery
@@ -50,7 +51,9 @@ TYPE_OPTIONS = [
 ]
 
 
-def send_modal(metadata: str, *, sender_id: str | None = None, max_chars: int = 1500) -> View:
+def send_modal(
+    metadata: str, *, sender_id: str | None = None, max_chars: int = 1500, mkt_footer: str = ""
+) -> View:
     return View(
         type="modal",
         callback_id=CallbackId.SEND_MODAL,
@@ -71,7 +74,8 @@ def send_modal(metadata: str, *, sender_id: str | None = None, max_chars: int = 
                 block_id=BlockId.SEND_MESSAGE,
                 label=PlainTextObject(text="Message"),
                 hint=PlainTextObject(
-                    text="160 characters fit one SMS (70 if any character is outside GSM-7, like emoji or Chinese)."
+                    text="160 characters fit one SMS (70 if any character is outside GSM-7, like emoji or "
+                    f"Chinese). {footer_hint(mkt_footer)}"
                 ),
                 element=PlainTextInputElement(
                     action_id=ActionId.SEND_MESSAGE, multiline=True, max_length=min(max_chars, 3000)

@@ -44,6 +44,7 @@ async def open_bulk_form(ack: Any, command: dict[str, Any], respond: Any, client
             metadata.dump(),
             max_recipients=deps.settings.bulk_max_recipients,
             max_chars=deps.settings.max_message_chars,
+            mkt_footer=deps.settings.mkt_footer,
         ),
         user_id=command["user_id"],
         response_url=command.get("response_url"),

@@ -43,7 +43,10 @@ async def sms_command_callback(
             client,
             trigger_id=command["trigger_id"],
             view=views.send_modal(
-                metadata.dump(), sender_id=deps.settings.sender_id, max_chars=deps.settings.max_message_chars
+                metadata.dump(),
+                sender_id=deps.settings.sender_id,
+                max_chars=deps.settings.max_message_chars,
+                mkt_footer=deps.settings.mkt_footer,
             ),
             user_id=user_id,
             response_url=command.get("response_url"),

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
 
 from bot.core.access import Capability
+from bot.core.consent import with_footer
 from bot.sms.encoding import MessageError, analyse, validate_message
 from bot.sms.models import MessageType, check_sender_id
 from bot.sms.phone import InvalidNumber, parse_number
@@ -50,6 +51,7 @@ async def send_modal_submission_callback(
         number = parse_number(to_text, settings.default_region)
     except InvalidNumber as exc:
         errors[BlockId.SEND_TO] = exc.reason
+    message = with_footer(message, msg_type, settings.mkt_footer) if message else message
     try:
         validate_message(message, settings.max_message_chars)
     except MessageError as exc:
