@@ -56,6 +56,8 @@ class Settings(SmsSettings):
     slack_updates_per_minute: float = Field(default=40.0, gt=0, alias="SLACK_UPDATES_PER_MINUTE")
     # Appended to every marketing (MKT) text, e.g. "Opt out: https://example.com/stop" (README, "Consent").
     mkt_footer: str = Field(default="", alias="MKT_FOOTER")
+    # Texts one number may get a day (UTC), as the provider allows by default; 0: no cap.
+    per_number_daily: int = Field(default=20, ge=0, alias="SMS_PER_NUMBER_DAILY")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: str = Field(default="text", alias="LOG_FORMAT")
 
@@ -137,6 +139,7 @@ class Settings(SmsSettings):
             default_region=self.default_region,
             max_chars=self.max_message_chars,
             mkt_footer=self.mkt_footer,
+            per_number_daily=self.per_number_daily,
         )
 
     @property

@@ -71,6 +71,7 @@ class Runtime:
             busy=self.busy,
             lease_seconds=s.worker_lease_seconds,
             poll_seconds=s.worker_poll_seconds,
+            per_number_daily=s.per_number_daily,
         )
         # Receipts: matched, asked about and reported by the sending replica only (one per deployment).
         self.queue = ReceiptQueue(s) if s.receipts_queue and not s.dry_run else None
@@ -90,7 +91,9 @@ class Runtime:
 
             token = secrets.token_urlsafe(24)
         self.access = AccessPolicy(s.access_rules(), SlackDirectory(self.client), ttl=s.access_cache_seconds)
-        self.service = SendService(self.store, self.worker, dry_run=s.dry_run)
+        self.service = SendService(
+            self.store, self.worker, dry_run=s.dry_run, per_number_daily=s.per_number_daily
+        )
         self.groups = GroupFile(s.contact_groups_file, s.default_region)
         book = self.groups.current()
         if book.error and not self.groups.path.exists():

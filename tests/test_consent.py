@@ -74,3 +74,36 @@ def test_a_marketing_text_from_the_send_form_ends_with_the_footer(provider, tmp_
     assert "cannot reply by SMS" in json.dumps(view, ensure_ascii=False)
     (sent,) = provider.sent()
     assert sent.params["Message"] == f"Spring sale\n{FOOTER}" and sent.params["Type"] == "MKT"
+
+
+def test_a_number_gets_at_most_the_daily_cap(provider, tmp_path):
+    """SMS_PER_NUMBER_DAILY: a single send over it is refused (a redelivered command still finds its job);
+    a bulk confirmation leaves the number out and says so; a job re-checks when it starts."""
+
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD, SMS_PER_NUMBER_DAILY=2) as bot:
+            for i in (1, 2):
+                await bot.command("+65 8100 0001 hello", user=LEAD, trigger=f"T-cap{i}")
+                await bot.job_done(i)
+            refused = await bot.command("+65 8100 0001 hello", user=LEAD, trigger="T-cap3")
+            again = await bot.command("+65 8100 0001 hello", user=LEAD, trigger="T-cap2")  # a redelivery
+            view = await review(bot, bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hi"))
+            # confirmed later: meanwhile the other number reaches the cap too
+            for i in (3, 4):
+                await bot.command("+65 8100 0002 hello", user=LEAD, trigger=f"T-cap{i + 1}")
+                await bot.job_done(i)
+            await confirm(bot, view)
+            job, summary = await bot.job_done(5)
+            rows = await bot.recipients(job.id)
+            return refused.text, again.text, view, summary, rows
+
+    refused, again, view, summary, rows = run(go())
+    assert "already had 2 texts today" in refused and "SMS_PER_NUMBER_DAILY" in refused
+    assert "Already on its way" in again
+    shown = text_of(view)
+    assert "1 person will be texted" in shown and "1 number left out: already texted 2 times today" in shown
+    assert (summary.accepted, summary.failed) == (0, 1) and rows[0].code == "DAILY_CAP"
+    sent = [r.params["To"] for r in provider.sent()] + [
+        n for r in provider.sent("BatchSendMessageToGlobe") for n in json.loads(r.params["To"])
+    ]
+    assert sent.count("6581000001") == 2 and sent.count("6581000002") == 2

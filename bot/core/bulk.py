@@ -26,7 +26,7 @@ from bot.sms.recipients import (
     template_fields,
 )
 
-from .consent import with_footer
+from .consent import over_cap, with_footer
 from .store import DraftRecord, DraftState, JobKind, NewRecipient, RecipientState, Store
 
 SLICE = 256  # numbers validated between two yields to the event loop
@@ -56,6 +56,7 @@ class BulkLimits:
     default_region: str | None = None
     max_chars: int = 1500
     mkt_footer: str = ""  # appended to marketing texts (bot/core/consent.py)
+    per_number_daily: int = 20  # texts one number may get a day (0: no cap)
 
 
 @dataclass
@@ -209,8 +210,18 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
             f"{source} has more than {limits.max_recipients:,} valid numbers; the limit per send is "
             f"{limits.max_recipients:,} (setting BULK_MAX_RECIPIENTS). Split the list."
         )
+    capped = await over_cap(store, [r.number.e164 for r in listing.recipients], limits.per_number_daily)
+    if capped and len(capped) == len({r.number.e164 for r in listing.recipients}):
+        raise BulkProblem(
+            f"Every number in {source} already had {limits.per_number_daily} texts today, the most one number "
+            "may get a day (setting SMS_PER_NUMBER_DAILY). Nothing was sent."
+        )
     tally = Tally()
+    left_out: list[str] = []
     for i, r in enumerate(listing.recipients):
+        if r.number.e164 in capped:
+            left_out.append(r.number.masked)
+            continue
         try:
             message = with_footer(render(form.template, r.fields), form.type, limits.mkt_footer)
             info = validate_message(message, limits.max_chars)
@@ -232,7 +243,15 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
         refused=[{"line": r.line, "masked": mask(r.text), "reason": r.reason} for r in listing.refused],
         duplicates=listing.duplicates,
         retry_of=retry_of,
+        meta=capped_meta(left_out, limits),
     )
+
+
+def capped_meta(left_out: list[str], limits: BulkLimits) -> dict[str, Any]:
+    """What the confirmation says about numbers left out for the daily cap."""
+    if not left_out:
+        return {}
+    return {"over_cap": len(left_out), "over_cap_listed": left_out[:20], "cap": limits.per_number_daily}
 
 
 async def _parse_in_slices(text: str, limits: BulkLimits) -> RecipientList:
@@ -263,6 +282,14 @@ async def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimit
     missed = [r for r in await store.not_delivered(job_id) if r.state != RecipientState.UNKNOWN]
     if not missed:
         raise BulkProblem("Every recipient of that send was reached (or is still waiting for a receipt).")
+    capped = await over_cap(store, [r.number.e164 for r in missed], limits.per_number_daily)
+    left_out = [r.number.masked for r in missed if r.number.e164 in capped]
+    missed = [r for r in missed if r.number.e164 not in capped]
+    if not missed:
+        raise BulkProblem(
+            f"Everyone not reached already had {limits.per_number_daily} texts today, the most one number may "
+            "get a day (setting SMS_PER_NUMBER_DAILY). Try again tomorrow (UTC)."
+        )
     tally = Tally()
     for r in missed:
         tally.add(r.number, r.message, analyse(r.message))
@@ -281,7 +308,10 @@ async def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimit
         duplicates=0,
         retry_of=job_id,
         kind=job.kind if outage else JobKind.BATCH,
-        meta={k: job.meta[k] for k in ("outage", "groups", "service") if k in job.meta} if outage else {},
+        meta={
+            **({k: job.meta[k] for k in ("outage", "groups", "service") if k in job.meta} if outage else {}),
+            **capped_meta(left_out, limits),
+        },
     )
     draft_id = await store.create_draft(user_id)
     await save_draft(store, draft, draft_id)

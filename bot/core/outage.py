@@ -13,7 +13,8 @@ from bot.sms.encoding import MessageError, validate_message
 from bot.sms.phone import PhoneNumber, mask
 from bot.sms.recipients import TemplateError, parse_recipients, render, template_fields
 
-from .bulk import BulkLimits, BulkProblem, Draft, Tally
+from .bulk import BulkLimits, BulkProblem, Draft, Tally, capped_meta
+from .consent import over_cap
 from .groups import GroupBook
 from .store import JobKind, RecipientState, Store
 
@@ -140,8 +141,17 @@ async def prepare(
             "(setting BULK_MAX_RECIPIENTS)."
         )
     values = {f: getattr(form, f).strip() for f in FIELDS}
+    capped = await over_cap(store, [number.e164 for number, _ in found.people], limits.per_number_daily)
+    if capped and len(capped) == len(found.people):
+        raise BulkProblem(
+            f"Everyone here already had {limits.per_number_daily} texts today, the most one number may get a "
+            "day (setting SMS_PER_NUMBER_DAILY). Nothing was sent."
+        )
+    left_out = [number.masked for number, _ in found.people if number.e164 in capped]
     tally = Tally()
     for number, name in found.people:
+        if number.e164 in capped:
+            continue
         try:
             message = render(template, {**values, "name": name or "there"})
             info = validate_message(message, limits.max_chars)
@@ -169,6 +179,7 @@ async def prepare(
             "dropped": found.dropped[:50],
             "dropped_count": len(found.dropped),
             "service": values["service"],
+            **capped_meta(left_out, limits),
         },
     )
     if form.test_to_me:

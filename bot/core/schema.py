@@ -70,6 +70,7 @@ recipients = sa.Table(
     sa.Column("reconciled", sa.Integer, nullable=False, server_default="0"),  # was unknown until a receipt
     sa.Index("recipients_message_id", "message_id"),
     sa.Index("recipients_check_at", "check_at"),
+    sa.Index("recipients_by_number", "e164", "updated_at"),
 )
 
 drafts = sa.Table(

@@ -378,6 +378,10 @@ class Store:
                 return winner.job_id, False
             raise LookupError("draft is not open") from None
 
+    async def job_by_key(self, source_key: str | None) -> Job | None:
+        """The job made from `source_key` (an idempotency key), if any."""
+        return await self._job_by_key(source_key)
+
     async def _job_by_key(self, source_key: str | None) -> Job | None:
         if source_key is None:
             return None
@@ -671,6 +675,18 @@ class Store:
         )
         return await self.write(lambda conn: conn.execute(stmt).rowcount)
 
+    async def fail_unsent_many(self, job_id: str, indices: Sequence[int], code: str, error: str) -> None:
+        """Queued recipients that will not be sent (e.g. over the daily cap when the job starts)."""
+        r = rtab.c
+        stmt = (
+            sa.update(rtab)
+            .where(r.job_id == job_id, r.idx == sa.bindparam("b_idx"), r.state == str(RecipientState.QUEUED))
+            .values(state=str(RecipientState.FAILED), code=code, error=error, updated_at=self.clock())
+        )
+        rows = [{"b_idx": i} for i in indices]
+        if rows:
+            await self.write(lambda conn: conn.execute(stmt, rows))
+
     async def fail_unsent(self, job_id: str, idx: int, code: str, error: str) -> None:
         """One queued recipient that will not be sent (e.g. refused by the client's own checks)."""
         r = rtab.c
@@ -709,6 +725,29 @@ class Store:
     async def summaries(self, job_ids: Sequence[str]) -> dict[str, Summary]:
         """Each job's summary (one read)."""
         return await self.read(lambda conn: {job_id: _summary(conn, job_id) for job_id in job_ids})
+
+    async def texts_today(self, numbers: Sequence[str], *, exclude_job: str | None = None) -> dict[str, int]:
+        """How many texts each number (E.164) got since 00:00 UTC that may have reached it (accepted,
+        unknown or in flight), other jobs than `exclude_job`. Numbers with none are left out."""
+        midnight = self.clock() - self.clock() % 86400
+        r = rtab.c
+        counted = [str(RecipientState.ACCEPTED), str(RecipientState.UNKNOWN), str(RecipientState.IN_FLIGHT)]
+
+        def read(conn: sa.Connection) -> dict[str, int]:
+            out: dict[str, int] = {}
+            unique = sorted(set(numbers))
+            for i in range(0, len(unique), 500):
+                query = (
+                    sa.select(r.e164, sa.func.count())
+                    .where(r.e164.in_(unique[i : i + 500]), r.updated_at >= midnight, r.state.in_(counted))
+                    .group_by(r.e164)
+                )
+                if exclude_job is not None:
+                    query = query.where(r.job_id != exclude_job)
+                out.update({e164: int(n) for e164, n in conn.execute(query)})
+            return out
+
+        return await self.read(read)
 
     async def segments_today(self, user_id: str) -> int:
         """Segments of the user's sends since 00:00 UTC: billed ones, else the estimate."""

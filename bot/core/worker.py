@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from bot.sms import Hooks, InvalidRequestError, MessageType, Outcome, SmsClient, batch_send_all, fan_out
 
+from .consent import cap_reason, over_cap
 from .store import Claim, Job, JobKind, JobStart, JobState, Pending, RecipientRow, Store, Summary
 
 log = logging.getLogger("bot.core.worker")
@@ -122,6 +123,7 @@ class Worker:
         lease_seconds: float = 15.0,
         poll_seconds: float = 0.5,
         name: str | None = None,
+        per_number_daily: int = 0,
     ) -> None:
         if lease_seconds <= FENCE * 2:
             raise ValueError(f"lease_seconds must be more than {FENCE * 2:g}")
@@ -132,6 +134,7 @@ class Worker:
         self.name = name or process_name()
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
+        self.per_number_daily = per_number_daily
         self._fault = fault
         self._wake = asyncio.Event()
         self._done: dict[str, asyncio.Future[Summary]] = {}
@@ -326,6 +329,19 @@ class Worker:
         await self._finish(job.id)
 
     async def _send(self, job: Job, pending: list[Pending]) -> None:
+        if self.per_number_daily > 0:  # checked again now: other sends may have come first since confirmation
+            capped = await over_cap(
+                self.store, [r.number.e164 for r in pending], self.per_number_daily, exclude_job=job.id
+            )
+            if capped:
+                over = [r.idx for r in pending if r.number.e164 in capped]
+                await self.store.fail_unsent_many(
+                    job.id, over, "DAILY_CAP", cap_reason(self.per_number_daily)
+                )
+                log.info("job %s: %d recipient(s) over the daily cap, not sent", job.id, len(over))
+                pending = [r for r in pending if r.number.e164 not in capped]
+                if not pending:
+                    return
         common = {"sender_id": job.sender_id, "task_id": job.task_id, "validity_period": job.validity}
         requests = []
         if job.kind != JobKind.BATCH:

@@ -146,6 +146,12 @@ def confirm_view(
         )
         more = f" (and {len(draft.refused) - MAX_LISTED:,} more)" if len(draft.refused) > MAX_LISTED else ""
         lines.append(f"• {_n(len(draft.refused), 'number')} refused: {shown}{more}")
+    if draft.meta.get("over_cap"):
+        lines.append(
+            f"• {_n(draft.meta['over_cap'], 'number')} left out: already texted {draft.meta.get('cap')} times "
+            "today, the most one number may get a day (setting SMS_PER_NUMBER_DAILY): "
+            + ", ".join(draft.meta.get("over_cap_listed", [])[:MAX_LISTED])
+        )
     if draft.meta.get("dropped_count"):
         lines.append(
             f"• {_n(draft.meta['dropped_count'], 'number')} left out (failed permanently last time): "

@@ -9,6 +9,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.core.access import Capability
 from bot.core.commands import USAGE, CommandError, parse_send
+from bot.core.consent import DailyCapReached
 
 from .. import views
 from ..deps import Deps
@@ -104,15 +105,19 @@ async def sms_command_callback(
     # Keyed by the trigger id (one per invocation): Slack's redelivery of the same command, on this
     # replica or another, finds the job instead of sending again.
     trigger = command.get("trigger_id")
-    job, created = await deps.service.send_single(
-        user_id=user_id,
-        channel_id=command.get("channel_id"),
-        response_url=command.get("response_url"),
-        number=parsed.number,
-        message=parsed.message,
-        sender_id=deps.settings.sender_id,
-        source_key=f"trigger:{trigger}" if trigger else None,
-    )
+    try:
+        job, created = await deps.service.send_single(
+            user_id=user_id,
+            channel_id=command.get("channel_id"),
+            response_url=command.get("response_url"),
+            number=parsed.number,
+            message=parsed.message,
+            sender_id=deps.settings.sender_id,
+            source_key=f"trigger:{trigger}" if trigger else None,
+        )
+    except DailyCapReached as exc:
+        await reply(text=exc.message)
+        return
     if not created:
         await reply(
             text=f"Already on its way: this command reached the bot twice, and the SMS to {parsed.number.masked} "

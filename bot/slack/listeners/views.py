@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
 
 from bot.core.access import Capability
-from bot.core.consent import with_footer
+from bot.core.consent import DailyCapReached, with_footer
 from bot.sms.encoding import MessageError, analyse, validate_message
 from bot.sms.models import MessageType, check_sender_id
 from bot.sms.phone import InvalidNumber, parse_number
@@ -74,16 +74,20 @@ async def send_modal_submission_callback(
         await ack(response_action="errors", errors=errors)
         return
     # One insert, keyed by the view id: a double submit or a retried submission starts one job.
-    job, created = await deps.service.send_single(
-        user_id=body["user"]["id"],
-        channel_id=metadata.channel_id,
-        response_url=metadata.response_url,
-        number=number,
-        message=message,
-        sender_id=sender,
-        type=msg_type,
-        source_key=f"view:{view['id']}",
-    )
+    try:
+        job, created = await deps.service.send_single(
+            user_id=body["user"]["id"],
+            channel_id=metadata.channel_id,
+            response_url=metadata.response_url,
+            number=number,
+            message=message,
+            sender_id=sender,
+            type=msg_type,
+            source_key=f"view:{view['id']}",
+        )
+    except DailyCapReached as exc:
+        await ack(response_action="errors", errors={BlockId.SEND_TO: exc.message})
+        return
     await ack()
     if created:
         log.info("send queued job=%s (modal) to=%s", job.id, number.masked)
