@@ -166,6 +166,11 @@ class Settings(SmsSettings):
                 "SLACK_SIGNING_SECRET is not set (HTTP mode; it is on the app's Basic Information page). "
                 "Or set SLACK_APP_TOKEN to use Socket Mode."
             )
+        if self.receipts_queue and not self.receipts_queue_endpoint:
+            return (
+                "RECEIPTS_QUEUE_ENDPOINT is not set: the receipt queue's endpoint, as the SMS console shows it "
+                "with the queue (e.g. https://<account id>.mns.ap-southeast-1.aliyuncs.com)."
+            )
         if not self.dry_run and self.missing_credentials():
             return (
                 f"{self.missing_credentials()[0]} is not set: provider credentials are needed to send. "

@@ -94,6 +94,12 @@ def test_missing_provider_credentials_suggest_dry_run(tmp_path):
     assert "ALIBABA_CLOUD_ACCESS_KEY_ID is not set" in proc.stderr and "SMS_DRY_RUN=true" in proc.stderr
 
 
+def test_a_receipt_queue_without_its_endpoint_stops_with_one_line(tmp_path):
+    proc = run_bot(tmp_path, SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xapp-1", RECEIPTS_QUEUE="sms-report")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: RECEIPTS_QUEUE_ENDPOINT is not set")
+
+
 @pytest.mark.parametrize("where", ["parent-is-a-file", "path-is-a-folder"])
 def test_a_database_path_that_cannot_be_used_stops_with_one_line_naming_it(tmp_path, where):
     """In Docker an unwritable DATABASE_PATH once ended in a 27-line traceback. (The tests run as root,
