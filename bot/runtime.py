@@ -205,8 +205,8 @@ class Runtime:
         await self.deliveries.stop()
         if self.queue is not None:
             await self.queue.aclose()
-        await self.reporter.aclose()
         await self.worker.stop()
+        await self.reporter.aclose()  # after the worker: the jobs it finished while stopping are reported
         await self.sms.aclose()
         if self.simulator is not None:
             await self.simulator.stop()

@@ -194,8 +194,11 @@ class SlackReporter:
         """A receipt may have been matched while the message was being posted: look once more."""
         await self.deliveries_changed([job_id])
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace: float = 2.0) -> None:
+        """Let pending edits go out for up to `grace` seconds, then stop."""
         if self._flusher is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._flusher), grace)
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
