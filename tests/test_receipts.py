@@ -9,6 +9,7 @@ import json
 
 import httpx
 import pytest
+from aiohttp import web
 
 from bot.core import deliveries as deliveries_module
 from bot.core.deliveries import Deliveries
@@ -108,6 +109,24 @@ def test_outcomes_are_described_in_plain_words():
 
 
 # ---------------------------------------------------------------------- the pipeline, both databases
+async def serve_receipts(endpoint: ReceiptsEndpoint) -> tuple[web.AppRunner, str]:
+    """The bot's HTTP server with only the receipt endpoint, on a free loopback port: (runner, base URL)."""
+    runner = web.AppRunner(web_app(None, _health, receipts=endpoint))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+async def send_job(store, client: SmsClient, job_id: str) -> None:
+    """Run one job through a worker against the fake provider, to its end."""
+    worker = Worker(store, client)
+    await worker.start()
+    worker.submit(job_id)
+    await asyncio.wait_for(worker.wait(job_id), 10)
+    await worker.stop()
+
+
 def numbers(n: int) -> list[NewRecipient]:
     return [NewRecipient(parse_number(f"+65 8100 {i:04d}"), "hi") for i in range(n)]
 
@@ -247,8 +266,6 @@ def test_pushed_receipts_and_the_sweep_reach_every_recipient(tmp_path):
         settings = fake.settings_for(SmsSettings(_env_file=None), url)
         async with SmsClient(settings) as client:
             deliveries = Deliveries(store, client, clock=clock, check_after=(120, 900))
-            from aiohttp import web
-
             token = "t" * 24
             all_pushed = asyncio.Event()
 
@@ -258,18 +275,10 @@ def test_pushed_receipts_and_the_sweep_reach_every_recipient(tmp_path):
                     all_pushed.set()
                 return stored
 
-            runner = web.AppRunner(web_app(None, _health, receipts=ReceiptsEndpoint(token, accept)))
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]
-            fake.receipts_url = f"http://127.0.0.1:{port}/receipts/{token}"
+            runner, base = await serve_receipts(ReceiptsEndpoint(token, accept))
+            fake.receipts_url = f"{base}/receipts/{token}"
             job, _ = await store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=numbers(6))
-            worker = Worker(store, client)
-            await worker.start()
-            worker.submit(job.id)
-            await asyncio.wait_for(worker.wait(job.id), 10)
-            await worker.stop()
+            await send_job(store, client, job.id)
             await asyncio.wait_for(all_pushed.wait(), 10)
             await deliveries.match_now()
             before = await store.summary(job.id)
@@ -306,19 +315,11 @@ def test_the_push_endpoint_answers_after_storing_and_refuses_the_rest():
         return len(items)
 
     async def go():
-        from aiohttp import web
-
-        runners, bases = [], []
-        for endpoint in (
-            ReceiptsEndpoint("s" * 20, accept, max_body=2048),
-            ReceiptsEndpoint("l" * 20, accept),
-        ):
-            runner = web.AppRunner(web_app(None, _health, receipts=endpoint))
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            runners.append(runner)
-            bases.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
+        served = [
+            await serve_receipts(ReceiptsEndpoint("s" * 20, accept, max_body=2048)),
+            await serve_receipts(ReceiptsEndpoint("l" * 20, accept)),
+        ]
+        runners, bases = [runner for runner, _ in served], [base for _, base in served]
         base = bases[0]
         one = [{"To": "6581000001", "Status": "1", "MessageId": "m1"}]
         async with httpx.AsyncClient(base_url=base) as http:
@@ -351,7 +352,7 @@ def test_the_push_endpoint_answers_after_storing_and_refuses_the_rest():
     assert [r.message_id for r in stored[:2]] == ["m1", "x0"]
 
 
-def test_the_queue_is_consumed_at_least_once_and_each_receipt_counts_once(tmp_path):
+def test_the_queue_is_consumed_at_least_once_and_each_receipt_counts_once(tmp_path, monkeypatch):
     """Receipts through the fake MNS queue (temporary credentials from QueryTokenForMnsQueue, MNS's own
     signature, XML, JSON and base64 bodies): stored, then deleted. A crash between storing and deleting
     (here: the first delete fails) brings the messages back after their visibility timeout; they are
@@ -369,6 +370,8 @@ def test_the_queue_is_consumed_at_least_once_and_each_receipt_counts_once(tmp_pa
                 self.failed = True
                 raise RuntimeError("killed between storing and deleting")
             await self.queue.delete(handles)
+
+    monkeypatch.setattr(deliveries_module, "QUEUE_RETRY", 0.05)  # the failed delete is retried at once
 
     async def go():
         from bot.sms import ReceiptQueue
@@ -396,13 +399,8 @@ def test_the_queue_is_consumed_at_least_once_and_each_receipt_counts_once(tmp_pa
 
             wrapped = FirstDeleteFails(queue)
             deliveries = Deliveries(store, client, Observer(), queue=wrapped, check_after=())
-            deliveries_module.QUEUE_RETRY = 0.05
             job, _ = await store.create_job(kind=JobKind.BATCH, created_by="U1", recipients=numbers(4))
-            worker = Worker(store, client)
-            await worker.start()
-            worker.submit(job.id)
-            await asyncio.wait_for(worker.wait(job.id), 10)
-            await worker.stop()
+            await send_job(store, client, job.id)
             deliveries.start()
             await asyncio.wait_for(matched.wait(), 10)
             # the messages brought back are deleted once they are stored again
