@@ -315,7 +315,7 @@ def test_retry_failed_resends_only_the_failed_through_the_confirmation(provider,
             job, _ = await bot.job_done(1)
             provider.reset()
             click = await bot.click(
-                ActionId.BULK_RETRY_FAILED, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
+                ActionId.BULK_SEND_AGAIN, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
             )
             assert click.status_code == 200
             opened = (await bot.slack.wait_for("views.open", 2))[-1].params["view"]

@@ -69,7 +69,7 @@ def test_a_bulk_summary_shows_delivery_and_sends_again_to_those_not_reached(prov
             summary = await bot.runtime.store.summary(job.id)
             provider.reset()
             click = await bot.click(
-                ActionId.BULK_RETRY_FAILED, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
+                ActionId.BULK_SEND_AGAIN, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
             )
             assert click.status_code == 200
             opened = (await bot.slack.wait_for("views.open", 2))[-1].params["view"]
@@ -105,10 +105,10 @@ def test_an_outage_sent_again_to_those_not_reached_is_an_outage_again(provider, 
                 await bot.slack.wait_for("chat.update", len(bot.slack.called("chat.update")) + 1, limit=15)
             provider.reset()
             refused = await bot.click(
-                ActionId.BULK_RETRY_FAILED, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
+                ActionId.BULK_SEND_AGAIN, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
             )
             await bot.click(
-                ActionId.BULK_RETRY_FAILED, job.id, user=ONCALL, block_id=BlockId.BULK_SUMMARY_ACTIONS
+                ActionId.BULK_SEND_AGAIN, job.id, user=ONCALL, block_id=BlockId.BULK_SUMMARY_ACTIONS
             )
             opened = (await bot.slack.wait_for("views.open", 2))[-1].params["view"]
             resp = await bot.submit_view(opened, {}, user=ONCALL, view_id="VOUTAGAIN")

@@ -300,7 +300,7 @@ def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow
     if missed and not job.meta.get("test"):
         buttons.append(
             ButtonElement(
-                action_id=ActionId.BULK_RETRY_FAILED,
+                action_id=ActionId.BULK_SEND_AGAIN,
                 text=PlainTextObject(text=f"Send again to the {missed:,} not reached"),
                 value=job.id,
             )

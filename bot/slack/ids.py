@@ -46,7 +46,7 @@ class ActionId(StrEnum):
     BULK_SENDER = "sms-bulk-sender-input"
     BULK_VALIDITY = "sms-bulk-validity-input"
     BULK_TYPED_COUNT = "sms-bulk-typed-count-input"
-    BULK_RETRY_FAILED = "sms-bulk-retry-failed"
+    BULK_SEND_AGAIN = "sms-bulk-retry-failed"  # the value buttons already posted carry: unchanged
     OUTAGE_GROUPS = "sms-outage-groups-select"
     OUTAGE_EXTRA = "sms-outage-extra-input"
     OUTAGE_SERVICE = "sms-outage-service-input"

@@ -316,4 +316,4 @@ def register(app: AsyncApp) -> None:
     app.view(CallbackId.BULK_FORM)(bulk_form_submission_callback)
     app.view(CallbackId.BULK_CONFIRM)(bulk_confirm_submission_callback)
     app.view_closed(CallbackId.BULK_CONFIRM)(bulk_confirm_closed_callback)
-    app.action(ActionId.BULK_RETRY_FAILED)(bulk_retry_callback)
+    app.action(ActionId.BULK_SEND_AGAIN)(bulk_retry_callback)
