@@ -415,3 +415,4 @@ def test_the_queue_is_consumed_at_least_once_and_each_receipt_counts_once(tmp_pa
     summary, counts, failed = run(go())
     assert failed and (summary.delivered, summary.undelivered, summary.waiting) == (3, 1, 0)
     assert counts["stored"] >= 8 and counts["matched"] == 4 and counts["duplicates"] >= 4
+    assert counts["queue_failures"] == 1  # the failed delete, seen in /healthz

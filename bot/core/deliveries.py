@@ -115,7 +115,8 @@ class Deliveries:
         store.first_check = self.check_after[0] if self.check_after and client is not None else None
         self.counts = {"stored": 0, "matched": 0, "duplicates": 0, "held": 0, "foreign": 0, "queried": 0}
         if queue is not None:
-            self.counts |= {"queue_messages": 0, "queue_unreadable": 0}
+            # queue_failures: polls, stores or deletes that failed (each logged; /healthz shows the count)
+            self.counts |= {"queue_messages": 0, "queue_unreadable": 0, "queue_failures": 0}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -161,6 +162,7 @@ class Deliveries:
                 await self.accept([r for m in messages for r in m.receipts], "queue")
                 await self.queue.delete([m.handle for m in messages])
             except Exception as exc:
+                self.counts["queue_failures"] += 1
                 log.warning("receipt queue: %s; trying again in %.0f s", exc, QUEUE_RETRY)
                 await asyncio.sleep(QUEUE_RETRY)
                 continue
