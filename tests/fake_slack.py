@@ -33,6 +33,7 @@ class FakeSlack:
         self.group_members: dict[str, list[str]] = {}
         self.channel_members: dict[str, list[str]] = {}
         self.files: dict[str, bytes] = {}
+        self.uploads: dict[str, bytes] = {}  # file_id → bytes uploaded by the bot (files_upload_v2)
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -190,6 +191,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/webhook/{name}", self._webhook)
         app.router.add_get("/files/{name}", self._file)
+        app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/link", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -268,6 +270,15 @@ class FakeSlack:
             return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
         if method in ("views.open", "views.push", "views.update"):
             return {"ok": True, "view": {"id": f"V{next(self._ts):06d}", **(params.get("view") or {})}}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._ts):06d}"
+            return {"ok": True, "file_id": file_id, "upload_url": f"{self.url}/upload/{file_id}"}
+        if method == "files.completeUploadExternal":
+            files = params.get("files")
+            files = json.loads(files) if isinstance(files, str) else files or []
+            return {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in files]}
+        if method == "conversations.open":
+            return {"ok": True, "channel": {"id": "D" + str(params.get("users", "")).lstrip("U")}}
         if method == "usergroups.users.list":
             return {"ok": True, "users": self.group_members.get(params.get("usergroup", ""), [])}
         if method == "conversations.members":
@@ -283,6 +294,11 @@ class FakeSlack:
             return web.Response(status=403)
         content = self.files.get(request.match_info["name"])
         return web.Response(body=content) if content is not None else web.Response(status=404)
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """Step 2 of files_upload_v2: the file's bytes, kept as `uploads[file_id]`."""
+        self.uploads[request.match_info["file_id"]] = await request.read()
+        return web.Response(text="OK")
 
     async def _webhook(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

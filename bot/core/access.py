@@ -1,4 +1,5 @@
-"""Who may send: allow-lists per capability, from the settings ACCESS_SEND / ACCESS_BULK / ACCESS_OUTAGE.
+"""Who may send: allow-lists per capability, from the settings ACCESS_SEND / ACCESS_BULK / ACCESS_OUTAGE,
+and who may manage opt-outs (ACCESS_OPTOUT).
 
 Entries: `*` (everyone), user ids (`U…`/`W…`), user group ids (`S…`) and channel ids (`C…`/`G…`, meaning
 anyone in that channel). Groups and channels are resolved by a `Directory` (the Slack layer provides one
@@ -18,12 +19,14 @@ class Capability(StrEnum):
     SEND = "send"
     BULK = "bulk"
     OUTAGE = "outage"
+    OPTOUT = "optout"  # manage the opt-out list, and override an opt-out for one send
 
 
 SETTING_FOR = {
     Capability.SEND: "ACCESS_SEND",
     Capability.BULK: "ACCESS_BULK",
     Capability.OUTAGE: "ACCESS_OUTAGE",
+    Capability.OPTOUT: "ACCESS_OPTOUT",
 }
 
 
@@ -84,6 +87,13 @@ class AccessPolicy:
 
     def refusal(self, capability: Capability) -> str:
         setting = SETTING_FOR[capability]
+        if capability == Capability.OPTOUT:
+            if not self.rules.get(capability):
+                return (
+                    "Managing opt-outs is not enabled for anyone yet. An admin can allow people by setting "
+                    f"`{setting}` (Slack user, user group or channel ids, or `*`)."
+                )
+            return f"You are not allowed to manage opt-outs. An admin can add you to `{setting}`."
         if not self.rules.get(capability):
             return (
                 f"{capability.value.capitalize()} sends are not enabled for anyone yet. An admin can allow "

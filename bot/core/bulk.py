@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from bot.sms.recipients import (
 )
 
 from .consent import over_cap, with_footer
+from .optouts import OptOut, OptOuts
 from .store import DraftRecord, DraftState, JobKind, NewRecipient, RecipientState, Store
 
 SLICE = 256  # numbers validated between two yields to the event loop
@@ -210,17 +212,10 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
             f"{source} has more than {limits.max_recipients:,} valid numbers; the limit per send is "
             f"{limits.max_recipients:,} (setting BULK_MAX_RECIPIENTS). Split the list."
         )
-    capped = await over_cap(store, [r.number.e164 for r in listing.recipients], limits.per_number_daily)
-    if capped and len(capped) == len({r.number.e164 for r in listing.recipients}):
-        raise BulkProblem(
-            f"Every number in {source} already had {limits.per_number_daily} texts today, the most one number "
-            "may get a day (setting SMS_PER_NUMBER_DAILY). Nothing was sent."
-        )
+    out = await left_out(store, [r.number for r in listing.recipients], form.type, limits, f"in {source}")
     tally = Tally()
-    left_out: list[str] = []
     for i, r in enumerate(listing.recipients):
-        if r.number.e164 in capped:
-            left_out.append(r.number.masked)
+        if r.number.e164 in out:
             continue
         try:
             message = with_footer(render(form.template, r.fields), form.type, limits.mkt_footer)
@@ -243,15 +238,61 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
         refused=[{"line": r.line, "masked": mask(r.text), "reason": r.reason} for r in listing.refused],
         duplicates=listing.duplicates,
         retry_of=retry_of,
-        meta=capped_meta(left_out, limits),
+        meta=out.meta(limits),
     )
 
 
-def capped_meta(left_out: list[str], limits: BulkLimits) -> dict[str, Any]:
-    """What the confirmation says about numbers left out for the daily cap."""
-    if not left_out:
-        return {}
-    return {"over_cap": len(left_out), "over_cap_listed": left_out[:20], "cap": limits.per_number_daily}
+@dataclass
+class LeftOut:
+    """Numbers a send leaves out: opted out (of texts of its type), or over the daily cap."""
+
+    opted_out: dict[str, OptOut] = field(default_factory=dict)
+    capped: dict[str, int] = field(default_factory=dict)
+    masked_opted_out: list[str] = field(default_factory=list)
+    masked_capped: list[str] = field(default_factory=list)
+
+    def __contains__(self, e164: object) -> bool:
+        return e164 in self.opted_out or e164 in self.capped
+
+    def meta(self, limits: BulkLimits) -> dict[str, Any]:
+        """What the confirmation says about them (masked, the first 20 of each)."""
+        meta: dict[str, Any] = {}
+        if self.masked_opted_out:
+            meta |= {"opted_out": len(self.masked_opted_out), "opted_out_listed": self.masked_opted_out[:20]}
+        if self.masked_capped:
+            meta |= {
+                "over_cap": len(self.masked_capped),
+                "over_cap_listed": self.masked_capped[:20],
+                "cap": limits.per_number_daily,
+            }
+        return meta
+
+
+async def left_out(
+    store: Store, numbers: Sequence[PhoneNumber], type: str | None, limits: BulkLimits, where: str
+) -> LeftOut:
+    """Which of `numbers` a send of `type` leaves out; BulkProblem when that is every one of them
+    (`where` names the list in that message, e.g. "in the pasted list")."""
+    e164s = [n.e164 for n in numbers]
+    out = LeftOut(await OptOuts(store).find(e164s, type))
+    rest = [e for e in e164s if e not in out.opted_out]
+    out.capped = await over_cap(store, rest, limits.per_number_daily)
+    for n in numbers:
+        if n.e164 in out.opted_out:
+            out.masked_opted_out.append(n.masked)
+        elif n.e164 in out.capped:
+            out.masked_capped.append(n.masked)
+    if len(out.masked_opted_out) + len(out.masked_capped) < len(set(e164s)):
+        return out
+    reasons = []
+    if out.opted_out:
+        reasons.append(f"{len(out.opted_out):,} opted out (see /sms optout list)")
+    if out.capped:
+        reasons.append(
+            f"{len(out.capped):,} already had {limits.per_number_daily} texts today, the most one number may get "
+            "a day (setting SMS_PER_NUMBER_DAILY)"
+        )
+    raise BulkProblem(f"Nobody {where} can be texted: {'; '.join(reasons)}. Nothing was sent.")
 
 
 async def _parse_in_slices(text: str, limits: BulkLimits) -> RecipientList:
@@ -282,14 +323,8 @@ async def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimit
     missed = [r for r in await store.not_delivered(job_id) if r.state != RecipientState.UNKNOWN]
     if not missed:
         raise BulkProblem("Every recipient of that send was reached (or is still waiting for a receipt).")
-    capped = await over_cap(store, [r.number.e164 for r in missed], limits.per_number_daily)
-    left_out = [r.number.masked for r in missed if r.number.e164 in capped]
-    missed = [r for r in missed if r.number.e164 not in capped]
-    if not missed:
-        raise BulkProblem(
-            f"Everyone not reached already had {limits.per_number_daily} texts today, the most one number may "
-            "get a day (setting SMS_PER_NUMBER_DAILY). Try again tomorrow (UTC)."
-        )
+    out = await left_out(store, [r.number for r in missed], job.type, limits, "of those not reached")
+    missed = [r for r in missed if r.number.e164 not in out]
     tally = Tally()
     for r in missed:
         tally.add(r.number, r.message, analyse(r.message))
@@ -310,7 +345,7 @@ async def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimit
         kind=job.kind if outage else JobKind.BATCH,
         meta={
             **({k: job.meta[k] for k in ("outage", "groups", "service") if k in job.meta} if outage else {}),
-            **capped_meta(left_out, limits),
+            **out.meta(limits),
         },
     )
     draft_id = await store.create_draft(user_id)

@@ -13,8 +13,7 @@ from bot.sms.encoding import MessageError, validate_message
 from bot.sms.phone import PhoneNumber, mask
 from bot.sms.recipients import TemplateError, parse_recipients, render, template_fields
 
-from .bulk import BulkLimits, BulkProblem, Draft, Tally, capped_meta
-from .consent import over_cap
+from .bulk import BulkLimits, BulkProblem, Draft, Tally, left_out
 from .groups import GroupBook
 from .store import JobKind, RecipientState, Store
 
@@ -141,16 +140,10 @@ async def prepare(
             "(setting BULK_MAX_RECIPIENTS)."
         )
     values = {f: getattr(form, f).strip() for f in FIELDS}
-    capped = await over_cap(store, [number.e164 for number, _ in found.people], limits.per_number_daily)
-    if capped and len(capped) == len(found.people):
-        raise BulkProblem(
-            f"Everyone here already had {limits.per_number_daily} texts today, the most one number may get a "
-            "day (setting SMS_PER_NUMBER_DAILY). Nothing was sent."
-        )
-    left_out = [number.masked for number, _ in found.people if number.e164 in capped]
+    out = await left_out(store, [number for number, _ in found.people], "NOTIFY", limits, "here")
     tally = Tally()
     for number, name in found.people:
-        if number.e164 in capped:
+        if number.e164 in out:
             continue
         try:
             message = render(template, {**values, "name": name or "there"})
@@ -179,7 +172,7 @@ async def prepare(
             "dropped": found.dropped[:50],
             "dropped_count": len(found.dropped),
             "service": values["service"],
-            **capped_meta(left_out, limits),
+            **out.meta(limits),
         },
     )
     if form.test_to_me:

@@ -34,6 +34,10 @@ jobs = sa.Table(
     # The process that runs the job, until when (see `leases` and bot/core/worker.py).
     sa.Column("owner", sa.Text),
     sa.Column("lease_until", sa.Double),
+    # What someone asked of the job while it runs: "pause" or "cancel" (None: carry on). The sending
+    # replica reads it in the statement that marks each request in flight (Store.mark_for_send).
+    sa.Column("control", sa.Text),
+    sa.Column("control_by", sa.Text),  # the Slack user who paused, resumed or cancelled it last
     sa.Index("jobs_task_id", "task_id"),
     sa.Index("jobs_by_user", "created_by", "created_at"),
     sa.Index("jobs_unfinished", "state"),
@@ -123,4 +127,17 @@ receipts = sa.Table(
     sa.Column("segments", sa.Integer),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("received_at", sa.Double, nullable=False),
+)
+
+# Numbers that must not be texted (bot/core/optouts.py): scope "all", or "marketing" (MKT texts only).
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("e164", sa.Text, primary_key=True),
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("added_by", sa.Text, nullable=False),
+    sa.Column("added_at", sa.Double, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Index("suppressions_by_time", "added_at"),
 )

@@ -32,7 +32,8 @@ from bot.sms.phone import PhoneNumber
 from bot.sms.receipts import Delivery
 
 from . import db
-from .schema import draft_rows, drafts, jobs, leases
+from .optouts import opted_out_reason
+from .schema import draft_rows, drafts, jobs, leases, suppressions
 from .schema import recipients as rtab
 
 
@@ -45,6 +46,7 @@ class JobKind(StrEnum):
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"  # someone paused it: nobody runs it until it is resumed or cancelled
     DONE = "done"
 
 
@@ -54,6 +56,13 @@ class RecipientState(StrEnum):
     ACCEPTED = "accepted"
     FAILED = "failed"
     UNKNOWN = "unknown"
+
+
+class Control(StrEnum):
+    """What someone asked of a job; the sending replica obeys before its next request."""
+
+    PAUSE = "pause"
+    CANCEL = "cancel"
 
 
 class DraftState(StrEnum):
@@ -66,6 +75,8 @@ class DraftState(StrEnum):
 T = TypeVar("T")
 
 FINAL_STATES = (RecipientState.ACCEPTED, RecipientState.FAILED, RecipientState.UNKNOWN)
+
+CANCELLED = "CANCELLED"  # the code of recipients not sent because their job was cancelled
 
 UNKNOWN_AFTER_STOP = (
     "The bot stopped while this request was in flight; it may or may not have been sent. It was not resent."
@@ -105,6 +116,8 @@ class Job:
     owner: str | None = None
     lease_until: float | None = None
     source_key: str | None = None
+    control: Control | None = None  # what someone asked of it while it runs (pause, cancel)
+    control_by: str | None = None  # who (a Slack user id) paused, resumed or cancelled it last
 
 
 @dataclass
@@ -138,6 +151,7 @@ class Summary:
     unknown: int
     pending: int
     segments: int
+    cancelled: int = 0  # not sent because the job was cancelled (counted apart from `failed`)
     # Of the accepted: what the receipts said (the rest of them are waiting for one).
     delivered: int = 0
     undelivered: int = 0  # not delivered, expired included
@@ -181,6 +195,15 @@ class JobStart:
 
 
 _NewJob = tuple[Job, list[dict[str, Any]], "asyncio.Future[bool]"]  # a job waiting for the group commit
+
+
+@dataclass(frozen=True)
+class Marked:
+    """What `mark_for_send` did: `moved` recipients are in flight (all or none of those asked for)."""
+
+    moved: int
+    opted_out: list[int]  # failed just now: opted out since the job was prepared (nothing moved)
+    control: Control | None  # someone asked to pause or cancel the job (nothing moved)
 
 
 @dataclass(frozen=True)
@@ -470,7 +493,7 @@ class Store:
         free = sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until < now)
         query = (
             sa.select(jobs.c.id, jobs.c.owner)
-            .where(jobs.c.state != str(JobState.DONE), free)
+            .where(jobs.c.state.not_in([str(JobState.DONE), str(JobState.PAUSED)]), free)
             .order_by(jobs.c.created_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -547,9 +570,9 @@ class Store:
             if lost:
                 job.meta["recovered_unknown"] = job.meta.get("recovered_unknown", 0) + lost
                 changes["meta"] = json.dumps(job.meta)
-            if job.state == JobState.QUEUED:
-                job.state, job.started_at = JobState.RUNNING, now
-                changes |= {"state": str(JobState.RUNNING), "started_at": now}
+            if job.state == JobState.QUEUED:  # new, or resumed after a pause
+                job.state, job.started_at = JobState.RUNNING, job.started_at or now
+                changes |= {"state": str(JobState.RUNNING), "started_at": job.started_at}
             if changes:
                 conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**changes))
             if job.state == JobState.DONE:
@@ -592,6 +615,129 @@ class Store:
         return await self._move(
             job_id, indices, RecipientState.QUEUED, RecipientState.IN_FLIGHT, owner=owner, fence=fence
         )
+
+    async def mark_for_send(
+        self, job_id: str, indices: Iterable[int], *, owner: str, fence: float, optouts: str | None
+    ) -> Marked:
+        """`mark_in_flight` for the worker, in one transaction with two more checks that make what people
+        ask while a job runs take effect before its next request:
+        - with `optouts` (the job's message type), a recipient whose number was opted out since the job
+          was prepared fails now (`OPTED_OUT`) and nothing moves: the caller builds its requests again
+          from what is still queued;
+        - a job someone asked to pause or cancel moves nothing, and `control` says which."""
+        wanted = sorted(indices)
+        now = self.clock()
+        params = {
+            "b_job": job_id,
+            "b_old": str(RecipientState.QUEUED),
+            "b_new": str(RecipientState.IN_FLIGHT),
+            "b_now": now,
+            "b_owner": owner,
+            "b_deadline": now + fence,
+        }
+        scopes = ["all", "marketing"] if optouts == "MKT" else ["all"]
+        r = rtab.c
+
+        def tx(conn: sa.Connection) -> Marked:
+            runs = _runs(wanted)
+            if optouts is not None:
+                hits: list[tuple[int, str]] = []
+                for lo, hi in runs:
+                    hits += conn.execute(
+                        sa.select(r.idx, suppressions.c.scope)
+                        .join(suppressions, suppressions.c.e164 == r.e164)
+                        .where(
+                            r.job_id == job_id,
+                            r.idx.between(lo, hi),
+                            r.state == str(RecipientState.QUEUED),
+                            suppressions.c.scope.in_(scopes),
+                        )
+                    ).all()
+                if hits:
+                    conn.execute(
+                        sa.update(rtab)
+                        .where(
+                            r.job_id == job_id,
+                            r.idx == sa.bindparam("b_idx"),
+                            r.state == str(RecipientState.QUEUED),
+                        )
+                        .values(
+                            state=str(RecipientState.FAILED),
+                            code="OPTED_OUT",
+                            error=sa.bindparam("b_error"),
+                            updated_at=now,
+                        ),
+                        [{"b_idx": idx, "b_error": opted_out_reason(scope)} for idx, scope in hits],
+                    )
+                    return Marked(0, sorted(idx for idx, _ in hits), None)
+            moved = sum(
+                conn.execute(_MOVE_FENCED, {**params, "b_lo": lo, "b_hi": hi}).rowcount for lo, hi in runs
+            )
+            if moved == len(wanted):
+                return Marked(moved, [], None)
+            control = conn.execute(sa.select(jobs.c.control).where(jobs.c.id == job_id)).scalar()
+            if control and moved:  # asked between two of the statements: none of these goes out
+                back = {**params, "b_old": str(RecipientState.IN_FLIGHT), "b_new": str(RecipientState.QUEUED)}
+                for lo, hi in runs:
+                    conn.execute(_MOVE, {**back, "b_lo": lo, "b_hi": hi})
+                moved = 0
+            return Marked(moved, [], Control(control) if control else None)
+
+        return await self.write(tx)
+
+    async def set_control(self, job_id: str, control: Control | None, by: str) -> Job | None:
+        """Ask a job to pause or cancel (None: resume). A paused job is nobody's: resuming or cancelling
+        it queues it again, and the sending replica finishes it (sending the rest, or reporting the rest
+        cancelled). Returns the job as it is now, or None when it is finished or unknown."""
+
+        def tx(conn: sa.Connection) -> Job | None:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None or row.state == JobState.DONE:
+                return None
+            changes: dict[str, Any] = {"control": str(control) if control else None, "control_by": by}
+            if row.state == JobState.PAUSED and control != Control.PAUSE:
+                changes["state"] = str(JobState.QUEUED)
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state != str(JobState.DONE))
+                .values(**changes)
+            )
+            self._announce(conn)
+            return _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
+
+        return await self.write(tx)
+
+    async def park_job(self, job_id: str, owner: str) -> Job | None:
+        """Someone paused the job and nothing of it is in flight: it is nobody's until resumed. None when
+        it was resumed (or cancelled) meanwhile: the caller carries on."""
+
+        def tx(conn: sa.Connection) -> Job | None:
+            done = conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.owner == owner, jobs.c.control == str(Control.PAUSE))
+                .values(state=str(JobState.PAUSED), owner=None, lease_until=None)
+            ).rowcount
+            if not done:
+                return None
+            return _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
+
+        return await self.write(tx)
+
+    async def cancel_queued(self, job_id: str) -> int:
+        """A cancelled job's recipients not yet sent: "cancelled (not sent)", to be sent later by a retry."""
+        r = rtab.c
+        stmt = (
+            sa.update(rtab)
+            .where(r.job_id == job_id, r.state == str(RecipientState.QUEUED))
+            .values(
+                state=str(RecipientState.FAILED),
+                code=CANCELLED,
+                error="Cancelled (not sent).",
+                retryable=1,
+                updated_at=self.clock(),
+            )
+        )
+        return await self.write(lambda conn: conn.execute(stmt).rowcount)
 
     async def withdraw(self, job_id: str, indices: Iterable[int]) -> int:
         """in_flight → queued: the provider certainly did not take these requests (a retry waits)."""
@@ -885,15 +1031,23 @@ def _pending(conn: sa.Connection, job_id: str) -> list[Pending]:
 def _summary(conn: sa.Connection, job_id: str) -> Summary:
     r = rtab.c
     counts: dict[str, int] = {}
-    segments = delivered = undelivered = rec_delivered = rec_undelivered = 0
-    for state, delivery, reconciled, n, segs in conn.execute(
+    segments = delivered = undelivered = rec_delivered = rec_undelivered = cancelled = 0
+    was_cancelled = sa.case((r.code == CANCELLED, 1), else_=0)
+    for state, delivery, reconciled, is_cancelled, n, segs in conn.execute(
         sa.select(
-            r.state, r.delivery, r.reconciled, sa.func.count(), sa.func.coalesce(sa.func.sum(r.segments), 0)
+            r.state,
+            r.delivery,
+            r.reconciled,
+            was_cancelled,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(r.segments), 0),
         )
         .where(r.job_id == job_id)
-        .group_by(r.state, r.delivery, r.reconciled)
+        .group_by(r.state, r.delivery, r.reconciled, was_cancelled)
     ):
         counts[state] = counts.get(state, 0) + n
+        if state == RecipientState.FAILED and is_cancelled:
+            cancelled += n
         if state != RecipientState.ACCEPTED:
             continue
         segments += int(segs)
@@ -912,10 +1066,11 @@ def _summary(conn: sa.Connection, job_id: str) -> Summary:
     return Summary(
         total=total,
         accepted=accepted,
-        failed=failed,
+        failed=failed - cancelled,
         unknown=unknown,
         pending=total - accepted - failed - unknown,  # queued or in flight
         segments=segments,
+        cancelled=cancelled,
         delivered=delivered,
         undelivered=undelivered,
         reconciled_delivered=rec_delivered,
@@ -1076,6 +1231,7 @@ _MOVE_FENCED = _MOVE.where(
         jobs.c.id == sa.bindparam("b_job"),
         jobs.c.owner == sa.bindparam("b_owner"),
         jobs.c.lease_until > sa.bindparam("b_deadline"),
+        jobs.c.control.is_(None),  # nobody asked to pause or cancel it
     )
 )
 
@@ -1129,6 +1285,8 @@ def _job(row: Any) -> Job:
         owner=row.owner,
         lease_until=row.lease_until,
         source_key=row.source_key,
+        control=Control(row.control) if row.control else None,
+        control_by=row.control_by,
     )
 
 

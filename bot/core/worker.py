@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from bot.sms import Hooks, InvalidRequestError, MessageType, Outcome, SmsClient, batch_send_all, fan_out
 
 from .consent import cap_reason, over_cap
-from .store import Claim, Job, JobKind, JobStart, JobState, Pending, RecipientRow, Store, Summary
+from .store import Claim, Control, Job, JobKind, JobStart, JobState, Pending, RecipientRow, Store, Summary
 
 log = logging.getLogger("bot.core.worker")
 
@@ -105,6 +105,16 @@ class SimulatedCrash(BaseException):
 
 class LeaseLost(Exception):
     """This process no longer holds the job (or the sender lease): it must not send any more of it."""
+
+
+class Interrupted(Exception):
+    """Raised by the worker's own hook before a request leaves: the send stops after what is in flight
+    has its answer. `control` says why: someone paused or cancelled the job, or (None) a number of this
+    request was opted out meanwhile, and the rest is sent from what is still queued."""
+
+    def __init__(self, control: Control | None) -> None:
+        super().__init__(str(control or "opted out"))
+        self.control = control
 
 
 def process_name() -> str:
@@ -323,8 +333,30 @@ class Worker:
     async def _execute(self, start: JobStart) -> None:
         job = start.job
         started = asyncio.create_task(self._notify("job_started", job, start.rows))
-        if start.pending:
-            await self._send(job, start.pending)
+        pending, control = start.pending, job.control
+        while True:
+            while pending and control is None:
+                try:
+                    await self._send(job, pending)
+                    pending = []
+                except Interrupted as stop:
+                    control = stop.control  # None: opted out meanwhile; the rest, from what is queued
+                    pending = await self.store.pending(job.id)
+            if control != Control.PAUSE or not pending:
+                break
+            # Nothing of it is in flight now (the send waited for every answer): nobody's until resumed.
+            parked = await self.store.park_job(job.id, self.name)
+            if parked is not None:
+                await started
+                log.info("job %s: paused by %s", job.id, parked.control_by)
+                await self._progress(parked)
+                return
+            # Resumed (or cancelled) before it was parked: carry on here, as asked now.
+            job = await self.store.get_job(job.id) or job
+            pending, control = await self.store.pending(job.id), job.control
+        if control == Control.CANCEL:
+            cancelled = await self.store.cancel_queued(job.id)
+            log.info("job %s: cancelled, %d recipient(s) not sent", job.id, cancelled)
         await started
         await self._finish(job.id)
 
@@ -361,11 +393,24 @@ class Worker:
         idx_at = [r.idx for r in pending]  # helper position -> recipient index
         last_progress = 0.0
 
+        optouts = None if job.meta.get("optout_override") else (job.type or "NOTIFY")
+
         async def before_send(positions: Sequence[int]) -> None:
             wanted = [idx_at[p] for p in positions]
-            moved = await self.store.mark_in_flight(job.id, wanted, owner=self.name, fence=FENCE)
-            if moved != len(wanted):
-                raise LeaseLost(f"job {job.id}: {len(wanted) - moved} recipient(s) could not be marked")
+            marked = await self.store.mark_for_send(
+                job.id, wanted, owner=self.name, fence=FENCE, optouts=optouts
+            )
+            if marked.opted_out:
+                log.info(
+                    "job %s: %d recipient(s) opted out meanwhile, not sent", job.id, len(marked.opted_out)
+                )
+                raise Interrupted(None)
+            if marked.control is not None:
+                raise Interrupted(marked.control)
+            if marked.moved != len(wanted):
+                raise LeaseLost(
+                    f"job {job.id}: {len(wanted) - marked.moved} recipient(s) could not be marked"
+                )
             self._hit("after_mark_in_flight")
 
         async def withdraw(positions: Sequence[int]) -> None:

@@ -9,6 +9,7 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
+    ConfirmObject,
     ContextBlock,
     DividerBlock,
     InputBlock,
@@ -25,7 +26,7 @@ from slack_sdk.models.views import View
 
 from bot.core.bulk import MAX_VALIDITY_SECONDS, Draft
 from bot.core.consent import footer_hint
-from bot.core.store import Job, RecipientRow, RecipientState, Summary
+from bot.core.store import CANCELLED, Job, JobState, RecipientRow, RecipientState, Summary
 from bot.sms.errors import describe_code
 
 from .ids import ActionId, BlockId, CallbackId
@@ -146,6 +147,11 @@ def confirm_view(
         )
         more = f" (and {len(draft.refused) - MAX_LISTED:,} more)" if len(draft.refused) > MAX_LISTED else ""
         lines.append(f"• {_n(len(draft.refused), 'number')} refused: {shown}{more}")
+    if draft.meta.get("opted_out"):
+        lines.append(
+            f"• *{draft.meta['opted_out']:,} suppressed*, not texted: opted out (see /sms optout list): "
+            + ", ".join(draft.meta.get("opted_out_listed", [])[:MAX_LISTED])
+        )
     if draft.meta.get("over_cap"):
         lines.append(
             f"• {_n(draft.meta['over_cap'], 'number')} left out: already texted {draft.meta.get('cap')} times "
@@ -205,23 +211,64 @@ def progress_blocks(job: Job, summary: Summary, *, done: bool) -> list[Block]:
         if groups:
             kind += f" to {groups}"
     icon = "🚨" if job.meta.get("outage") else "📣"
-    head = f"{icon} <@{job.created_by}> {'sent' if done else 'is sending'} *{_n(job.total, 'SMS')}* ({kind})"
+    paused = job.state == JobState.PAUSED and not done
+    verb = "sent" if done else "paused sending" if paused else "is sending"
+    head = f"{icon} <@{job.created_by}> {verb} *{_n(job.total, 'SMS')}* ({kind})"
     if job.meta.get("retry_of"):
         head += " — sent again to those not reached"
-    finished = summary.accepted + summary.failed + summary.unknown
+    finished = summary.accepted + summary.failed + summary.unknown + summary.cancelled
     status = (
         f"✅ {summary.accepted:,} accepted · ❌ {summary.failed:,} failed · ⚠️ {summary.unknown:,} unknown"
-        f" · {finished:,}/{job.total:,} done"
+        + (f" · 🚫 {summary.cancelled:,} cancelled (not sent)" if summary.cancelled else "")
+        + f" · {finished:,}/{job.total:,} done"
     )
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=head)),
         ContextBlock(elements=[MarkdownTextObject(text=status if (finished or done) else "⏳ Queued…")]),
     ]
+    if paused:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"⏸️ Paused by <@{job.control_by}>: nothing more is sent until someone resumes it; "
+                        f"{summary.pending:,} waiting."
+                    )
+                ]
+            )
+        )
     if summary.accepted:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=delivery_counts(summary))]))
+    if not done and not job.meta.get("test"):
+        blocks.append(job_controls(job, paused=paused))
     if job.meta.get("dry_run"):
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
     return blocks
+
+
+def job_controls(job: Job, *, paused: bool) -> ActionsBlock:
+    """Pause or resume, and cancel (with Slack's own "are you sure?"), on a running job's message."""
+    first = (
+        ButtonElement(
+            action_id=ActionId.JOB_RESUME, text=PlainTextObject(text="Resume"), value=job.id, style="primary"
+        )
+        if paused
+        else ButtonElement(action_id=ActionId.JOB_PAUSE, text=PlainTextObject(text="Pause"), value=job.id)
+    )
+    cancel = ButtonElement(
+        action_id=ActionId.JOB_CANCEL,
+        text=PlainTextObject(text="Cancel"),
+        value=job.id,
+        style="danger",
+        confirm=ConfirmObject(
+            title="Cancel this send?",
+            text="Nothing more is sent. Texts already on their way get their answer; the rest are reported "
+            "“cancelled (not sent)” and can be sent later with “Send again”.",
+            confirm="Cancel the send",
+            deny="Keep sending",
+        ),
+    )
+    return ActionsBlock(block_id=BlockId.JOB_CONTROLS, elements=[first, cancel])
 
 
 def delivery_counts(summary: Summary) -> str:
@@ -239,8 +286,8 @@ def delivery_counts(summary: Summary) -> str:
 
 
 def not_reached(summary: Summary) -> int:
-    """Recipients that did not get the text: not sent (failed) or not delivered."""
-    return summary.failed + summary.undelivered
+    """Recipients that did not get the text: not sent (failed, cancelled) or not delivered."""
+    return summary.failed + summary.cancelled + summary.undelivered
 
 
 def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> list[Block]:
@@ -250,6 +297,12 @@ def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow
         f"*Done.* {summary.accepted:,} accepted ({summary.segments or 0:,} segments billed where reported), "
         f"{summary.failed:,} failed, {summary.unknown:,} with an unknown outcome."
     ]
+    if summary.cancelled:
+        lines[0] = (
+            f"*Cancelled* by <@{job.control_by}>: {summary.cancelled:,} cancelled (not sent). Before that: "
+            f"{summary.accepted:,} accepted ({summary.segments or 0:,} segments billed where reported), "
+            f"{summary.failed:,} failed, {summary.unknown:,} with an unknown outcome."
+        )
     if summary.accepted:
         lines.append(delivery_counts(summary))
     undelivered = [r for r in recipients if r.state == RecipientState.ACCEPTED and r.delivery is not None
@@ -258,7 +311,7 @@ def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow
         listed = ", ".join(r.number.masked for r in undelivered[:20])
         more = f" and {summary.undelivered - 20:,} more" if summary.undelivered > 20 else ""
         lines.append(f"*Not delivered* ({summary.undelivered:,}; accepted and billed): {listed}{more}")
-    failed = [r for r in recipients if r.state == RecipientState.FAILED]
+    failed = [r for r in recipients if r.state == RecipientState.FAILED and r.code != CANCELLED]
     if failed:
         by_reason = Counter((r.code or "", r.error or describe_code(r.code)) for r in failed)
         lines.append("*Failed* (not sent, not billed):")

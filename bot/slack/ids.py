@@ -9,6 +9,8 @@ class CallbackId(StrEnum):
     BULK_CONFIRM = "sms-bulk-confirm"
     BULK_INFO = "sms-bulk-info"
     OUTAGE_FORM = "sms-outage-form"
+    OPTOUT_IMPORT = "sms-optout-import"
+    OPTOUT_OVERRIDE = "sms-optout-override"
 
 
 class BlockId(StrEnum):
@@ -32,6 +34,13 @@ class BlockId(StrEnum):
     OUTAGE_DETAILS = "sms-outage-details"
     OUTAGE_MESSAGE = "sms-outage-message"
     OUTAGE_TEST = "sms-outage-test"
+    OPTOUT_LIST = "sms-optout-list"
+    OPTOUT_FILE = "sms-optout-file"
+    OPTOUT_SCOPE = "sms-optout-scope"
+    OPTOUT_REASON = "sms-optout-reason"
+    OPTOUT_REFUSED = "sms-optout-refused"
+    OVERRIDE_REASON = "sms-override-reason"
+    JOB_CONTROLS = "sms-job-controls"
 
 
 class ActionId(StrEnum):
@@ -55,3 +64,12 @@ class ActionId(StrEnum):
     OUTAGE_MESSAGE = "sms-outage-message-input"
     OUTAGE_TEST = "sms-outage-test-checkbox"
     OUTAGE_FOLLOW_UP = "sms-outage-follow-up"
+    OPTOUT_LIST = "sms-optout-list-input"
+    OPTOUT_FILE = "sms-optout-file-input"
+    OPTOUT_SCOPE = "sms-optout-scope-radio"
+    OPTOUT_REASON = "sms-optout-reason-input"
+    OVERRIDE_OPEN = "sms-optout-override-open"
+    OVERRIDE_REASON = "sms-override-reason-input"
+    JOB_PAUSE = "sms-job-pause"
+    JOB_RESUME = "sms-job-resume"
+    JOB_CANCEL = "sms-job-cancel"

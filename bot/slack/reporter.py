@@ -91,7 +91,8 @@ class SlackReporter:
         if not job.meta.get("bulk"):
             return
         now = time.monotonic()
-        if now - self._last_update.get(job.id, 0.0) < self.progress_every:
+        # A pause is shown at once (the message then offers Resume); progress at most every few seconds.
+        if now - self._last_update.get(job.id, 0.0) < self.progress_every and job.state != JobState.PAUSED:
             return
         post = await self.state.post(job.id)
         if not post.parent_ts or not job.channel_id:

@@ -233,9 +233,10 @@ write the country code (or the bot's default region applies).
 • `/sms outage`: page contact groups (single sends at full speed), with a confirmation and a test-to-me option.
 • `/sms groups` (`/sms groups reload`): the contact groups and any problems in the groups file.
 • `/sms history`: your recent sends (numbers masked).
+• `/sms optout add|remove|list|import|export`: numbers that must not be texted (all texts, or marketing only); needs `ACCESS_OPTOUT`.
 • `/sms help`: this text.
 Results go to a thread in this channel, one thread per number, so a customer's history stays together. \
-Numbers are shown masked (`+852 5123 ****`). Chinese-mainland numbers (+86) cannot be reached."""
+Numbers are shown masked (`+852 5123 ****`). Chinese-mainland numbers (+86) cannot be reached. Texts are one-way: recipients cannot reply by SMS."""
 
 
 def help_blocks() -> list[Block]:

@@ -403,7 +403,12 @@ async def batch_send_all(
                 waiter.cancel()
             if failed.is_set():
                 break
-        await asyncio.gather(*tasks)
+        # Every chunk to its end, even after one stopped the send: an earlier chunk may be on the wire,
+        # and its answer must be recorded, not cancelled.
+        ended = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in ended:
+            if isinstance(result, BaseException):
+                raise result
     except BaseException:
         # A hook failed (or we were cancelled): no chunk may still go out after this.
         for task in tasks:

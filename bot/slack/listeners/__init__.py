@@ -1,6 +1,6 @@
 from slack_bolt.async_app import AsyncApp
 
-from . import bulk, commands, outage, views
+from . import bulk, commands, control, optout, outage, views
 
 
 def register_listeners(app: AsyncApp) -> None:
@@ -8,3 +8,5 @@ def register_listeners(app: AsyncApp) -> None:
     views.register(app)
     bulk.register(app)
     outage.register(app)
+    optout.register(app)
+    control.register(app)

@@ -10,18 +10,20 @@ from slack_bolt.async_app import AsyncApp
 from bot.core.access import Capability
 from bot.core.commands import USAGE, CommandError, parse_send
 from bot.core.consent import DailyCapReached
+from bot.core.optouts import OptedOut
 
 from .. import views
 from ..deps import Deps
 from ..metadata import SendModalMetadata
 from ..tell import open_view, tell_person
 from .bulk import open_bulk_form
+from .optout import optout_command, refusal_for_send
 from .outage import groups_command, open_outage_form
 
 log = logging.getLogger("bot.slack.commands")
 
 COMMAND = "/sms"
-SUBCOMMANDS = ("help", "history", "bulk", "outage", "groups")
+SUBCOMMANDS = ("help", "history", "bulk", "outage", "groups", "optout")
 
 
 async def sms_command_callback(
@@ -65,6 +67,11 @@ async def sms_command_callback(
         return
     if first == "bulk":
         await open_bulk_form(ack, command, respond, client, deps)
+        return
+    if first in ("optout", "opt-out", "optouts"):
+        await optout_command(
+            ack, command, respond, client, deps, text.split(None, 1)[1] if " " in text else ""
+        )
         return
     if first == "history":
         # Acked first: the delivery counts of larger sends are read from all their recipients, which
@@ -117,6 +124,25 @@ async def sms_command_callback(
         )
     except DailyCapReached as exc:
         await reply(text=exc.message)
+        return
+    except OptedOut as exc:
+        if reply is ack:  # whether they may override can need a Slack lookup, and the draft a write
+            await ack()
+        log.info("send refused: %s is opted out (user %s)", parsed.number.masked, user_id)
+        request = {
+            "number": {
+                "e164": parsed.number.e164,
+                "country_code": parsed.number.country_code,
+                "national": parsed.number.national,
+                "region": parsed.number.region,
+            },
+            "message": parsed.message,
+            "type": None,
+            "sender_id": deps.settings.sender_id,
+            "channel_id": command.get("channel_id"),
+            "response_url": command.get("response_url"),
+        }
+        await respond(text=exc.message, blocks=await refusal_for_send(deps, exc, user_id, request))
         return
     if not created:
         await reply(

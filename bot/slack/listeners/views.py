@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.core.access import Capability
 from bot.core.consent import DailyCapReached, with_footer
+from bot.core.optouts import OptedOut
 from bot.sms.encoding import MessageError, analyse, validate_message
 from bot.sms.models import MessageType, check_sender_id
 from bot.sms.phone import InvalidNumber, parse_number
@@ -87,6 +88,14 @@ async def send_modal_submission_callback(
         )
     except DailyCapReached as exc:
         await ack(response_action="errors", errors={BlockId.SEND_TO: exc.message})
+        return
+    except OptedOut as exc:
+        hint = (
+            " Someone allowed to manage opt-outs can send it with `/sms <number> <message>` and “Send anyway…”."
+            if exc.overridable
+            else ""
+        )
+        await ack(response_action="errors", errors={BlockId.SEND_TO: exc.message + hint})
         return
     await ack()
     if created:

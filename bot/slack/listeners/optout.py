@@ -1,0 +1,283 @@
+"""`/sms optout add|remove|list|import|export`, and "Send anyway…" for a single send refused for an opt-out.
+
+Everything here needs ACCESS_OPTOUT. Lists shown in Slack are masked; the export (full numbers) goes to
+the person who asked, as a file in a direct message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pydantic import ValidationError
+from slack_bolt.async_app import AsyncApp
+
+from bot.core.access import Capability
+from bot.core.bulk import BulkProblem
+from bot.core.commands import CommandError, parse_optout
+from bot.core.consent import DailyCapReached
+from bot.core.optouts import OptedOut, OptOuts, Override, Scope
+from bot.core.store import DraftState
+from bot.sms.phone import PhoneNumber
+
+from .. import authz, optout_views
+from ..deps import Deps
+from ..ids import ActionId, BlockId, CallbackId
+from ..metadata import SendModalMetadata
+from ..server import reference
+from ..tell import open_view, tell_person
+from .bulk import download_text
+
+log = logging.getLogger("bot.slack.optout")
+
+
+async def optout_command(
+    ack: Any, command: dict[str, Any], respond: Any, client: Any, deps: Deps, text: str
+) -> None:
+    await ack()
+    user_id = command["user_id"]
+    if not await deps.access.allowed(Capability.OPTOUT, user_id):
+        await respond(text=f"Nothing was changed. {deps.access.refusal(Capability.OPTOUT)}")
+        return
+    try:
+        cmd = parse_optout(text, deps.settings.default_region)
+    except CommandError as exc:
+        await respond(text=f"Nothing was changed. {exc.message}")
+        return
+    optouts = OptOuts(deps.store)
+    if cmd.action == "import":
+        metadata = SendModalMetadata(
+            channel_id=command["channel_id"], response_url=command.get("response_url")
+        )
+        await open_view(
+            client,
+            trigger_id=command["trigger_id"],
+            view=optout_views.import_modal(metadata.dump()),
+            user_id=user_id,
+            response_url=command.get("response_url"),
+            what="opt-out import form",
+        )
+        return
+    if cmd.action == "export":
+        await _export(client, optouts, user_id, respond)
+        return
+    if cmd.action == "list" and cmd.number is None:
+        count, latest = await optouts.latest(20)
+        await respond(text=f"{_numbers(count)} opted out.", blocks=optout_views.list_blocks(count, latest))
+        return
+    number = cmd.number
+    assert number is not None  # parse_optout gives one for add, remove and a lookup
+    if cmd.action == "list":
+        found = await optouts.lookup(number.e164)
+        await respond(text=f"{found.describe()}." if found else f"{number.masked} is not opted out.")
+        return
+    if cmd.action == "remove":
+        removed = await optouts.remove([number.e164])
+        log.info("opt-out removed by %s: %s (%d)", user_id, number.masked, removed)
+        await respond(
+            text=f"✅ {number.masked} is no longer opted out: it can be texted again."
+            if removed
+            else f"{number.masked} was not opted out. Nothing was changed."
+        )
+        return
+    changed, _ = await optouts.add([number], scope=cmd.scope, reason=cmd.reason, by=user_id, source="slack")
+    entry = await optouts.lookup(number.e164)
+    log.info("opt-out added by %s: %s (%s)", user_id, number.masked, cmd.scope)
+    shown = entry.describe() if entry else number.masked
+    if changed:
+        await respond(text=f"✅ {shown}. Nothing more will be sent to it, including sends already running.")
+    else:
+        await respond(text=f"Already on the list: {shown}. Nothing was changed.")
+
+
+async def _export(client: Any, optouts: OptOuts, user_id: str, respond: Any) -> None:
+    content = await optouts.export_csv()
+    count = content.count("\n") - 1
+    try:
+        dm = await client.conversations_open(users=user_id)
+        await client.files_upload_v2(
+            channel=dm["channel"]["id"],
+            content=content,
+            filename=f"sms-optouts-{time.strftime('%Y-%m-%d', time.gmtime())}.csv",
+            title="SMS opt-outs",
+            initial_comment=f"The opt-out list: {_numbers(count)} (full numbers: keep this file private).",
+        )
+    except Exception:
+        ref = reference()
+        log.exception("opt-out export could not be sent ref=%s", ref)
+        await respond(text=f"The opt-out list could not be sent to you (reference {ref}). Try again later.")
+        return
+    await respond(text=f"Sent you the opt-out list ({_numbers(count)}) as a CSV file in a direct message.")
+
+
+def _numbers(count: int) -> str:
+    return f"{count:,} number{'' if count == 1 else 's'}"
+
+
+async def optout_import_submission_callback(
+    ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any, context: Any
+) -> None:
+    deps: Deps = context["deps"]
+    user_id = body["user"]["id"]
+    refused = await authz.refusal(deps, Capability.OPTOUT, user_id)
+    if refused:
+        await ack(response_action="errors", errors={BlockId.OPTOUT_LIST: f"Nothing was imported. {refused}"})
+        return
+    values = view["state"]["values"]
+    files = values.get(BlockId.OPTOUT_FILE, {}).get(ActionId.OPTOUT_FILE, {}).get("files") or []
+    pasted = values.get(BlockId.OPTOUT_LIST, {}).get(ActionId.OPTOUT_LIST, {}).get("value") or ""
+    option = values.get(BlockId.OPTOUT_SCOPE, {}).get(ActionId.OPTOUT_SCOPE, {}).get("selected_option") or {}
+    reason = (
+        values.get(BlockId.OPTOUT_REASON, {}).get(ActionId.OPTOUT_REASON, {}).get("value") or ""
+    ).strip()
+    if not files and not pasted.strip():
+        await ack(
+            response_action="errors",
+            errors={BlockId.OPTOUT_LIST: "Attach a CSV file or paste at least one number."},
+        )
+        return
+    try:
+        metadata = SendModalMetadata.model_validate_json(view.get("private_metadata") or "{}")
+    except ValidationError:
+        metadata = SendModalMetadata(channel_id="")
+    await ack()
+    scope = Scope(option.get("value") or Scope.ALL) if option.get("value") in tuple(Scope) else Scope.ALL
+    deps.spawn(
+        _import(
+            deps, client, user_id, metadata.response_url, files[0] if files else None, pasted, scope, reason
+        )
+    )
+
+
+async def _import(
+    deps: Deps,
+    client: Any,
+    user_id: str,
+    response_url: str | None,
+    file: dict[str, Any] | None,
+    pasted: str,
+    scope: Scope,
+    reason: str,
+) -> None:
+    name = (file or {}).get("name") or "the pasted list"
+    try:
+        text = await download_text(client, file) if file else pasted
+        result = await OptOuts(deps.store).import_csv(
+            text,
+            scope=scope,
+            reason=reason,
+            by=user_id,
+            source=f"import:{name}"[:200],
+            default_region=deps.settings.default_region,
+        )
+        log.info("opt-out import by %s: %d added, %d refused", user_id, result.added, len(result.refused))
+        message = optout_views.import_result(result, f"“{name}”" if file else name)
+    except BulkProblem as exc:
+        message = f"Nothing was imported. {exc.message}"
+    except Exception:
+        ref = reference()
+        log.exception("opt-out import failed ref=%s", ref)
+        message = f"The opt-out import failed (reference {ref}). Nothing may have been added; try again."
+    await tell_person(client, user_id=user_id, response_url=response_url, text=message)
+
+
+# ---------------------------------------------------------------------- overriding an opt-out, for one send
+async def refusal_for_send(deps: Deps, exc: OptedOut, user_id: str, request: dict[str, Any]) -> list[Any]:
+    """The blocks of a single send refused for an opt-out: with "Send anyway…" when this person may
+    override it (`request`: the send, kept in a draft the button names; never in the button itself)."""
+    draft_id = None
+    if exc.overridable and await deps.access.allowed(Capability.OPTOUT, user_id):
+        draft_id = await deps.store.create_draft(user_id, {"override": request}, state=DraftState.OPEN)
+    hint = "" if draft_id else " Ask someone allowed to manage opt-outs (`ACCESS_OPTOUT`) if it must go."
+    return optout_views.refused_blocks(exc.message + hint, draft_id)
+
+
+async def override_open_callback(
+    ack: Any, body: dict[str, Any], client: Any, context: Any, respond: Any
+) -> None:
+    await ack()
+    deps: Deps = context["deps"]
+    user_id = body["user"]["id"]
+    refused = await authz.refusal(deps, Capability.OPTOUT, user_id)
+    if refused:
+        await respond(text=f"Nothing was sent. {refused}", replace_original=False)
+        return
+    draft_id = str((body.get("actions") or [{}])[0].get("value") or "")
+    draft = await deps.store.get_draft(draft_id) if draft_id else None
+    request = (draft.head.get("override") if draft else None) or {}
+    if draft is None or not request:
+        await respond(text="This send has expired. Run the /sms command again.", replace_original=False)
+        return
+    if draft.user_id != user_id:
+        await respond(text=authz.not_theirs(draft.user_id), replace_original=False)
+        return
+    optout = await OptOuts(deps.store).lookup(request["number"]["e164"])
+    if optout is None:
+        await respond(
+            text="That number is no longer opted out: send it again with /sms.", replace_original=False
+        )
+        return
+    await open_view(
+        client,
+        trigger_id=body["trigger_id"],
+        view=optout_views.override_modal(draft_id, optout, request["message"]),
+        user_id=user_id,
+        response_url=body.get("response_url"),
+        what="opt-out override",
+    )
+
+
+async def override_submission_callback(
+    ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any, context: Any
+) -> None:
+    deps: Deps = context["deps"]
+    user_id = body["user"]["id"]
+    refused = await authz.refusal(deps, Capability.OPTOUT, user_id)
+    if refused:
+        await ack(response_action="errors", errors={BlockId.OVERRIDE_REASON: f"Nothing was sent. {refused}"})
+        return
+    reason = (
+        view["state"]["values"]
+        .get(BlockId.OVERRIDE_REASON, {})
+        .get(ActionId.OVERRIDE_REASON, {})
+        .get("value")
+        or ""
+    ).strip()
+    draft_id = view.get("private_metadata") or ""
+    draft = await deps.store.get_draft(draft_id) if draft_id else None
+    request = (draft.head.get("override") if draft else None) or {}
+    if draft is None or not request or draft.user_id != user_id:
+        await ack(
+            response_action="errors",
+            errors={BlockId.OVERRIDE_REASON: "This send has expired. Run /sms again."},
+        )
+        return
+    if len(reason) < 5:
+        await ack(response_action="errors", errors={BlockId.OVERRIDE_REASON: "Say why, in a few words."})
+        return
+    number = PhoneNumber(**request["number"])
+    try:
+        job, created = await deps.service.send_single(
+            user_id=user_id,
+            channel_id=request.get("channel_id"),
+            response_url=request.get("response_url"),
+            number=number,
+            message=request["message"],
+            sender_id=request.get("sender_id"),
+            type=request.get("type"),
+            source_key=f"override:{draft_id}",
+            override=Override(by=user_id, reason=reason),
+        )
+    except (OptedOut, DailyCapReached) as exc:
+        await ack(response_action="errors", errors={BlockId.OVERRIDE_REASON: exc.message})
+        return
+    await ack()
+    if created:
+        log.warning("opt-out overridden by %s for %s: job %s", user_id, number.masked, job.id)
+
+
+def register(app: AsyncApp) -> None:
+    app.view(CallbackId.OPTOUT_IMPORT)(optout_import_submission_callback)
+    app.action(ActionId.OVERRIDE_OPEN)(override_open_callback)
+    app.view(CallbackId.OPTOUT_OVERRIDE)(override_submission_callback)
