@@ -14,6 +14,7 @@ from bot.core.access import Capability, parse_entries
 from bot.core.bulk import BulkLimits
 from bot.core.consent import check_footer
 from bot.core.db import database_url
+from bot.core.windows import WindowRules, parse_overrides, parse_window
 from bot.sms.config import SmsSettings
 
 
@@ -23,6 +24,7 @@ class Settings(SmsSettings):
     slack_bot_token: SecretStr = Field(default=SecretStr(""), alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr = Field(default=SecretStr(""), alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr = Field(default=SecretStr(""), alias="SLACK_APP_TOKEN")
+    slack_ping_seconds: float = Field(default=10.0, ge=0.5, le=300, alias="SLACK_PING_SECONDS")
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
     host: str = Field(default="0.0.0.0", alias="HOST")  # noqa: S104 (a server in a container)
     port: int = Field(default=3000, ge=0, le=65535, alias="PORT")  # 0: any free port (tests)
@@ -60,6 +62,12 @@ class Settings(SmsSettings):
     mkt_footer: str = Field(default="", alias="MKT_FOOTER")
     # Texts one number may get a day (UTC), as the provider allows by default; 0: no cap.
     per_number_daily: int = Field(default=20, ge=0, alias="SMS_PER_NUMBER_DAILY")
+    # Marketing (MKT) texts go out only inside this window of the recipient's local time ("off": never
+    # held); per-country overrides like "US=08:00-20:00,MY=08:00-23:00" (README, "Consent").
+    send_window: str = Field(default="08:00-21:00", alias="SEND_WINDOW")
+    send_window_by_country: str = Field(default="", alias="SEND_WINDOW_BY_COUNTRY")
+    # How far ahead a bulk or outage send may be scheduled ("Send at").
+    schedule_max_days: int = Field(default=30, ge=1, le=365, alias="SCHEDULE_MAX_DAYS")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: str = Field(default="text", alias="LOG_FORMAT")
 
@@ -68,6 +76,21 @@ class Settings(SmsSettings):
     def _access(cls, v: str) -> str:
         parse_entries(v)
         return v
+
+    @field_validator("send_window")
+    @classmethod
+    def _send_window(cls, v: str) -> str:
+        parse_window(v)
+        return v
+
+    @field_validator("send_window_by_country")
+    @classmethod
+    def _send_window_by_country(cls, v: str) -> str:
+        parse_overrides(v)
+        return v
+
+    def window_rules(self) -> WindowRules:
+        return WindowRules(parse_window(self.send_window), parse_overrides(self.send_window_by_country))
 
     @field_validator("database_url")
     @classmethod
@@ -142,6 +165,8 @@ class Settings(SmsSettings):
             max_chars=self.max_message_chars,
             mkt_footer=self.mkt_footer,
             per_number_daily=self.per_number_daily,
+            windows=self.window_rules(),
+            schedule_max_days=self.schedule_max_days,
         )
 
     @property

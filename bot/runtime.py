@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +40,16 @@ if TYPE_CHECKING:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, fault: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fault: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.fault = fault
+        self.clock = clock  # wall-clock time for jobs, leases, schedules and send windows (tests: their own)
         self.simulator: FakeProvider | None = None
         self.socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
@@ -56,7 +64,7 @@ class Runtime:
             self.simulator = dry_run_provider()
             sms_settings = self.simulator.settings_for(s, await self.simulator.start("127.0.0.1", 0))
         self.sms = SmsClient(sms_settings)
-        self.store = Store(await open_database(s))
+        self.store = Store(await open_database(s), clock=self.clock)
         self.client = web_client(s.slack_bot_token.get_secret_value(), s.slack_api_url)
         self.slack_state = SlackState(self.store)
         self.reporter = SlackReporter(
@@ -72,6 +80,7 @@ class Runtime:
             lease_seconds=s.worker_lease_seconds,
             poll_seconds=s.worker_poll_seconds,
             per_number_daily=s.per_number_daily,
+            windows=s.window_rules(),
         )
         # Receipts: matched, asked about and reported by the sending replica only (one per deployment).
         self.queue = ReceiptQueue(s) if s.receipts_queue and not s.dry_run else None
@@ -122,7 +131,10 @@ class Runtime:
                 ) from None
             # Its own logger: connections opened, dropped and renewed are logged (at INFO, never below).
             self.socket = AsyncSocketModeHandler(
-                self.bolt, app_token, logger=logging.getLogger(SOCKET_LOGGER)
+                self.bolt,
+                app_token,
+                logger=logging.getLogger(SOCKET_LOGGER),
+                ping_interval=s.slack_ping_seconds,
             )
             await self.socket.connect_async()
         self.receipts_endpoint = (

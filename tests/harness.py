@@ -36,6 +36,7 @@ class Bot:
         self.overrides = overrides
         self.slack = FakeSlack()
         self.fault = overrides.pop("fault", None)
+        self.clock = overrides.pop("clock", time.time)  # a test's own wall clock (schedules, windows)
 
     def settings(self) -> Settings:
         values: dict[str, Any] = {
@@ -56,7 +57,7 @@ class Bot:
 
     async def __aenter__(self) -> Bot:
         await self.slack.start()
-        self.runtime = Runtime(self.settings(), fault=self.fault)
+        self.runtime = Runtime(self.settings(), fault=self.fault, clock=self.clock)
         await self.runtime.start()
         self.http = httpx.AsyncClient(base_url=self.runtime.url, timeout=10)
         return self
@@ -72,7 +73,7 @@ class Bot:
         await self.runtime.aclose()
         self.fault = changes.pop("fault", None)
         self.overrides.update(changes)
-        self.runtime = Runtime(self.settings(), fault=self.fault)
+        self.runtime = Runtime(self.settings(), fault=self.fault, clock=self.clock)
         await self.runtime.start()
         self.http = httpx.AsyncClient(base_url=self.runtime.url, timeout=10)
 

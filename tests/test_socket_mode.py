@@ -175,7 +175,7 @@ def test_healthz_says_unhealthy_while_the_socket_mode_connection_is_down(provide
     when Slack takes connections again the bot reconnects and is healthy again."""
 
     async def go():
-        async with one_bot(provider, tmp_path) as (slack, bot):
+        async with one_bot(provider, tmp_path, SLACK_PING_SECONDS="1") as (slack, bot):
             proc = bot.process
             healthy = await proc.health()
             assert healthy["ok"] and healthy["slack"], healthy

@@ -30,6 +30,7 @@ from bot.sms.recipients import (
 from .consent import over_cap, with_footer
 from .optouts import OptOut, OptOuts
 from .store import DraftRecord, DraftState, JobKind, NewRecipient, RecipientState, Store
+from .windows import WindowCheck, WindowRules
 
 SLICE = 256  # numbers validated between two yields to the event loop
 
@@ -46,6 +47,7 @@ class BulkForm:
     validity: int | None = None
     file_name: str | None = None
     file_text: str | None = None
+    send_at: float | None = None  # scheduled for then (epoch seconds); None: now
 
 
 @dataclass
@@ -59,6 +61,8 @@ class BulkLimits:
     max_chars: int = 1500
     mkt_footer: str = ""  # appended to marketing texts (bot/core/consent.py)
     per_number_daily: int = 20  # texts one number may get a day (0: no cap)
+    windows: WindowRules | None = None  # send windows for marketing texts (bot/core/windows.py)
+    schedule_max_days: int = 30  # how far ahead "Send at" may be
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Draft:
     # batch: BatchSendMessageToGlobe at 1/s; fanout: single sends at the account rate
     kind: JobKind = JobKind.BATCH
     meta: dict[str, Any] = field(default_factory=dict)
+    run_at: float | None = None  # scheduled for then; None: at once
 
     @property
     def count(self) -> int:
@@ -149,9 +154,24 @@ class Tally:
         )
 
 
-def quick_problems(form: BulkForm, limits: BulkLimits) -> dict[str, str]:
-    """Cheap checks, answered inline on the form. Keys: recipients, message, sender, validity, type."""
+def schedule_problem(send_at: float | None, now: float, limits: BulkLimits) -> str | None:
+    """What is wrong with a "Send at" time, if anything (a minute's grace for the time the form took)."""
+    if send_at is None:
+        return None
+    if send_at < now - 60:
+        return "That time has passed. Choose a time in the future, or clear it to send at once."
+    if send_at > now + limits.schedule_max_days * 86400:
+        return f"Sends can be scheduled at most {limits.schedule_max_days} days ahead (setting SCHEDULE_MAX_DAYS)."
+    return None
+
+
+def quick_problems(form: BulkForm, limits: BulkLimits, now: float | None = None) -> dict[str, str]:
+    """Cheap checks, answered inline on the form. Keys: recipients, message, sender, validity, type,
+    send_at."""
     problems: dict[str, str] = {}
+    scheduled = schedule_problem(form.send_at, time.time() if now is None else now, limits)
+    if scheduled:
+        problems["send_at"] = scheduled
     if not form.recipients_text.strip() and form.file_name is None:
         problems["recipients"] = "Paste at least one number (one per line), or attach a CSV file below."
     if not form.template.strip():
@@ -226,6 +246,7 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
         if i % SLICE == SLICE - 1:
             await asyncio.sleep(0)
     await tally.check_budget(store, form.user_id, limits)
+    waiting = await window_meta(tally.recipients, form.type, limits, form.send_at or store.clock())
     return tally.draft(
         limits,
         user_id=form.user_id,
@@ -238,8 +259,29 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
         refused=[{"line": r.line, "masked": mask(r.text), "reason": r.reason} for r in listing.refused],
         duplicates=listing.duplicates,
         retry_of=retry_of,
-        meta=out.meta(limits),
+        meta={**out.meta(limits), **waiting, **({"send_at": form.send_at} if form.send_at else {})},
+        run_at=form.send_at,
     )
+
+
+async def window_meta(
+    recipients: Sequence[NewRecipient], type: str | None, limits: BulkLimits, at: float
+) -> dict[str, Any]:
+    """What the confirmation says about send windows: how many of a marketing send's recipients are
+    outside theirs at `at` (now, or the scheduled time), and when the first and last of them open."""
+    if type != "MKT" or limits.windows is None or not limits.windows.active:
+        return {}
+    check = WindowCheck(limits.windows, at)
+    opens: list[float] = []
+    for i, r in enumerate(recipients):
+        t = check.opens_at(r.number)
+        if t is not None:
+            opens.append(t)
+        if i % SLICE == SLICE - 1:
+            await asyncio.sleep(0)
+    if not opens:
+        return {}
+    return {"held": len(opens), "held_from": min(opens), "held_until": max(opens)}
 
 
 @dataclass
@@ -391,6 +433,7 @@ async def confirm(
             sender_id=head.get("sender_id"),
             type=head.get("type"),
             validity=head.get("validity"),
+            run_at=head.get("run_at"),
             meta={
                 "dry_run": dry_run,
                 "bulk": True,

@@ -35,6 +35,7 @@ class OutageForm:
     test_to_me: bool = False
     follow_up_of: str | None = None
     sender_id: str | None = None
+    send_at: float | None = None  # scheduled for then (epoch seconds); None: now
 
 
 @dataclass
@@ -173,7 +174,9 @@ async def prepare(
             "dropped_count": len(found.dropped),
             "service": values["service"],
             **out.meta(limits),
+            **({"send_at": form.send_at} if form.send_at else {}),
         },
+        run_at=form.send_at,
     )
     if form.test_to_me:
         draft.needs_typed_count = False

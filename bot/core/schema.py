@@ -38,6 +38,9 @@ jobs = sa.Table(
     # replica reads it in the statement that marks each request in flight (Store.mark_for_send).
     sa.Column("control", sa.Text),
     sa.Column("control_by", sa.Text),  # the Slack user who paused, resumed or cancelled it last
+    # Nobody claims the job before this moment: a send scheduled for later, or one whose remaining
+    # recipients wait for their send window (None: now).
+    sa.Column("run_at", sa.Double),
     sa.Index("jobs_task_id", "task_id"),
     sa.Index("jobs_by_user", "created_by", "created_at"),
     sa.Index("jobs_unfinished", "state"),
@@ -72,6 +75,7 @@ recipients = sa.Table(
     sa.Column("check_at", sa.Double),  # when the QueryMessage sweep next asks about it (None: never)
     sa.Column("checks", sa.Integer, nullable=False, server_default="0"),
     sa.Column("reconciled", sa.Integer, nullable=False, server_default="0"),  # was unknown until a receipt
+    sa.Column("not_before", sa.Double),  # a marketing text held until its recipient's send window opens
     sa.Index("recipients_message_id", "message_id"),
     sa.Index("recipients_check_at", "check_at"),
     sa.Index("recipients_by_number", "e164", "updated_at"),

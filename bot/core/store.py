@@ -118,6 +118,7 @@ class Job:
     source_key: str | None = None
     control: Control | None = None  # what someone asked of it while it runs (pause, cancel)
     control_by: str | None = None  # who (a Slack user id) paused, resumed or cancelled it last
+    run_at: float | None = None  # nobody claims it before then (scheduled, or waiting for send windows)
 
 
 @dataclass
@@ -152,6 +153,8 @@ class Summary:
     pending: int
     segments: int
     cancelled: int = 0  # not sent because the job was cancelled (counted apart from `failed`)
+    held: int = 0  # of the pending: marketing texts waiting for their recipient's send window
+    next_window: float | None = None  # when the first of those windows opens
     # Of the accepted: what the receipts said (the rest of them are waiting for one).
     delivered: int = 0
     undelivered: int = 0  # not delivered, expired included
@@ -491,9 +494,10 @@ class Store:
         now = self.clock()
         skipped = list(skip)
         free = sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until < now)
+        due = sa.or_(jobs.c.run_at.is_(None), jobs.c.run_at <= now)
         query = (
             sa.select(jobs.c.id, jobs.c.owner)
-            .where(jobs.c.state.not_in([str(JobState.DONE), str(JobState.PAUSED)]), free)
+            .where(jobs.c.state.not_in([str(JobState.DONE), str(JobState.PAUSED)]), free, due)
             .order_by(jobs.c.created_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -548,7 +552,8 @@ class Store:
 
     async def pending(self, job_id: str) -> list[Pending]:
         """The recipients still to send, as light rows (index, number, message), in index order."""
-        return await self.read(lambda conn: _pending(conn, job_id))
+        now = self.clock()
+        return await self.read(lambda conn: _pending(conn, job_id, now))
 
     async def start_job(self, job_id: str) -> JobStart | None:
         """This process now holds the job: in one transaction, what was in flight becomes unknown (it may
@@ -579,7 +584,8 @@ class Store:
                 return JobStart(job, lost, [], [])
             # Full rows only where they are shown (a single send's thread); a 10,000-recipient job starts
             # from light rows.
-            return JobStart(job, lost, _pending(conn, job_id), _rows(conn, job_id) if job.total == 1 else [])
+            rows = _rows(conn, job_id) if job.total == 1 else []
+            return JobStart(job, lost, _pending(conn, job_id, now), rows)
 
         return await self.write(tx)
 
@@ -602,7 +608,7 @@ class Store:
             )
             job = _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
             named = _rows(conn, job_id) if job.total == 1 else _not_delivered(conn, job_id)
-            return job, _summary(conn, job_id), named
+            return job, _summary(conn, job_id, now), named
 
         return await self.write(tx)
 
@@ -697,6 +703,8 @@ class Store:
             changes: dict[str, Any] = {"control": str(control) if control else None, "control_by": by}
             if row.state == JobState.PAUSED and control != Control.PAUSE:
                 changes["state"] = str(JobState.QUEUED)
+            if control == Control.CANCEL:  # scheduled, or waiting for send windows: finished now
+                changes["run_at"] = None
             conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state != str(JobState.DONE))
@@ -722,6 +730,59 @@ class Store:
             return _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
 
         return await self.write(tx)
+
+    async def queued_left(self, job_id: str) -> int:
+        """Recipients still to send, those waiting for their send window included."""
+        r = rtab.c
+        query = sa.select(sa.func.count()).where(r.job_id == job_id, r.state == str(RecipientState.QUEUED))
+        return await self.read(lambda conn: conn.execute(query).scalar_one())
+
+    async def hold(self, job_id: str, until: dict[int, float]) -> None:
+        """Queued recipients that wait for their send window: not sent before `until[idx]`."""
+        r = rtab.c
+        stmt = (
+            sa.update(rtab)
+            .where(r.job_id == job_id, r.idx == sa.bindparam("b_idx"), r.state == str(RecipientState.QUEUED))
+            .values(not_before=sa.bindparam("b_until"))
+        )
+        rows = [{"b_idx": idx, "b_until": at} for idx, at in until.items()]
+        if rows:
+            await self.write(lambda conn: conn.execute(stmt, rows))
+
+    async def defer_job(self, job_id: str, owner: str) -> Job | None:
+        """What this process could send of the job is sent; the rest waits for send windows. The job is
+        nobody's until the first of them opens (`run_at`), then claimed again like any other. None when
+        nothing waits (the job is finished)."""
+        now = self.clock()
+        r = rtab.c
+
+        def tx(conn: sa.Connection) -> Job | None:
+            opens = conn.execute(
+                sa.select(sa.func.min(r.not_before)).where(
+                    r.job_id == job_id, r.state == str(RecipientState.QUEUED), r.not_before > now
+                )
+            ).scalar()
+            if opens is None:
+                return None
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.owner == owner)
+                .values(owner=None, lease_until=None, run_at=opens)
+            )
+            return _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
+
+        return await self.write(tx)
+
+    async def scheduled(self, limit: int = 20) -> list[Job]:
+        """Jobs scheduled for later that have not started, soonest first."""
+        now = self.clock()
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.state == str(JobState.QUEUED), jobs.c.started_at.is_(None), jobs.c.run_at > now)
+            .order_by(jobs.c.run_at)
+            .limit(limit)
+        )
+        return await self.read(lambda conn: [_job(row) for row in conn.execute(query)])
 
     async def cancel_queued(self, job_id: str) -> int:
         """A cancelled job's recipients not yet sent: "cancelled (not sent)", to be sent later by a retry."""
@@ -844,7 +905,8 @@ class Store:
         await self.write(lambda conn: conn.execute(stmt))
 
     async def summary(self, job_id: str) -> Summary:
-        return await self.read(lambda conn: _summary(conn, job_id))
+        now = self.clock()
+        return await self.read(lambda conn: _summary(conn, job_id, now))
 
     async def history(self, user_id: str, limit: int = 10) -> list[tuple[Job, RecipientRow]]:
         def read(conn: sa.Connection) -> list[tuple[Job, RecipientRow]]:
@@ -870,7 +932,8 @@ class Store:
 
     async def summaries(self, job_ids: Sequence[str]) -> dict[str, Summary]:
         """Each job's summary (one read)."""
-        return await self.read(lambda conn: {job_id: _summary(conn, job_id) for job_id in job_ids})
+        now = self.clock()
+        return await self.read(lambda conn: {job_id: _summary(conn, job_id, now) for job_id in job_ids})
 
     async def texts_today(self, numbers: Sequence[str], *, exclude_job: str | None = None) -> dict[str, int]:
         """How many texts each number (E.164) got since 00:00 UTC that may have reached it (accepted,
@@ -1018,17 +1081,22 @@ def _not_delivered(conn: sa.Connection, job_id: str) -> list[RecipientRow]:
     return [_recipient(x) for x in conn.execute(query)]
 
 
-def _pending(conn: sa.Connection, job_id: str) -> list[Pending]:
+def _pending(conn: sa.Connection, job_id: str, now: float) -> list[Pending]:
+    """Queued recipients that may go now (not those waiting for their send window)."""
     r = rtab.c
     query = (
         sa.select(r.idx, r.e164, r.country_code, r.national, r.region, r.message)
-        .where(r.job_id == job_id, r.state == str(RecipientState.QUEUED))
+        .where(
+            r.job_id == job_id,
+            r.state == str(RecipientState.QUEUED),
+            sa.or_(r.not_before.is_(None), r.not_before <= now),
+        )
         .order_by(r.idx)
     )
     return [Pending(x[0], PhoneNumber(x[1], x[2], x[3], x[4]), x[5]) for x in conn.execute(query)]
 
 
-def _summary(conn: sa.Connection, job_id: str) -> Summary:
+def _summary(conn: sa.Connection, job_id: str, now: float) -> Summary:
     r = rtab.c
     counts: dict[str, int] = {}
     segments = delivered = undelivered = rec_delivered = rec_undelivered = cancelled = 0
@@ -1063,7 +1131,16 @@ def _summary(conn: sa.Connection, job_id: str) -> Summary:
     accepted = counts.get(RecipientState.ACCEPTED, 0)
     failed = counts.get(RecipientState.FAILED, 0)
     unknown = counts.get(RecipientState.UNKNOWN, 0)
+    held, opens = 0, None
+    if counts.get(RecipientState.QUEUED):
+        held, opens = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(r.not_before)).where(
+                r.job_id == job_id, r.state == str(RecipientState.QUEUED), r.not_before > now
+            )
+        ).one()
     return Summary(
+        held=held,
+        next_window=opens,
         total=total,
         accepted=accepted,
         failed=failed - cancelled,
@@ -1092,6 +1169,7 @@ def _new_job(
     task_id: str | None = None,
     validity: int | None = None,
     meta: dict[str, Any] | None = None,
+    run_at: float | None = None,
 ) -> Job:
     job_id = uuid.uuid4().hex
     return Job(
@@ -1111,6 +1189,7 @@ def _new_job(
         started_at=None,
         finished_at=None,
         source_key=source_key,
+        run_at=run_at,
     )
 
 
@@ -1130,6 +1209,7 @@ def _job_values(job: Job) -> dict[str, Any]:
         "total": job.total,
         "meta": json.dumps(job.meta),
         "created_at": job.created_at,
+        "run_at": job.run_at,
     }
 
 
@@ -1287,6 +1367,7 @@ def _job(row: Any) -> Job:
         source_key=row.source_key,
         control=Control(row.control) if row.control else None,
         control_by=row.control_by,
+        run_at=row.run_at,
     )
 
 

@@ -38,6 +38,7 @@ from bot.sms import Hooks, InvalidRequestError, MessageType, Outcome, SmsClient,
 
 from .consent import cap_reason, over_cap
 from .store import Claim, Control, Job, JobKind, JobStart, JobState, Pending, RecipientRow, Store, Summary
+from .windows import WindowCheck, WindowRules
 
 log = logging.getLogger("bot.core.worker")
 
@@ -134,6 +135,7 @@ class Worker:
         poll_seconds: float = 0.5,
         name: str | None = None,
         per_number_daily: int = 0,
+        windows: WindowRules | None = None,
     ) -> None:
         if lease_seconds <= FENCE * 2:
             raise ValueError(f"lease_seconds must be more than {FENCE * 2:g}")
@@ -145,6 +147,7 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.per_number_daily = per_number_daily
+        self.windows = windows if windows is not None and windows.active else None
         self._fault = fault
         self._wake = asyncio.Event()
         self._done: dict[str, asyncio.Future[Summary]] = {}
@@ -203,7 +206,7 @@ class Worker:
 
     @property
     def is_sender(self) -> bool:
-        return self._lease_until > time.time()
+        return self._lease_until > self.store.clock()
 
     async def wait_sender(self) -> None:
         """Until this process is the sending replica (tests and tooling)."""
@@ -262,7 +265,7 @@ class Worker:
                     await self._wake.wait()
 
     async def _tick(self) -> None:
-        now = time.time()
+        now = self.store.clock()  # the database's clock (a test's own, to move through hours at once)
         if now >= self._renew_at or not self.is_sender:
             until = await self.store.acquire_lease(SENDER, self.name, self.lease_seconds)
             if until is None:
@@ -342,7 +345,7 @@ class Worker:
                 except Interrupted as stop:
                     control = stop.control  # None: opted out meanwhile; the rest, from what is queued
                     pending = await self.store.pending(job.id)
-            if control != Control.PAUSE or not pending:
+            if control != Control.PAUSE or not (pending or await self.store.queued_left(job.id)):
                 break
             # Nothing of it is in flight now (the send waited for every answer): nobody's until resumed.
             parked = await self.store.park_job(job.id, self.name)
@@ -354,6 +357,13 @@ class Worker:
             # Resumed (or cancelled) before it was parked: carry on here, as asked now.
             job = await self.store.get_job(job.id) or job
             pending, control = await self.store.pending(job.id), job.control
+        if control is None:
+            waiting = await self.store.defer_job(job.id, self.name)
+            if waiting is not None:  # the rest waits for send windows: nobody's until the first opens
+                await started
+                log.info("job %s: the rest waits for send windows, from %.0f", job.id, waiting.run_at or 0)
+                await self._progress(waiting)
+                return
         if control == Control.CANCEL:
             cancelled = await self.store.cancel_queued(job.id)
             log.info("job %s: cancelled, %d recipient(s) not sent", job.id, cancelled)
@@ -361,6 +371,10 @@ class Worker:
         await self._finish(job.id)
 
     async def _send(self, job: Job, pending: list[Pending]) -> None:
+        if self.windows is not None and job.type == MessageType.MKT:
+            pending = await self._hold_outside_windows(job, pending)
+            if not pending:
+                return
         if self.per_number_daily > 0:  # checked again now: other sends may have come first since confirmation
             capped = await over_cap(
                 self.store, [r.number.e164 for r in pending], self.per_number_daily, exclude_job=job.id
@@ -442,6 +456,26 @@ class Worker:
             )
         elif requests:
             await fan_out(self.client, requests, hooks=hooks)
+
+    async def _hold_outside_windows(self, job: Job, pending: list[Pending]) -> list[Pending]:
+        """Marketing texts whose recipient is outside their send window now wait for it (checked again
+        at every round: the clock moves, and a job may start long after its confirmation)."""
+        assert self.windows is not None
+        check = WindowCheck(self.windows, self.store.clock())
+        held: dict[int, float] = {}
+        ready = []
+        for n, r in enumerate(pending, 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            opens = check.opens_at(r.number)
+            if opens is None:
+                ready.append(r)
+            else:
+                held[r.idx] = opens
+        if held:
+            await self.store.hold(job.id, held)
+            log.info("job %s: %d marketing text(s) wait for their send window", job.id, len(held))
+        return ready
 
     async def _finish(self, job_id: str) -> None:
         job, summary, recipients = await self.store.complete_job(job_id)

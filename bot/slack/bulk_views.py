@@ -30,7 +30,7 @@ from bot.core.store import CANCELLED, Job, JobState, RecipientRow, RecipientStat
 from bot.sms.errors import describe_code
 
 from .ids import ActionId, BlockId, CallbackId
-from .views import DRY_RUN, escape, preview
+from .views import DRY_RUN, escape, preview, send_at_block, slack_date_time
 
 TYPE_OPTIONS = [Option(value="NOTIFY", text="Notification"), Option(value="MKT", text="Marketing")]
 MAX_LISTED = 5
@@ -104,6 +104,7 @@ def bulk_form(metadata: str, *, max_recipients: int, max_chars: int, mkt_footer:
                     max_value=str(MAX_VALIDITY_SECONDS),
                 ),
             ),
+            send_at_block(BlockId.BULK_SEND_AT, ActionId.BULK_SEND_AT),
         ],
     )
 
@@ -158,6 +159,14 @@ def confirm_view(
             "today, the most one number may get a day (setting SMS_PER_NUMBER_DAILY): "
             + ", ".join(draft.meta.get("over_cap_listed", [])[:MAX_LISTED])
         )
+    if draft.meta.get("held"):
+        first, last = draft.meta["held_from"], draft.meta["held_until"]
+        when = slack_date_time(first) + ("" if last == first else f" to {slack_date_time(last)}")
+        lines.append(
+            f"• *{count - draft.meta['held']:,} go {'at the scheduled time' if draft.run_at else 'now'}, "
+            f"{draft.meta['held']:,} wait* for their send window (marketing texts only go out in the recipient's "
+            f"daytime, setting SEND_WINDOW): from {when}."
+        )
     if draft.meta.get("dropped_count"):
         lines.append(
             f"• {_n(draft.meta['dropped_count'], 'number')} left out (failed permanently last time): "
@@ -173,6 +182,10 @@ def confirm_view(
             f"• Estimated cost: *{draft.cost:,.2f} {draft.currency}* (billed per segment on submission)."
         )
     lines.append(f"• Sender ID: {escape(draft.sender_id) if draft.sender_id else 'the account default'}.")
+    if draft.run_at:
+        lines.append(
+            f"• ⏰ *Scheduled for {slack_date_time(draft.run_at)}* (`/sms scheduled` lists it, with Cancel)."
+        )
     lines.append(f"• Results: a thread in {where}.")
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="\n".join(lines))), DividerBlock()]
     for number, message in draft.samples(3):
@@ -237,6 +250,17 @@ def progress_blocks(job: Job, summary: Summary, *, done: bool) -> list[Block]:
                 ]
             )
         )
+    if summary.held and not done:
+        blocks.append(
+            ContextBlock(
+                elements=[
+                    MarkdownTextObject(
+                        text=f"🌙 {summary.held:,} waiting for their send window (marketing texts go out only in "
+                        f"the recipient's daytime); the next opens {slack_date_time(summary.next_window or 0)}."
+                    )
+                ]
+            )
+        )
     if summary.accepted:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=delivery_counts(summary))]))
     if not done and not job.meta.get("test"):
@@ -244,6 +268,42 @@ def progress_blocks(job: Job, summary: Summary, *, done: bool) -> list[Block]:
     if job.meta.get("dry_run"):
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
     return blocks
+
+
+def scheduled_blocks(jobs: Sequence[Job]) -> list[Block]:
+    """`/sms scheduled`: sends scheduled for later, soonest first, each with Cancel."""
+    if not jobs:
+        return [SectionBlock(text=MarkdownTextObject(text="No sends are scheduled."))]
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="*Scheduled sends*"))]
+    for job in jobs:
+        kind = "outage" if job.meta.get("outage") else "marketing" if job.type == "MKT" else "notification"
+        template = preview(str(job.meta.get("template") or ""), 80)
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f"⏰ *{slack_date_time(job.run_at or 0)}* · <@{job.created_by}> · {_n(job.total, 'SMS')} "
+                    f"({kind}){f' · “{escape(template)}”' if template else ''}"
+                ),
+                accessory=cancel_button(job),
+            )
+        )
+    return blocks
+
+
+def cancel_button(job: Job) -> ButtonElement:
+    return ButtonElement(
+        action_id=ActionId.JOB_CANCEL,
+        text=PlainTextObject(text="Cancel"),
+        value=job.id,
+        style="danger",
+        confirm=ConfirmObject(
+            title="Cancel this send?",
+            text="Nothing more is sent. Texts already on their way get their answer; the rest are reported "
+            "“cancelled (not sent)” and can be sent later with “Send again”.",
+            confirm="Cancel the send",
+            deny="Keep it",
+        ),
+    )
 
 
 def job_controls(job: Job, *, paused: bool) -> ActionsBlock:
@@ -255,20 +315,7 @@ def job_controls(job: Job, *, paused: bool) -> ActionsBlock:
         if paused
         else ButtonElement(action_id=ActionId.JOB_PAUSE, text=PlainTextObject(text="Pause"), value=job.id)
     )
-    cancel = ButtonElement(
-        action_id=ActionId.JOB_CANCEL,
-        text=PlainTextObject(text="Cancel"),
-        value=job.id,
-        style="danger",
-        confirm=ConfirmObject(
-            title="Cancel this send?",
-            text="Nothing more is sent. Texts already on their way get their answer; the rest are reported "
-            "“cancelled (not sent)” and can be sent later with “Send again”.",
-            confirm="Cancel the send",
-            deny="Keep sending",
-        ),
-    )
-    return ActionsBlock(block_id=BlockId.JOB_CONTROLS, elements=[first, cancel])
+    return ActionsBlock(block_id=BlockId.JOB_CONTROLS, elements=[first, cancel_button(job)])
 
 
 def delivery_counts(summary: Summary) -> str:

@@ -20,7 +20,7 @@ from slack_sdk.models.views import View
 from bot.core.groups import GroupBook
 
 from .ids import ActionId, BlockId, CallbackId
-from .views import escape
+from .views import escape, send_at_block
 
 STATUSES = ["Investigating", "Identified", "Monitoring", "Resolved"]
 
@@ -138,6 +138,7 @@ def outage_form(
                 action_id=ActionId.OUTAGE_MESSAGE, multiline=True, initial_value=message or None
             ),
         ),
+        send_at_block(BlockId.OUTAGE_SEND_AT, ActionId.OUTAGE_SEND_AT),
         InputBlock(
             block_id=BlockId.OUTAGE_TEST,
             optional=True,

@@ -91,8 +91,9 @@ class SlackReporter:
         if not job.meta.get("bulk"):
             return
         now = time.monotonic()
-        # A pause is shown at once (the message then offers Resume); progress at most every few seconds.
-        if now - self._last_update.get(job.id, 0.0) < self.progress_every and job.state != JobState.PAUSED:
+        # A pause, or a wait for send windows, is shown at once; progress at most every few seconds.
+        waiting = job.state == JobState.PAUSED or (job.owner is None and summary.held > 0)
+        if now - self._last_update.get(job.id, 0.0) < self.progress_every and not waiting:
             return
         post = await self.state.post(job.id)
         if not post.parent_ts or not job.channel_id:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from slack_sdk.models.blocks import (
     Block,
     ContextBlock,
+    DateTimePickerElement,
     DividerBlock,
     InputBlock,
     MarkdownTextObject,
@@ -148,9 +150,32 @@ def outcome_line(r: RecipientRow) -> str:
     return "⏳ Sending…"
 
 
+def send_at_block(block_id: str, action_id: str) -> InputBlock:
+    """The optional "Send at" of the bulk and outage forms: Slack shows it in the sender's time zone."""
+    return InputBlock(
+        block_id=block_id,
+        optional=True,
+        label=PlainTextObject(text="Send at (optional)"),
+        hint=PlainTextObject(text="In your Slack time zone. Leave empty to send as soon as you confirm."),
+        element=DateTimePickerElement(action_id=action_id),
+    )
+
+
+def picked_time(values: dict[str, Any], block_id: str, action_id: str) -> float | None:
+    """The epoch seconds chosen in a "Send at" picker, or None."""
+    chosen = values.get(block_id, {}).get(action_id, {}).get("selected_date_time")
+    return float(chosen) if isinstance(chosen, int | float) and chosen > 0 else None
+
+
 def slack_time(ts: float) -> str:
     """A time Slack shows in the reader's own time zone (UTC where it cannot)."""
     return f"<!date^{int(ts)}^{{time}}|{time.strftime('%H:%M UTC', time.gmtime(ts))}>"
+
+
+def slack_date_time(ts: float) -> str:
+    """A date and time Slack shows in the reader's own time zone (UTC where it cannot)."""
+    fallback = time.strftime("%a %d %b %H:%M UTC", time.gmtime(ts))
+    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
 def delivery_line(r: RecipientRow) -> str | None:
@@ -233,6 +258,7 @@ write the country code (or the bot's default region applies).
 • `/sms outage`: page contact groups (single sends at full speed), with a confirmation and a test-to-me option.
 • `/sms groups` (`/sms groups reload`): the contact groups and any problems in the groups file.
 • `/sms history`: your recent sends (numbers masked).
+• `/sms scheduled`: bulk and outage sends scheduled for later ("Send at" in their forms), each with Cancel.
 • `/sms optout add|remove|list|import|export`: numbers that must not be texted (all texts, or marketing only); needs `ACCESS_OPTOUT`.
 • `/sms help`: this text.
 Results go to a thread in this channel, one thread per number, so a customer's history stays together. \

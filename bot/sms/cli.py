@@ -11,7 +11,9 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TextIO
 
 from pydantic import ValidationError
@@ -41,6 +43,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+AT_HELP = (
+    "send at this time, e.g. 2026-11-25T09:00+08:00 (no offset: this machine's time zone); the command "
+    "waits until then (Ctrl-C before it: nothing is sent). Scheduled sends that survive restarts: the "
+    "bot's forms"
+)
+AT_GRACE = 60.0  # seconds in the past that still mean "now" (the time it took to type the command)
+
+
+def parse_at(text: str, now: float) -> float:
+    """`--at` as epoch seconds; UsageError when it is not a time, has passed, or is over a year away."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace(" ", "T"))
+    except ValueError:
+        raise UsageError(f"--at “{text}” is not a time like 2026-11-25T09:00+08:00") from None
+    at = when.timestamp() if when.tzinfo else when.astimezone().timestamp()
+    if at < now - AT_GRACE:
+        raise UsageError(f"--at {text} has passed")
+    if at > now + 366 * 86400:
+        raise UsageError(f"--at {text} is more than a year away")
+    return at
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bot.sms", description="Send SMS through Alibaba Cloud (international).")
     parser.add_argument("--json", action="store_true", help="one JSON object per recipient on stdout")
@@ -66,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--from", dest="sender_id", metavar="ID")
     send.add_argument("--type", choices=[t.value for t in MessageType])
     send.add_argument("--task-id")
+    send.add_argument("--at", metavar="WHEN", help=AT_HELP)
     send.add_argument("--json", action="store_true", dest="json_sub", help=argparse.SUPPRESS)
 
     batch = sub.add_parser("batch", help="BatchSendMessageToGlobe: ≤ 1,000 numbers per call, 1 call/s")
@@ -75,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--type", choices=["NOTIFY", "MKT"], default="NOTIFY")
     batch.add_argument("--task-id")
     batch.add_argument("--validity", type=int, metavar="SECONDS")
+    batch.add_argument("--at", metavar="WHEN", help=AT_HELP)
     batch.add_argument("--json", action="store_true", dest="json_sub", help=argparse.SUPPRESS)
 
     query = sub.add_parser("query", help="QueryMessage: delivery status of one message")
@@ -169,6 +195,13 @@ async def _run(
             if args.command == "query":
                 return await _query(client, args.message_id, as_json, out, err)
             plan = _plan(args, settings, err)
+            at = parse_at(args.at, time.time()) if getattr(args, "at", None) else None
+            if at is not None and at > time.time():
+                shown = datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
+                print(
+                    f"waiting until {shown} to send to {len(plan[0]):,} (Ctrl-C: nothing is sent)", file=err
+                )
+                await asyncio.sleep(at - time.time())
             progress = _Progress(err, len(plan[0])) if err.isatty() and not as_json else None
             hooks = Hooks(on_progress=progress.update if progress else None)
             if args.command == "send":

@@ -19,7 +19,7 @@ from bot.core import bulk
 from bot.core.access import Capability
 from bot.core.store import DraftState, JobKind
 
-from .. import authz, bulk_views
+from .. import authz, bulk_views, views
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import BulkConfirmMetadata, BulkFormMetadata
@@ -75,6 +75,7 @@ def _form(
         if validity not in (None, "") and str(validity).lstrip("-").isdigit()
         else None,
         file_name=files[0].get("name") if files else None,
+        send_at=views.picked_time(values, BlockId.BULK_SEND_AT, ActionId.BULK_SEND_AT),
     )
     return form, (files[0] if files else None)
 
@@ -85,6 +86,7 @@ BLOCK_FOR = {
     "sender": BlockId.BULK_SENDER,
     "validity": BlockId.BULK_VALIDITY,
     "type": BlockId.BULK_TYPE,
+    "send_at": BlockId.BULK_SEND_AT,
 }
 
 
@@ -107,7 +109,7 @@ async def bulk_form_submission_callback(
     form, file = _form(view, body["user"]["id"], metadata)
     if form.sender_id is None:
         form.sender_id = deps.settings.sender_id
-    problems = bulk.quick_problems(form, deps.bulk_limits)
+    problems = bulk.quick_problems(form, deps.bulk_limits, deps.store.clock())
     if problems:
         await ack(response_action="errors", errors={BLOCK_FOR[k]: v for k, v in problems.items()})
         return
@@ -220,7 +222,7 @@ def _typed(values: dict[str, Any]) -> str:
 
 
 async def bulk_confirm_submission_callback(
-    ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any
+    ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any, context: Any
 ) -> None:
     deps: Deps = context["deps"]
     try:
@@ -271,6 +273,21 @@ async def bulk_confirm_submission_callback(
     if note == "created":
         deps.service.worker.submit(job_id)
         log.info("bulk job %s confirmed by %s", job_id, body["user"]["id"])
+        run_at = found.head.get("run_at") if found is not None else None
+        if run_at:  # nothing shows in the channel until then: say where it is
+            deps.spawn(_tell_scheduled(client, user_id, found.head.get("response_url"), found.count, run_at))
+
+
+async def _tell_scheduled(
+    client: Any, user_id: str, response_url: str | None, count: int, run_at: float
+) -> None:
+    await tell_person(
+        client,
+        user_id=user_id,
+        response_url=response_url,
+        text=f"⏰ Scheduled: {count:,} SMS for {views.slack_date_time(run_at)}. `/sms scheduled` lists it, with "
+        "Cancel; the results will appear in the channel then.",
+    )
 
 
 async def bulk_confirm_closed_callback(ack: Any, view: dict[str, Any], context: Any) -> None:

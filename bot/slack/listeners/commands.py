@@ -12,7 +12,7 @@ from bot.core.commands import USAGE, CommandError, parse_send
 from bot.core.consent import DailyCapReached
 from bot.core.optouts import OptedOut
 
-from .. import views
+from .. import bulk_views, views
 from ..deps import Deps
 from ..metadata import SendModalMetadata
 from ..tell import open_view, tell_person
@@ -23,7 +23,7 @@ from .outage import groups_command, open_outage_form
 log = logging.getLogger("bot.slack.commands")
 
 COMMAND = "/sms"
-SUBCOMMANDS = ("help", "history", "bulk", "outage", "groups", "optout")
+SUBCOMMANDS = ("help", "history", "bulk", "outage", "groups", "optout", "scheduled")
 
 
 async def sms_command_callback(
@@ -67,6 +67,11 @@ async def sms_command_callback(
         return
     if first == "bulk":
         await open_bulk_form(ack, command, respond, client, deps)
+        return
+    if first == "scheduled":
+        await ack()
+        jobs = await deps.store.scheduled(20)
+        await respond(text=f"{len(jobs)} scheduled sends", blocks=bulk_views.scheduled_blocks(jobs))
         return
     if first in ("optout", "opt-out", "optouts"):
         await optout_command(

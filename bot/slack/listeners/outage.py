@@ -15,10 +15,10 @@ from slack_sdk.errors import SlackApiError
 
 from bot.core import outage
 from bot.core.access import Capability
-from bot.core.bulk import BulkProblem, save_draft
+from bot.core.bulk import BulkProblem, save_draft, schedule_problem
 from bot.core.groups import GroupBook
 
-from .. import bulk_views, outage_views
+from .. import bulk_views, outage_views, views
 from ..authz import may_page
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
@@ -142,10 +142,12 @@ def _form(
         test_to_me=bool(el(BlockId.OUTAGE_TEST, ActionId.OUTAGE_TEST).get("selected_options")),
         follow_up_of=metadata.follow_up_of,
         sender_id=sender,
+        send_at=views.picked_time(values, BlockId.OUTAGE_SEND_AT, ActionId.OUTAGE_SEND_AT),
     )
 
 
 BLOCK_FOR = {
+    "send_at": BlockId.OUTAGE_SEND_AT,
     "groups": BlockId.OUTAGE_GROUPS,
     "details": BlockId.OUTAGE_DETAILS,
     "extra": BlockId.OUTAGE_EXTRA,
@@ -170,6 +172,9 @@ async def outage_form_submission_callback(
     block_for = {**BLOCK_FOR, "message": message_block}
     book = deps.groups.cached()  # kept fresh by a background watcher; reading the file here could be slow
     found = outage.problems(form, book)
+    scheduled = schedule_problem(form.send_at, deps.store.clock(), deps.bulk_limits)
+    if scheduled:
+        found["send_at"] = scheduled
     has_groups_block = any(b.get("block_id") == BlockId.OUTAGE_GROUPS for b in view.get("blocks", []))
     if "groups" in found and not has_groups_block:
         found[BlockId.OUTAGE_EXTRA] = found.pop("groups")
