@@ -202,3 +202,26 @@ def test_receipts_pushed_to_the_command_are_printed_and_answered(sms_settings):
     code, answer, out = run(go())
     assert code == EXIT_OK and answer.json() == {"code": 0, "msg": "ok"}
     assert json.loads(out)["delivery"] == "expired" and json.loads(out)["message_id"] == "m9"
+
+
+def test_at_waits_until_its_time_and_refuses_a_past_or_unreadable_one(provider, sms_settings):
+    import time
+    from datetime import datetime
+
+    from bot.sms.cli import parse_at
+
+    now = time.time()
+    soon = datetime.fromtimestamp(now + 0.4).astimezone().isoformat()
+    code, out, err = call(["send", "-m", "hi", "--to", "+852 5123 4567", "--at", soon], sms_settings)
+    (req,) = provider.sent()
+    assert code == EXIT_OK and "1 accepted" in out
+    assert "waiting until" in err and "Ctrl-C: nothing is sent" in err
+    assert req.at >= time.monotonic() - (time.time() - (now + 0.4)) - 0.05  # not before its time
+    for when, reason in [("2020-01-01T00:00+00:00", "has passed"), ("tomorrow", "is not a time like")]:
+        code, _, err = call(["send", "-m", "hi", "--to", "+852 5123 4567", "--at", when], sms_settings)
+        assert code == EXIT_USAGE and reason in err
+    assert len(provider.sent()) == 1  # nothing more was sent
+    assert (
+        parse_at("2026-11-25T09:00+08:00", now=datetime(2026, 11, 24).timestamp())
+        == datetime.fromisoformat("2026-11-25T01:00+00:00").timestamp()
+    )

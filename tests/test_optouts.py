@@ -265,3 +265,46 @@ def test_import_from_a_csv_file_and_export_to_a_direct_message(provider, tmp_pat
     assert upload.decode().splitlines()[1].startswith("+6581000001,marketing,unsubscribe link,U0KEEPER,")
     assert "1 number opted out" in listing["text"] and "+65 8100 ****" in text_of(listing["blocks"])
     assert "+6581000001" not in text_of(listing["blocks"])  # masked in Slack
+
+
+def test_the_send_form_outage_and_send_again_leave_opted_out_numbers_alone(provider, tmp_path):
+    """The send form refuses (with the way to override), an outage confirmation counts them, and "Send
+    again" does not offer a number opted out since the first send."""
+    from .test_outage import ONCALL, open_outage, outage_values, write_groups
+    from .test_slack_app import modal_values
+
+    provider.reset(reject_numbers=["6581000003"])  # one failure, for "Send again" to offer
+
+    async def go():
+        groups = write_groups(tmp_path)
+        async with Bot(
+            provider, tmp_path, ACCESS_BULK=LEAD, ACCESS_OUTAGE=ONCALL, CONTACT_GROUPS_FILE=groups
+        ) as bot:
+            optouts = OptOuts(bot.runtime.store)
+            await optouts.add([parse_number("+65 8123 4567")], by=KEEPER, source="slack")  # Bo, in a group
+            await bot.command("")
+            (opened,) = await bot.slack.wait_for("views.open", 1)
+            modal = await bot.submit_view(opened.params["view"], modal_values("+65 8123 4567", "Hello"))
+            form = await open_outage(bot)
+            values = outage_values(groups=["payments"], service="API", status="Investigating", details="x")
+            paged = (await bot.submit_view(form, values, user=ONCALL, view_id="VOUT")).json()
+            listing = "+65 8100 0001\n+65 8100 0003"
+            view = await review(bot, bulk_values(recipients=listing, message="Hi"))
+            await confirm(bot, view)
+            job, summary = await bot.job_done(1)
+            await optouts.add([parse_number("+65 8100 0003")], by=KEEPER, source="slack")
+            await bot.click(
+                ActionId.BULK_SEND_AGAIN, job.id, user=LEAD, block_id=BlockId.BULK_SUMMARY_ACTIONS
+            )
+            (_, again), *_ = await bot.slack.wait_for_webhooks(1)
+            return modal.json(), paged, summary, again
+
+    modal, paged, summary, again = run(go())
+    assert (
+        "opted out of all texts" in modal["errors"][BlockId.SEND_TO]
+        and "Send anyway" in modal["errors"][BlockId.SEND_TO]
+    )
+    assert paged["response_action"] == "push" and "1 suppressed" in text_of(paged["view"])
+    assert "1 person will be texted" in text_of(paged["view"])
+    assert summary.failed == 1
+    assert "Nobody of those not reached can be texted: 1 opted out" in again["text"]
