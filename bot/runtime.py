@@ -30,7 +30,7 @@ from bot.slack.directory import SlackDirectory
 from bot.slack.reporter import SlackReporter
 from bot.slack.server import ReceiptsEndpoint, web_app
 from bot.slack.state import SlackState
-from bot.sms import Receipt, ReceiptQueue, SmsClient
+from bot.sms import AccountLimiter, Receipt, ReceiptQueue, SmsClient
 from bot.sms.loop import loop_name
 
 log = logging.getLogger("bot")
@@ -46,9 +46,11 @@ class Runtime:
         *,
         fault: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        limiter: AccountLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.fault = fault
+        self.limiter = limiter  # the account's limits (tests not about pacing: faster ones)
         self.clock = clock  # wall-clock time for jobs, leases, schedules and send windows (tests: their own)
         self.simulator: FakeProvider | None = None
         self.socket: AsyncSocketModeHandler | None = None
@@ -63,7 +65,7 @@ class Runtime:
 
             self.simulator = dry_run_provider()
             sms_settings = self.simulator.settings_for(s, await self.simulator.start("127.0.0.1", 0))
-        self.sms = SmsClient(sms_settings)
+        self.sms = SmsClient(sms_settings, limiter=self.limiter)
         self.store = Store(await open_database(s), clock=self.clock)
         self.client = web_client(s.slack_bot_token.get_secret_value(), s.slack_api_url)
         self.slack_state = SlackState(self.store)

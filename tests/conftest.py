@@ -93,6 +93,7 @@ def _provider_process() -> Iterator[ProviderProcess]:
 
 @pytest.fixture
 def provider(_provider_process: ProviderProcess) -> ProviderProcess:
+    _provider_process.defaults = {}
     _provider_process.reset()
     return _provider_process
 

@@ -15,11 +15,13 @@ import httpx
 
 from bot.config import Settings
 from bot.runtime import Runtime
+from bot.sms.limits import AccountLimiter, RateLimiter
 
 from .fake_slack import FakeSlack
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test-token"
+FAST_BATCH_RATE = 20  # batch calls a second where a test is not about pacing (the provider allows 1)
 _trigger = itertools.count(1)
 
 
@@ -37,6 +39,9 @@ class Bot:
         self.slack = FakeSlack()
         self.fault = overrides.pop("fault", None)
         self.clock = overrides.pop("clock", time.time)  # a test's own wall clock (schedules, windows)
+        # Batch calls at FAST_BATCH_RATE a second, the fake provider's limit raised to match, unless the
+        # test is about pacing (`pacing="real"`: the provider's 1 a second).
+        self.fast = overrides.pop("pacing", "fast") == "fast"
 
     def settings(self) -> Settings:
         values: dict[str, Any] = {
@@ -55,9 +60,21 @@ class Bot:
         values.update(self.overrides)
         return Settings(_env_file=None, **values)
 
+    def limiter(self) -> AccountLimiter | None:
+        if not self.fast or self.provider is None:
+            return None
+        self.provider.defaults["batch_rate"] = FAST_BATCH_RATE  # kept by the test's own resets
+        self.provider.configure(batch_rate=FAST_BATCH_RATE)
+        s = self.settings()
+        return AccountLimiter(
+            single=RateLimiter(s.single_rate, margin=s.rate_margin),
+            batch=RateLimiter(FAST_BATCH_RATE, margin=s.rate_margin, follow_sends=True),
+            query=RateLimiter(s.query_rate, margin=s.rate_margin),
+        )
+
     async def __aenter__(self) -> Bot:
         await self.slack.start()
-        self.runtime = Runtime(self.settings(), fault=self.fault, clock=self.clock)
+        self.runtime = Runtime(self.settings(), fault=self.fault, clock=self.clock, limiter=self.limiter())
         await self.runtime.start()
         self.http = httpx.AsyncClient(base_url=self.runtime.url, timeout=10)
         return self
@@ -72,8 +89,9 @@ class Bot:
         await self.http.aclose()
         await self.runtime.aclose()
         self.fault = changes.pop("fault", None)
+        self.clock = changes.pop("clock", self.clock)
         self.overrides.update(changes)
-        self.runtime = Runtime(self.settings(), fault=self.fault, clock=self.clock)
+        self.runtime = Runtime(self.settings(), fault=self.fault, clock=self.clock, limiter=self.limiter())
         await self.runtime.start()
         self.http = httpx.AsyncClient(base_url=self.runtime.url, timeout=10)
 

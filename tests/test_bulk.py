@@ -139,7 +139,9 @@ def test_bulk_end_to_end_from_a_csv_file(provider, tmp_path):
     provider.reset(reject_numbers=["6581000007"])
 
     async def go():
-        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD, SMS_PRICES="SG=0.02,*=0.05") as bot:
+        async with Bot(
+            provider, tmp_path, ACCESS_BULK=LEAD, SMS_PRICES="SG=0.02,*=0.05", pacing="real"
+        ) as bot:
             content = csv_list(n, extra=dupes)
             assert len(content) > 128 * 1024
             file = bot.slack.add_file("customers.csv", content)

@@ -203,7 +203,7 @@ def test_a_number_opted_out_while_its_job_runs_is_not_sent(provider, tmp_path):
             if point == "after_mark_in_flight":
                 marked.set()
 
-        async with Bot(provider, tmp_path, fault=fault) as bot:
+        async with Bot(provider, tmp_path, fault=fault, pacing="real") as bot:
             store = bot.runtime.store
             recipients = [NewRecipient(parse_number(f"+65 81{i:06d}"), "Update") for i in range(1500)]
             job, _ = await store.create_job(kind=JobKind.BATCH, created_by="U1", recipients=recipients)

@@ -158,6 +158,37 @@ def test_only_the_lease_holder_moves_rows_and_only_queued_ones(database):
     run(go())
 
 
+def test_the_workers_mark_moves_all_or_nothing_and_says_why(database):
+    """An opted-out number or a pause stops the whole mark: nothing is left in flight that will not be
+    sent (it would be reported unknown after a stop), and the opted-out recipient fails at once."""
+    from bot.core.optouts import OptOuts
+    from bot.core.store import Control
+
+    async def go():
+        store = await open_store(database)
+        _, job_id = await confirmed(store, 6)
+        until = time.time() + 10
+        await store.claim_jobs("A", until, limit=5)
+        rows = await store.recipients(job_id)
+        await OptOuts(store).add([rows[4].number.e164], by="U1", source="test")
+        first = await store.mark_for_send(job_id, [0, 1], owner="A", fence=2, optouts="NOTIFY")
+        opted = await store.mark_for_send(job_id, [2, 3, 4, 5], owner="A", fence=2, optouts="NOTIFY")
+        after_opt_out = await states(store, job_id)
+        await store.set_control(job_id, Control.PAUSE, "U2")
+        paused = await store.mark_for_send(job_id, [2, 3, 5], owner="A", fence=2, optouts="NOTIFY")
+        after_pause = await states(store, job_id)
+        rows = await store.recipients(job_id)
+        await store.close()
+        return first, opted, after_opt_out, paused, after_pause, rows
+
+    first, opted, after_opt_out, paused, after_pause, rows = run(go())
+    assert (first.moved, first.opted_out, first.control) == (2, [], None)
+    assert (opted.moved, opted.opted_out, opted.control) == (0, [4], None)
+    expected = {0: "in_flight", 1: "in_flight", 2: "queued", 3: "queued", 4: "failed", 5: "queued"}
+    assert after_opt_out == expected and rows[4].code == "OPTED_OUT"
+    assert (paused.moved, paused.control) == (0, Control.PAUSE) and after_pause == expected
+
+
 def test_an_expired_job_lease_is_taken_over_and_flagged_recovered(database):
     async def go():
         now = [1000.0]

@@ -204,7 +204,7 @@ _NewJob = tuple[Job, list[dict[str, Any]], "asyncio.Future[bool]"]  # a job wait
 class Marked:
     """What `mark_for_send` did: `moved` recipients are in flight (all or none of those asked for)."""
 
-    moved: int
+    moved: int  # all of those asked for, or none (what moved of them was put back)
     opted_out: list[int]  # failed just now: opted out since the job was prepared (nothing moved)
     control: Control | None  # someone asked to pause or cancel the job (nothing moved)
 
@@ -646,6 +646,22 @@ class Store:
 
         def tx(conn: sa.Connection) -> Marked:
             runs = _runs(wanted)
+            stmt = _MOVE_FENCED if optouts is None else _MOVE_NOT_OPTED_OUT[optouts == "MKT"]
+            moved = sum(conn.execute(stmt, {**params, "b_lo": lo, "b_hi": hi}).rowcount for lo, hi in runs)
+            if moved == len(wanted):  # the usual case: one statement per run of indices, as before
+                return Marked(moved, [], None)
+            if moved:  # none of these goes out: put back what this call moved (stamped with its `now`)
+                for lo, hi in runs:
+                    conn.execute(
+                        sa.update(rtab)
+                        .where(
+                            r.job_id == job_id,
+                            r.idx.between(lo, hi),
+                            r.state == str(RecipientState.IN_FLIGHT),
+                            r.updated_at == now,
+                        )
+                        .values(state=str(RecipientState.QUEUED))
+                    )
             if optouts is not None:
                 hits: list[tuple[int, str]] = []
                 for lo, hi in runs:
@@ -676,18 +692,8 @@ class Store:
                         [{"b_idx": idx, "b_error": opted_out_reason(scope)} for idx, scope in hits],
                     )
                     return Marked(0, sorted(idx for idx, _ in hits), None)
-            moved = sum(
-                conn.execute(_MOVE_FENCED, {**params, "b_lo": lo, "b_hi": hi}).rowcount for lo, hi in runs
-            )
-            if moved == len(wanted):
-                return Marked(moved, [], None)
             control = conn.execute(sa.select(jobs.c.control).where(jobs.c.id == job_id)).scalar()
-            if control and moved:  # asked between two of the statements: none of these goes out
-                back = {**params, "b_old": str(RecipientState.IN_FLIGHT), "b_new": str(RecipientState.QUEUED)}
-                for lo, hi in runs:
-                    conn.execute(_MOVE, {**back, "b_lo": lo, "b_hi": hi})
-                moved = 0
-            return Marked(moved, [], Control(control) if control else None)
+            return Marked(0, [], Control(control) if control else None)
 
         return await self.write(tx)
 
@@ -1314,6 +1320,17 @@ _MOVE_FENCED = _MOVE.where(
         jobs.c.control.is_(None),  # nobody asked to pause or cancel it
     )
 )
+
+# The worker's mark: also only recipients whose number is not opted out of texts of the job's type
+# (no list parameter: each statement is compiled once and cached).
+_MOVE_NOT_OPTED_OUT = {
+    marketing: _MOVE_FENCED.where(
+        ~sa.exists().where(  # a marketing text: any opt-out applies; others: an opt-out of all texts
+            suppressions.c.e164 == rtab.c.e164, sa.true() if marketing else suppressions.c.scope == "all"
+        )
+    )
+    for marketing in (False, True)
+}
 
 _RECORD_OUTCOME = (
     sa.update(rtab)

@@ -21,7 +21,7 @@ from .errors import (
     ThrottledError,
     describe_code,
 )
-from .limits import RateLimiter
+from .limits import AccountLimiter, RateLimiter
 from .mns import QueueError, QueueMessage, ReceiptQueue
 from .models import (
     BatchSendRequest,
@@ -38,6 +38,7 @@ from .receipts import Delivery, Receipt, ReceiptFormatError, from_query, number_
 from .receipts import describe as describe_delivery
 
 __all__ = [
+    "AccountLimiter",
     "BatchSendRequest",
     "BatchSendResponse",
     "ConfigurationError",

@@ -219,6 +219,7 @@ class FakeProvider:
         app.router.add_delete("/queues/{name}/messages", self._mns_delete)
         if self.control:
             app.router.add_post("/_control/reset", self._ctl_reset)
+            app.router.add_post("/_control/configure", self._ctl_configure)
             app.router.add_post("/_control/inject", self._ctl_inject)
             app.router.add_post("/_control/hold", self._ctl_hold)
             app.router.add_get("/_control/received", self._ctl_received)
@@ -249,14 +250,7 @@ class FakeProvider:
     )
 
     def reset(self, **config: Any) -> None:
-        for name in self.CONFIG_FIELDS:
-            if name in config:
-                value = config[name]
-                if name == "reject_numbers":
-                    value = set(value)
-                elif name.endswith("_suffixes"):
-                    value = tuple(value)
-                setattr(self, name, value)
+        self.configure(**config)
         self.received.clear()
         self.faults.clear()
         self._due.clear()
@@ -267,6 +261,21 @@ class FakeProvider:
         for window in self._windows.values():
             window.clear()
         self._set_hold(False)
+
+    def configure(self, **config: Any) -> None:
+        """Change settings (CONFIG_FIELDS) and nothing else: what was received and injected stays."""
+        for name in self.CONFIG_FIELDS:
+            if name in config:
+                value = config[name]
+                if name == "reject_numbers":
+                    value = set(value)
+                elif name.endswith("_suffixes"):
+                    value = tuple(value)
+                setattr(self, name, value)
+
+    async def _ctl_configure(self, request: web.Request) -> web.Response:
+        self.configure(**(await request.json()))
+        return web.json_response({"ok": True})
 
     async def _ctl_reset(self, request: web.Request) -> web.Response:
         defaults = FakeProvider()
@@ -962,6 +971,7 @@ class ProviderProcess:
         import sys
 
         self.access_key_id, self.access_key_secret = "testid", "testsecret"
+        self.defaults: dict[str, Any] = {}  # settings every reset starts from (a test's faster limits)
         self._proc = subprocess.Popen(  # noqa: S603
             [
                 sys.executable,
@@ -989,9 +999,17 @@ class ProviderProcess:
         httpx.post(self.url + path, json=payload, timeout=10).raise_for_status()
 
     def reset(self, **config: Any) -> None:
+        """Forget everything and start again with `config` over `defaults` (the rest: the simulator's own)."""
+        config = {**self.defaults, **config}
         if "reject_numbers" in config:
             config["reject_numbers"] = sorted(config["reject_numbers"])
         self._post("/_control/reset", config)
+
+    def configure(self, **config: Any) -> None:
+        """Change some settings only (e.g. a faster batch limit); what was received and injected stays."""
+        if "reject_numbers" in config:
+            config["reject_numbers"] = sorted(config["reject_numbers"])
+        self._post("/_control/configure", config)
 
     def inject(self, *faults: Fault) -> None:
         self._post("/_control/inject", [f.__dict__ for f in faults])
