@@ -104,3 +104,52 @@ def test_a_scheduled_job_survives_a_restart_and_runs_once_on_two_replicas(
     assert min(r.at for r in received) >= due - 0.05  # not before its time
     assert finished.started_at >= finished.run_at - 0.05
     assert all(r.state == "accepted" for r in rows)
+
+
+def test_an_outage_page_can_be_scheduled_too(provider, tmp_path):
+    from .test_outage import ONCALL, open_outage, outage_values, write_groups
+
+    clock = Clock(utc(24, 12))
+
+    async def go():
+        groups = write_groups(tmp_path)
+        async with Bot(
+            provider, tmp_path, ACCESS_OUTAGE=ONCALL, CONTACT_GROUPS_FILE=groups, clock=clock
+        ) as bot:
+            form = await open_outage(bot)
+            values = outage_values(
+                groups=["payments"], service="API", status="Maintenance", details="tonight"
+            )
+            at = {
+                BlockId.OUTAGE_SEND_AT: {
+                    ActionId.OUTAGE_SEND_AT: {
+                        "type": "datetimepicker",
+                        "selected_date_time": int(utc(24, 22)),
+                    }
+                }
+            }
+            too_far = {
+                BlockId.OUTAGE_SEND_AT: {
+                    ActionId.OUTAGE_SEND_AT: {
+                        "type": "datetimepicker",
+                        "selected_date_time": int(utc(24, 12) + 40 * 86400),
+                    }
+                }
+            }
+            refused = (
+                await bot.submit_view(form, {**values, **too_far}, user=ONCALL, view_id="VOUT0")
+            ).json()
+            pushed = (await bot.submit_view(form, {**values, **at}, user=ONCALL, view_id="VOUT1")).json()
+            await bot.submit_view(pushed["view"], {}, user=ONCALL, view_id="VOC1")
+            (job_id,) = await bot.runtime.worker.wait_submitted(1)
+            waiting = await bot.runtime.store.get_job(job_id)
+            sent_before = len(provider.sent())
+            clock.now = utc(24, 22) + 1
+            summary = await bot.runtime.worker.wait(job_id)
+            return refused, pushed, waiting, sent_before, summary
+
+    refused, pushed, waiting, sent_before, summary = run(go())
+    assert "at most 30 days ahead" in refused["errors"][BlockId.OUTAGE_SEND_AT]
+    assert "Scheduled for <!date^" in text_of(pushed["view"])
+    assert waiting.run_at == utc(24, 22) and waiting.kind == JobKind.FANOUT and sent_before == 0
+    assert summary.accepted == 2 and len(provider.sent()) == 2
