@@ -42,6 +42,8 @@ def test_a_bulk_scheduled_from_the_form_waits_is_listed_and_can_be_cancelled(pro
             await bot.command("scheduled", user=LEAD)
             hooks = await bot.slack.wait_for_webhooks(2)
             listed = hooks[1][1]
+            await bot.command("scheduled", user="U0AGENT")  # may not make bulk sends: sees their own only
+            (*_, (_, own)) = await bot.slack.wait_for_webhooks(3)
             (job_id,) = await bot.runtime.worker.wait_submitted(1)
             job = await bot.runtime.store.get_job(job_id)
             nothing_yet = len(provider.sent("BatchSendMessageToGlobe"))
@@ -49,9 +51,10 @@ def test_a_bulk_scheduled_from_the_form_waits_is_listed_and_can_be_cancelled(pro
             await bot.click(ActionId.JOB_CANCEL, job_id, user=LEAD)
             summary = await bot.runtime.worker.wait(job_id)
             done = await bot.runtime.store.get_job(job_id)
-            return past.json(), view, told, listed, job, nothing_yet, summary, done
+            return past.json(), view, told, listed, own, job, nothing_yet, summary, done
 
-    past, view, told, listed, job, nothing_yet, summary, done = run(go())
+    past, view, told, listed, own, job, nothing_yet, summary, done = run(go())
+    assert "You have no scheduled sends." in text_of(own["blocks"])
     assert "That time has passed" in past["errors"][BlockId.BULK_SEND_AT]
     assert "Scheduled for <!date^" in text_of(view)
     assert "⏰ Scheduled: 2 SMS for <!date^" in told["text"]

@@ -779,8 +779,8 @@ class Store:
 
         return await self.write(tx)
 
-    async def scheduled(self, limit: int = 20) -> list[Job]:
-        """Jobs scheduled for later that have not started, soonest first."""
+    async def scheduled(self, limit: int = 20, *, created_by: str | None = None) -> list[Job]:
+        """Jobs scheduled for later that have not started, soonest first (with `created_by`: theirs)."""
         now = self.clock()
         query = (
             sa.select(jobs)
@@ -788,6 +788,8 @@ class Store:
             .order_by(jobs.c.run_at)
             .limit(limit)
         )
+        if created_by is not None:
+            query = query.where(jobs.c.created_by == created_by)
         return await self.read(lambda conn: [_job(row) for row in conn.execute(query)])
 
     async def cancel_queued(self, job_id: str) -> int:

@@ -270,11 +270,17 @@ def progress_blocks(job: Job, summary: Summary, *, done: bool) -> list[Block]:
     return blocks
 
 
-def scheduled_blocks(jobs: Sequence[Job]) -> list[Block]:
-    """`/sms scheduled`: sends scheduled for later, soonest first, each with Cancel."""
+def scheduled_blocks(jobs: Sequence[Job], *, everyone: bool = True) -> list[Block]:
+    """`/sms scheduled`: sends scheduled for later, soonest first, each with Cancel (`everyone`: all of
+    them, else the asker's own)."""
     if not jobs:
-        return [SectionBlock(text=MarkdownTextObject(text="No sends are scheduled."))]
-    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="*Scheduled sends*"))]
+        none = "No sends are scheduled." if everyone else "You have no scheduled sends."
+        return [SectionBlock(text=MarkdownTextObject(text=none))]
+    blocks: list[Block] = [
+        SectionBlock(
+            text=MarkdownTextObject(text="*Scheduled sends*" if everyone else "*Your scheduled sends*")
+        )
+    ]
     for job in jobs:
         kind = "outage" if job.meta.get("outage") else "marketing" if job.type == "MKT" else "notification"
         template = preview(str(job.meta.get("template") or ""), 80)

@@ -13,6 +13,7 @@ from bot.core.consent import DailyCapReached
 from bot.core.optouts import OptedOut
 
 from .. import bulk_views, views
+from ..authz import may_page
 from ..deps import Deps
 from ..metadata import SendModalMetadata
 from ..tell import open_view, tell_person
@@ -70,8 +71,12 @@ async def sms_command_callback(
         return
     if first == "scheduled":
         await ack()
-        jobs = await deps.store.scheduled(20)
-        await respond(text=f"{len(jobs)} scheduled sends", blocks=bulk_views.scheduled_blocks(jobs))
+        # Everyone's to those who may make bulk or outage sends (and cancel them); others see their own.
+        everyone = await deps.access.allowed(Capability.BULK, user_id) or await may_page(deps, user_id)
+        jobs = await deps.store.scheduled(20, created_by=None if everyone else user_id)
+        await respond(
+            text=f"{len(jobs)} scheduled sends", blocks=bulk_views.scheduled_blocks(jobs, everyone=everyone)
+        )
         return
     if first in ("optout", "opt-out", "optouts"):
         await optout_command(
