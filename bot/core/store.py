@@ -794,19 +794,7 @@ class Store:
 
     async def cancel_queued(self, job_id: str) -> int:
         """A cancelled job's recipients not yet sent: "cancelled (not sent)", to be sent later by a retry."""
-        r = rtab.c
-        stmt = (
-            sa.update(rtab)
-            .where(r.job_id == job_id, r.state == str(RecipientState.QUEUED))
-            .values(
-                state=str(RecipientState.FAILED),
-                code=CANCELLED,
-                error="Cancelled (not sent).",
-                retryable=1,
-                updated_at=self.clock(),
-            )
-        )
-        return await self.write(lambda conn: conn.execute(stmt).rowcount)
+        return await self.queued_to_failed(job_id, "Cancelled (not sent).", code=CANCELLED)
 
     async def withdraw(self, job_id: str, indices: Iterable[int]) -> int:
         """in_flight → queued: the provider certainly did not take these requests (a retry waits)."""
@@ -874,7 +862,7 @@ class Store:
         )
         return await self.write(lambda conn: conn.execute(stmt).rowcount)
 
-    async def queued_to_failed(self, job_id: str, reason: str) -> int:
+    async def queued_to_failed(self, job_id: str, reason: str, *, code: str = "NOT_SENT") -> int:
         """Recipients never sent because their job stopped: failed (not sent, retryable), not left queued."""
         r = rtab.c
         stmt = (
@@ -882,7 +870,7 @@ class Store:
             .where(r.job_id == job_id, r.state == str(RecipientState.QUEUED))
             .values(
                 state=str(RecipientState.FAILED),
-                code="NOT_SENT",
+                code=code,
                 error=reason,
                 retryable=1,
                 updated_at=self.clock(),

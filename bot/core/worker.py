@@ -357,7 +357,7 @@ class Worker:
             # Resumed (or cancelled) before it was parked: carry on here, as asked now.
             job = await self.store.get_job(job.id) or job
             pending, control = await self.store.pending(job.id), job.control
-        if control is None:
+        if control is None and job.type == MessageType.MKT:  # only marketing texts wait for windows
             waiting = await self.store.defer_job(job.id, self.name)
             if waiting is not None:  # the rest waits for send windows: nobody's until the first opens
                 await started
