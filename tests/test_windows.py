@@ -101,3 +101,40 @@ def test_a_marketing_bulk_goes_to_each_recipient_inside_their_window_and_to_the_
     batches = [json.loads(r.params["To"]) for r in provider.sent("BatchSendMessageToGlobe")]
     assert batches == [*second, ["61412345678"]]
     assert summary.accepted == 5 and summary.held == 0
+
+
+def test_a_send_waiting_for_send_windows_pauses_at_once_and_resumes(provider, tmp_path):
+    """Nobody runs a send that waits for its recipients' windows: Pause takes effect at the click and the
+    progress message says so from there; after Resume the rest goes when the window opens."""
+    from bot.core.store import JobState
+    from bot.slack.ids import ActionId, BlockId
+
+    clock = Clock(utc(24, 12))
+
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD, clock=clock) as bot:
+            view = await review(
+                bot, bulk_values(recipients=f"{SG}\n{NY}", message="Winter sale", type_="MKT")
+            )
+            await confirm(bot, view)
+            (job_id,) = await bot.runtime.worker.wait_submitted(1)
+            updates: list = []
+            while not updates or "🌙 1 waiting" not in text_of(updates[-1].params["blocks"]):
+                updates = await bot.slack.wait_for("chat.update", len(updates) + 1)
+            before = len(bot.slack.webhooks)
+            await bot.click(ActionId.JOB_PAUSE, job_id, user=LEAD, block_id=BlockId.JOB_CONTROLS)
+            hooks = (await bot.slack.wait_for_webhooks(before + 2))[before:]
+            paused = await bot.runtime.store.get_job(job_id)
+            clock.now = utc(24, 13) + 1  # New York's window is open, but the send is paused
+            claimable = await bot.runtime.store.claim_jobs("probe", clock.now + 10, limit=5)
+            await bot.click(ActionId.JOB_RESUME, job_id, user=LEAD, block_id=BlockId.JOB_CONTROLS)
+            summary = await bot.runtime.worker.wait(job_id)
+            return hooks, paused, claimable, summary
+
+    hooks, paused, claimable, summary = run(go())
+    told, shown = (payload for _, payload in hooks)
+    assert "Pausing" in told["text"] and shown["replace_original"] is True
+    assert "Paused by <@U0LEAD>" in text_of(shown["blocks"]) and "Resume" in text_of(shown["blocks"])
+    assert paused.state == JobState.PAUSED and claimable == []
+    batches = [json.loads(r.params["To"]) for r in provider.sent("BatchSendMessageToGlobe")]
+    assert batches == [["6581234567"], ["12125550100"]] and summary.accepted == 2

@@ -709,6 +709,9 @@ class Store:
             changes: dict[str, Any] = {"control": str(control) if control else None, "control_by": by}
             if row.state == JobState.PAUSED and control != Control.PAUSE:
                 changes["state"] = str(JobState.QUEUED)
+            if control == Control.PAUSE and row.owner is None and row.state == JobState.RUNNING:
+                # Started, but nobody runs it now (it waits for send windows): paused at once.
+                changes["state"] = str(JobState.PAUSED)
             if control == Control.CANCEL:  # scheduled, or waiting for send windows: finished now
                 changes["run_at"] = None
             conn.execute(

@@ -15,9 +15,9 @@ from slack_bolt.async_app import AsyncApp
 from bot.core.access import Capability
 from bot.core.store import Control, JobState
 
-from .. import authz
+from .. import authz, bulk_views
 from ..deps import Deps
-from ..ids import ActionId
+from ..ids import ActionId, BlockId
 
 log = logging.getLogger("bot.slack.control")
 
@@ -65,6 +65,18 @@ async def job_control_callback(ack: Any, body: dict[str, Any], context: Any, res
         return
     log.info("job %s: %s asked by %s", job.id, action_id.value.removeprefix("sms-job-"), user_id)
     await respond(text=TOLD[action_id], replace_original=False)
+    idle = (action_id == ActionId.JOB_PAUSE and updated.state == JobState.PAUSED) or (
+        action_id == ActionId.JOB_RESUME and (updated.run_at or 0) > deps.store.clock()
+    )
+    if idle and action.get("block_id") == BlockId.JOB_CONTROLS and job.meta.get("bulk"):
+        # Paused at once, or resumed into a wait for send windows: no sending replica will report the
+        # change soon, so the progress message shows it from here.
+        summary = await deps.store.summary(job.id)
+        await respond(
+            text=f"Bulk SMS: {job.total:,} recipients",
+            blocks=bulk_views.progress_blocks(updated, summary, done=False),
+            replace_original=True,
+        )
 
 
 def register(app: AsyncApp) -> None:
