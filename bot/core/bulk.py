@@ -388,6 +388,7 @@ async def retry_draft(store: Store, job_id: str, user_id: str, limits: BulkLimit
         meta={
             **({k: job.meta[k] for k in ("outage", "groups", "service") if k in job.meta} if outage else {}),
             **out.meta(limits),
+            **await window_meta(tally.recipients, job.type, limits, store.clock()),
         },
     )
     draft_id = await store.create_draft(user_id)

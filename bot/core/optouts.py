@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 CHUNK = 500  # numbers per IN (...) lookup
 SLICE = 256  # CSV rows parsed between two yields to the event loop
+EXPORT_PAGE = 5000  # rows read at a time for an export
 EXPORT_COLUMNS = ("number", "scope", "reason", "added_by", "added_at", "source")
 
 
@@ -59,10 +60,6 @@ class OptOut:
     @property
     def masked(self) -> str:
         return mask(self.e164)
-
-    def applies(self, type: str | None) -> bool:
-        """Whether it forbids a text of this type (MKT, NOTIFY, OTP)."""
-        return self.scope == Scope.ALL or type == "MKT"
 
     @property
     def day(self) -> str:
@@ -231,12 +228,19 @@ class OptOuts:
 
         return await self.store.read(read)
 
-    async def export_csv(self) -> str:
-        """The whole list as CSV (full numbers: for the people allowed to manage it, never a channel)."""
-        rows = await self.store.read(
-            lambda conn: [tuple(r) for r in conn.execute(sa.select(*_COLUMNS).order_by(stab.c.e164))]
-        )
-        return await asyncio.to_thread(_csv, rows)
+    async def export_csv(self) -> tuple[str, int]:
+        """The whole list as CSV, and how many numbers (full numbers: for the people allowed to manage
+        it, never a channel). Read in pages (the event loop gets a turn between them, on PostgreSQL
+        too), written off the loop."""
+        rows: list[tuple[object, ...]] = []
+        last = ""
+        while True:
+            query = sa.select(*_COLUMNS).where(stab.c.e164 > last).order_by(stab.c.e164).limit(EXPORT_PAGE)
+            page = await self.store.read(lambda conn, q=query: [tuple(r) for r in conn.execute(q)])
+            rows += page
+            if len(page) < EXPORT_PAGE:
+                return await asyncio.to_thread(_csv, rows), len(rows)
+            last = str(page[-1][0])
 
     async def import_csv(
         self,

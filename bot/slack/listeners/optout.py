@@ -86,14 +86,14 @@ async def optout_command(
     log.info("opt-out added by %s: %s (%s)", user_id, number.masked, cmd.scope)
     shown = entry.describe() if entry else number.masked
     if changed:
-        await respond(text=f"✅ {shown}. Nothing more will be sent to it, including sends already running.")
+        what = "No more texts" if entry is None or entry.scope == Scope.ALL else "No more marketing texts"
+        await respond(text=f"✅ {shown}. {what} will go to it, including from sends already running.")
     else:
         await respond(text=f"Already on the list: {shown}. Nothing was changed.")
 
 
 async def _export(client: Any, optouts: OptOuts, user_id: str, respond: Any) -> None:
-    content = await optouts.export_csv()
-    count = content.count("\n") - 1
+    content, count = await optouts.export_csv()
     try:
         dm = await client.conversations_open(users=user_id)
         await client.files_upload_v2(
