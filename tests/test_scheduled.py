@@ -79,9 +79,12 @@ def test_a_scheduled_job_survives_a_restart_and_runs_once_on_two_replicas(
         await slack.start()
         try:
             store = await open_store(database)
-            start = lambda: BotProcess(  # noqa: E731
-                database=database, provider_url=provider.url, slack_url=slack.url, cwd=tmp_path
-            ).start()
+
+            async def start() -> BotProcess:
+                return await BotProcess(
+                    database=database, provider_url=provider.url, slack_url=slack.url, cwd=tmp_path
+                ).start()
+
             first, second = await start(), await start()
             run_at = time.time() + 2.0
             due = time.monotonic() + (run_at - time.time())  # the provider stamps requests on this clock
