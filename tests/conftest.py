@@ -18,6 +18,16 @@ from .pg import PostgresServer
 LOOP: LoopChoice = os.environ.get("EVENT_LOOP", "auto")  # type: ignore[assignment]
 
 
+class Clock:
+    """A wall clock for the bot's store and worker in a test: stands still until the test moves it."""
+
+    def __init__(self, at: float) -> None:
+        self.now = at
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def run(coro):
     """Run one coroutine on a fresh event loop (the code under test is async; the tests are not)."""
     return loop.run(coro, LOOP)

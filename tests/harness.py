@@ -31,6 +31,18 @@ def sign(body: str, timestamp: int | None = None, secret: str = SIGNING_SECRET) 
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
 
 
+def fast_batches(provider: Any, settings: Any) -> AccountLimiter:
+    """The account's limits with batch calls at FAST_BATCH_RATE a second, and the fake provider's batch
+    limit raised to match (kept by the test's own resets): for tests that are not about pacing."""
+    provider.defaults["batch_rate"] = FAST_BATCH_RATE
+    provider.configure(batch_rate=FAST_BATCH_RATE)
+    return AccountLimiter(
+        single=RateLimiter(settings.single_rate, margin=settings.rate_margin),
+        batch=RateLimiter(FAST_BATCH_RATE, margin=settings.rate_margin, follow_sends=True),
+        query=RateLimiter(settings.query_rate, margin=settings.rate_margin),
+    )
+
+
 class Bot:
     def __init__(self, provider: Any, tmp_path: Path, **overrides: Any) -> None:
         self.provider = provider
@@ -63,14 +75,7 @@ class Bot:
     def limiter(self) -> AccountLimiter | None:
         if not self.fast or self.provider is None:
             return None
-        self.provider.defaults["batch_rate"] = FAST_BATCH_RATE  # kept by the test's own resets
-        self.provider.configure(batch_rate=FAST_BATCH_RATE)
-        s = self.settings()
-        return AccountLimiter(
-            single=RateLimiter(s.single_rate, margin=s.rate_margin),
-            batch=RateLimiter(FAST_BATCH_RATE, margin=s.rate_margin, follow_sends=True),
-            query=RateLimiter(s.query_rate, margin=s.rate_margin),
-        )
+        return fast_batches(self.provider, self.settings())
 
     async def __aenter__(self) -> Bot:
         await self.slack.start()

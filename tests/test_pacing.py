@@ -9,6 +9,7 @@ from bot.sms import Hooks, SmsClient, Status, batch_send_all, fan_out
 from bot.sms.simulator import Fault
 
 from .conftest import run, settings_for
+from .harness import fast_batches
 
 
 def numbers(n: int, prefix: str = "658123") -> list[str]:
@@ -89,7 +90,7 @@ def test_batch_chunk_with_unknown_outcome_is_not_resent(provider, sms_settings):
     provider.inject(Fault("internal", action="BatchSendMessageToGlobe"))
 
     async def go():
-        async with SmsClient(sms_settings) as client:
+        async with SmsClient(sms_settings, limiter=fast_batches(provider, sms_settings)) as client:
             return await batch_send_all(client, numbers(4), ["x"] * 4, chunk_size=2)
 
     outcomes = run(go())
@@ -101,7 +102,7 @@ def test_batch_throttled_then_accepted(provider, sms_settings):
     provider.inject(Fault("throttle", action="BatchSendMessageToGlobe", retry_after_ms=50))
 
     async def go():
-        async with SmsClient(sms_settings) as client:
+        async with SmsClient(sms_settings, limiter=fast_batches(provider, sms_settings)) as client:
             return await batch_send_all(client, numbers(2), ["x", "y"])
 
     assert [o.status for o in run(go())] == [Status.ACCEPTED] * 2
@@ -113,7 +114,7 @@ def test_batch_503_exhausted_is_failed_and_retryable(provider):
     provider.inject(Fault("unavailable", action="BatchSendMessageToGlobe", times=2, retry_after_ms=10))
 
     async def go():
-        async with SmsClient(settings) as client:
+        async with SmsClient(settings, limiter=fast_batches(provider, settings)) as client:
             return await batch_send_all(client, numbers(2), ["x", "y"])
 
     outcomes = run(go())
@@ -133,7 +134,7 @@ def test_batch_a_failing_before_send_stops_the_send(provider, sms_settings):
             raise RuntimeError("the database is full")
 
     async def go():
-        async with SmsClient(sms_settings) as client:
+        async with SmsClient(sms_settings, limiter=fast_batches(provider, sms_settings)) as client:
             await batch_send_all(
                 client, numbers(5), ["x"] * 5, chunk_size=2, hooks=Hooks(before_send=before_send)
             )
@@ -158,7 +159,7 @@ def test_batch_waiting_for_a_retry_is_not_in_flight(provider, sms_settings):
         events.append(("withdrawn", len(indices)))
 
     async def go():
-        async with SmsClient(sms_settings) as client:
+        async with SmsClient(sms_settings, limiter=fast_batches(provider, sms_settings)) as client:
             return await batch_send_all(
                 client, numbers(3), ["x"] * 3, hooks=Hooks(before_send=before_send, withdraw=withdraw)
             )

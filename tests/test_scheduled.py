@@ -10,12 +10,12 @@ from bot.core.store import JobKind, JobState, NewRecipient
 from bot.slack.ids import ActionId, BlockId
 from bot.sms.phone import parse_number
 
-from .conftest import open_store, run
+from .conftest import Clock, open_store, run
 from .fake_slack import FakeSlack
 from .harness import Bot
 from .processes import BotProcess, reap, wait_done
 from .test_bulk import LEAD, bulk_values, confirm, open_form, review, text_of
-from .test_windows import Clock, utc
+from .test_windows import utc
 
 
 def send_at(values: dict, at: float) -> dict:

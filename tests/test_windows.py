@@ -11,23 +11,13 @@ import pytest
 from bot.core.windows import WindowCheck, WindowRules, opens_at, parse_overrides, parse_window, zones_for
 from bot.sms.phone import parse_number
 
-from .conftest import run
+from .conftest import Clock, run
 from .harness import Bot
 from .test_bulk import LEAD, bulk_values, confirm, review, text_of
 
 
 def utc(day: int, hour: int, minute: int = 0) -> float:
     return datetime(2026, 11, day, hour, minute, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    """The bot's wall clock in a test: stands still until the test moves it."""
-
-    def __init__(self, at: float) -> None:
-        self.now = at
-
-    def __call__(self) -> float:
-        return self.now
 
 
 SG, UK, HK = "+65 8123 4567", "+44 7911 123456", "+852 5123 4567"

@@ -64,9 +64,15 @@ async def job_control_callback(ack: Any, body: dict[str, Any], context: Any, res
         await respond(text="That send has finished already: nothing was changed.", replace_original=False)
         return
     log.info("job %s: %s asked by %s", job.id, action_id.value.removeprefix("sms-job-"), user_id)
-    await respond(text=TOLD[action_id], replace_original=False)
+    waits = (updated.run_at or 0) > deps.store.clock()  # for its time, or for send windows
+    told = TOLD[action_id]
+    if action_id == ActionId.JOB_RESUME and waits:
+        told = (
+            "▶️ Resumed: the rest goes when it is due (its scheduled time, or the recipients' send windows)."
+        )
+    await respond(text=told, replace_original=False)
     idle = (action_id == ActionId.JOB_PAUSE and updated.state == JobState.PAUSED) or (
-        action_id == ActionId.JOB_RESUME and (updated.run_at or 0) > deps.store.clock()
+        action_id == ActionId.JOB_RESUME and waits
     )
     if idle and action.get("block_id") == BlockId.JOB_CONTROLS and job.meta.get("bulk"):
         # Paused at once, or resumed into a wait for send windows: no sending replica will report the
