@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from bot.sms.phone import PhoneNumber
+
 
 class SendModalMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -44,3 +46,35 @@ def digest(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.strip().encode()).hexdigest()[:16]
+
+
+class OverrideRequest(BaseModel):
+    """A single send refused for an opt-out, kept in a draft for "Send anyway…" (the button carries
+    only the draft's id): what to send, and where to answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    e164: str
+    country_code: int
+    national: str
+    region: str
+    message: str
+    type: str | None = None
+    sender_id: str | None = None
+    channel_id: str | None = None
+    response_url: str | None = None
+
+    @classmethod
+    def of(cls, number: PhoneNumber, message: str, **where: str | None) -> OverrideRequest:
+        return cls(
+            e164=number.e164,
+            country_code=number.country_code,
+            national=number.national,
+            region=number.region,
+            message=message,
+            **where,
+        )
+
+    @property
+    def number(self) -> PhoneNumber:
+        return PhoneNumber(self.e164, self.country_code, self.national, self.region)

@@ -15,7 +15,7 @@ from bot.core.optouts import OptedOut
 from .. import bulk_views, views
 from ..authz import may_page
 from ..deps import Deps
-from ..metadata import SendModalMetadata
+from ..metadata import OverrideRequest, SendModalMetadata
 from ..tell import open_view, tell_person
 from .bulk import open_bulk_form
 from .optout import optout_command, refusal_for_send
@@ -139,19 +139,13 @@ async def sms_command_callback(
         if reply is ack:  # whether they may override can need a Slack lookup, and the draft a write
             await ack()
         log.info("send refused: %s is opted out (user %s)", parsed.number.masked, user_id)
-        request = {
-            "number": {
-                "e164": parsed.number.e164,
-                "country_code": parsed.number.country_code,
-                "national": parsed.number.national,
-                "region": parsed.number.region,
-            },
-            "message": parsed.message,
-            "type": None,
-            "sender_id": deps.settings.sender_id,
-            "channel_id": command.get("channel_id"),
-            "response_url": command.get("response_url"),
-        }
+        request = OverrideRequest.of(
+            parsed.number,
+            parsed.message,
+            sender_id=deps.settings.sender_id,
+            channel_id=command.get("channel_id"),
+            response_url=command.get("response_url"),
+        )
         await respond(text=exc.message, blocks=await refusal_for_send(deps, exc, user_id, request))
         return
     if not created:

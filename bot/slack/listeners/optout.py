@@ -19,12 +19,11 @@ from bot.core.commands import CommandError, parse_optout
 from bot.core.consent import DailyCapReached
 from bot.core.optouts import OptedOut, OptOuts, Override, Scope
 from bot.core.store import DraftState
-from bot.sms.phone import PhoneNumber
 
 from .. import authz, optout_views
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
-from ..metadata import SendModalMetadata
+from ..metadata import OverrideRequest, SendModalMetadata
 from ..server import reference
 from ..tell import open_view, tell_person
 from .bulk import download_text
@@ -183,14 +182,30 @@ async def _import(
 
 
 # ---------------------------------------------------------------------- overriding an opt-out, for one send
-async def refusal_for_send(deps: Deps, exc: OptedOut, user_id: str, request: dict[str, Any]) -> list[Any]:
+async def refusal_for_send(deps: Deps, exc: OptedOut, user_id: str, request: OverrideRequest) -> list[Any]:
     """The blocks of a single send refused for an opt-out: with "Send anyway…" when this person may
     override it (`request`: the send, kept in a draft the button names; never in the button itself)."""
     draft_id = None
     if exc.overridable and await deps.access.allowed(Capability.OPTOUT, user_id):
-        draft_id = await deps.store.create_draft(user_id, {"override": request}, state=DraftState.OPEN)
+        draft_id = await deps.store.create_draft(
+            user_id, {"override": request.model_dump()}, state=DraftState.OPEN
+        )
     hint = "" if draft_id else " Ask someone allowed to manage opt-outs (`ACCESS_OPTOUT`) if it must go."
     return optout_views.refused_blocks(exc.message + hint, draft_id)
+
+
+async def _override_request(deps: Deps, draft_id: str, user_id: str) -> tuple[OverrideRequest | None, str]:
+    """The send a "Send anyway…" draft holds, or (None, why it cannot be used)."""
+    draft = await deps.store.get_draft(draft_id) if draft_id else None
+    try:
+        request = OverrideRequest.model_validate(draft.head["override"]) if draft else None
+    except (KeyError, ValidationError):
+        request = None
+    if draft is None or request is None:
+        return None, "This send has expired. Run the /sms command again."
+    if draft.user_id != user_id:
+        return None, authz.not_theirs(draft.user_id)
+    return request, ""
 
 
 async def override_open_callback(
@@ -204,15 +219,11 @@ async def override_open_callback(
         await respond(text=f"Nothing was sent. {refused}", replace_original=False)
         return
     draft_id = str((body.get("actions") or [{}])[0].get("value") or "")
-    draft = await deps.store.get_draft(draft_id) if draft_id else None
-    request = (draft.head.get("override") if draft else None) or {}
-    if draft is None or not request:
-        await respond(text="This send has expired. Run the /sms command again.", replace_original=False)
+    request, problem = await _override_request(deps, draft_id, user_id)
+    if request is None:
+        await respond(text=problem, replace_original=False)
         return
-    if draft.user_id != user_id:
-        await respond(text=authz.not_theirs(draft.user_id), replace_original=False)
-        return
-    optout = await OptOuts(deps.store).lookup(request["number"]["e164"])
+    optout = await OptOuts(deps.store).lookup(request.e164)
     if optout is None:
         await respond(
             text="That number is no longer opted out: send it again with /sms.", replace_original=False
@@ -221,7 +232,7 @@ async def override_open_callback(
     await open_view(
         client,
         trigger_id=body["trigger_id"],
-        view=optout_views.override_modal(draft_id, optout, request["message"]),
+        view=optout_views.override_modal(draft_id, optout, request.message),
         user_id=user_id,
         response_url=body.get("response_url"),
         what="opt-out override",
@@ -245,27 +256,22 @@ async def override_submission_callback(
         or ""
     ).strip()
     draft_id = view.get("private_metadata") or ""
-    draft = await deps.store.get_draft(draft_id) if draft_id else None
-    request = (draft.head.get("override") if draft else None) or {}
-    if draft is None or not request or draft.user_id != user_id:
-        await ack(
-            response_action="errors",
-            errors={BlockId.OVERRIDE_REASON: "This send has expired. Run /sms again."},
-        )
+    request, problem = await _override_request(deps, draft_id, user_id)
+    if request is None:
+        await ack(response_action="errors", errors={BlockId.OVERRIDE_REASON: problem})
         return
     if len(reason) < 5:
         await ack(response_action="errors", errors={BlockId.OVERRIDE_REASON: "Say why, in a few words."})
         return
-    number = PhoneNumber(**request["number"])
     try:
         job, created = await deps.service.send_single(
             user_id=user_id,
-            channel_id=request.get("channel_id"),
-            response_url=request.get("response_url"),
-            number=number,
-            message=request["message"],
-            sender_id=request.get("sender_id"),
-            type=request.get("type"),
+            channel_id=request.channel_id,
+            response_url=request.response_url,
+            number=request.number,
+            message=request.message,
+            sender_id=request.sender_id,
+            type=request.type,
             source_key=f"override:{draft_id}",
             override=Override(by=user_id, reason=reason),
         )
@@ -274,7 +280,7 @@ async def override_submission_callback(
         return
     await ack()
     if created:
-        log.warning("opt-out overridden by %s for %s: job %s", user_id, number.masked, job.id)
+        log.warning("opt-out overridden by %s for %s: job %s", user_id, request.number.masked, job.id)
 
 
 def register(app: AsyncApp) -> None:
