@@ -616,8 +616,9 @@ class Store:
         self, job_id: str, indices: Iterable[int], *, owner: str | None = None, fence: float = 0.0
     ) -> int:
         """queued → in_flight, committed before the requests leave. Only rows still queued move, and
-        with `owner`, only while that process holds the job's lease for at least `fence` more seconds.
-        Returns how many moved: the caller sends those and no others."""
+        with `owner`, only while that process holds the job's lease for at least `fence` more seconds
+        and nobody asked to pause or cancel the job. Returns how many moved: the caller sends those and
+        no others. (The worker uses `mark_for_send`, which also checks opt-outs and says why.)"""
         return await self._move(
             job_id, indices, RecipientState.QUEUED, RecipientState.IN_FLIGHT, owner=owner, fence=fence
         )

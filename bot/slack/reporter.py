@@ -236,9 +236,8 @@ class SlackReporter:
         it edited."""
         job = await self.store.get_job(job_id)
         if job is None or not job.channel_id or job.state != JobState.DONE:
-            return (
-                False  # a running bulk's progress updates show its receipts; a single send posts at the end
-            )
+            # a running bulk's progress updates show its receipts; a single send posts at the end
+            return False
         post = await self.state.post(job_id)
         if job.meta.get("bulk"):
             summary = await self.store.summary(job_id)
