@@ -93,10 +93,6 @@ async def main() -> None:
             counts = c.provider.counts
             push_ms = sorted(c.provider.push_ms)
             health = [await r.process.health() for r in c.replicas]
-            for r in c.replicas:
-                for line in r.process.lines:
-                    if "DBGSQL" in str(line.get("msg")):
-                        print(line["msg"][:200])
             where = c.describe()
     expected_undelivered = sum(1 for i in range(BULK) if f"{i % 10000:04d}".endswith(UNDELIVERED)) + sum(
         1 for i in range(OUTAGE) if f"{i:04d}".endswith(UNDELIVERED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -290,6 +291,10 @@ async def serve(settings: Settings) -> None:
     except StartupError as exc:
         await runtime.aclose()
         raise SystemExit(f"error: {exc}") from None
+    # Everything alive now (libraries, phone metadata, settings) lives as long as the process: moved out
+    # of the collector's reach, a full collection no longer walks it. Measured in bench.receipts, such a
+    # collection held the event loop 50-90 ms, several times a send; after, 10-25 ms.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal
