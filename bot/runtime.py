@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
@@ -68,7 +69,9 @@ class Runtime:
             sms_settings = self.simulator.settings_for(s, await self.simulator.start("127.0.0.1", 0))
         self.sms = SmsClient(sms_settings, limiter=self.limiter)
         self.store = Store(await open_database(s), clock=self.clock)
-        self.client = web_client(s.slack_bot_token.get_secret_value(), s.slack_api_url)
+        # One pool of connections to Slack for every Web API call (posts, edits, views, lookups).
+        self.slack_session = aiohttp.ClientSession()
+        self.client = web_client(s.slack_bot_token.get_secret_value(), s.slack_api_url, self.slack_session)
         self.slack_state = SlackState(self.store)
         self.reporter = SlackReporter(
             self.client, self.store, self.slack_state, updates_per_minute=s.slack_updates_per_minute
@@ -204,6 +207,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         if not hasattr(self, "worker"):
+            if hasattr(self, "slack_session"):
+                await self.slack_session.close()
             if hasattr(self, "store"):
                 await self.store.close()
             if self.simulator is not None:
@@ -222,6 +227,7 @@ class Runtime:
             await self.queue.aclose()
         await self.worker.stop()
         await self.reporter.aclose()  # after the worker: the jobs it finished while stopping are reported
+        await self.slack_session.close()
         await self.sms.aclose()
         if self.simulator is not None:
             await self.simulator.stop()

@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.response import BoltResponse
@@ -51,8 +52,10 @@ class PushedViewNotThereYet(AsyncRetryHandler):
         return body.get("error") == "not_found"
 
 
-def web_client(token: str, base_url: str) -> AsyncWebClient:
-    client = AsyncWebClient(token=token, base_url=base_url)
+def web_client(token: str, base_url: str, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """The bot's Web API client. Give it a `session` to keep connections to Slack open between calls:
+    without one, slack_sdk opens a new session, and a new connection (TLS included), for every call."""
+    client = AsyncWebClient(token=token, base_url=base_url, session=session)
     client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
     client.retry_handlers.append(PushedViewNotThereYet())
     return client
