@@ -139,6 +139,55 @@ def test_jobs_created_at_once_share_commits_and_keys_still_hold(database):
     run(go())
 
 
+def test_checks_run_inside_the_shared_commit_and_decide_for_their_own_job_only(database):
+    """A job's check runs in the transaction its burst shares: a refusal refuses that job only, an
+    existing job found by the check is returned instead, the others are created, and it is still one
+    or two writes for the burst."""
+
+    class Refused(Exception):
+        pass
+
+    async def go():
+        store = await open_store(database)
+        first, _ = await store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
+        writes = 0
+        write = store.write
+
+        async def counting(fn):
+            nonlocal writes
+            writes += 1
+            return await write(fn)
+
+        store.write = counting  # type: ignore[method-assign]
+
+        def check(i):
+            def fn(conn):
+                assert conn.execute(sa.select(sa.func.count()).select_from(rtab)).scalar_one() >= 1
+                if i % 10 == 3:
+                    raise Refused(i)
+                return first if i % 10 == 5 else None
+
+            return fn
+
+        results = await asyncio.gather(
+            *(
+                store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1), check=check(i))
+                for i in range(30)
+            ),
+            return_exceptions=True,
+        )
+        refused = [i for i, r in enumerate(results) if isinstance(r, Refused)]
+        found = [i for i, r in enumerate(results) if not isinstance(r, Exception) and r == (first, False)]
+        created = [r[0].id for r in results if not isinstance(r, Exception) and r[1]]
+        assert refused == [3, 13, 23] and found == [5, 15, 25]
+        assert len(set(created)) == 24
+        assert await count(store, "jobs") == 25 and await count(store, "recipients") == 25
+        assert writes <= 2, writes
+        await store.close()
+
+    run(go())
+
+
 def test_only_the_lease_holder_moves_rows_and_only_queued_ones(database):
     async def go():
         store = await open_store(database)

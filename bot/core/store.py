@@ -197,7 +197,18 @@ class JobStart:
     rows: list[RecipientRow]  # every recipient, for single-recipient jobs only
 
 
-_NewJob = tuple[Job, list[dict[str, Any]], "asyncio.Future[bool]"]  # a job waiting for the group commit
+JobCheck = Callable[[sa.Connection], "Job | None"]
+
+
+@dataclass(slots=True)
+class _NewJob:
+    """A job waiting for the group commit. `done` gets True (committed), False (its key was taken), the
+    existing Job its `check` found, or the exception the check raised."""
+
+    job: Job
+    rows: list[dict[str, Any]]
+    check: JobCheck | None
+    done: asyncio.Future[bool | Job]
 
 
 @dataclass(frozen=True)
@@ -285,31 +296,38 @@ class Store:
         created_by: str,
         recipients: Sequence[NewRecipient],
         source_key: str | None = None,
+        check: JobCheck | None = None,
         **fields: Any,
     ) -> tuple[Job, bool]:
         """Create a job and its recipients in one transaction. With a `source_key` already used, return
         that job instead (`created` False): a double submit, a retry, or another replica's copy of the
-        same request starts one job (the key is a unique column: the database decides)."""
+        same request starts one job (the key is a unique column: the database decides).
+
+        `check(conn)` runs in that transaction just before the insert: it returns an existing job to use
+        instead (`created` False), or raises to refuse (nothing is written; the exception is raised here),
+        or returns None. The checks of a burst of requests run together, in the commit they share."""
         now = self.clock()
         job = _new_job(kind, created_by, source_key, len(recipients), now, **fields)
         rows = [
             _recipient_values(job.id, i, r.number, r.message, r.segments, now)
             for i, r in enumerate(recipients)
         ]
-        if await self._insert_job(job, rows):
+        result = await self._insert_job(job, rows, check)
+        if result is True:
             return job, True
+        if isinstance(result, Job):
+            return result, False
         existing = await self._job_by_key(source_key)
         if existing is None:
             raise RuntimeError(f"job {job.id} was refused as a duplicate, but no job has its key")
         return existing, False
 
-    async def _insert_job(self, job: Job, rows: list[dict[str, Any]]) -> bool:
+    async def _insert_job(self, job: Job, rows: list[dict[str, Any]], check: JobCheck | None) -> bool | Job:
         """Group commit: jobs created while an earlier write is under way share the next transaction (a
-        burst of 200 slash commands is a few commits, not 200). True once committed; False if the
-        job's `source_key` was taken (by another job, or by one in the same group)."""
+        burst of 200 slash commands is a few commits, not 200). See _NewJob for the result."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[bool] = loop.create_future()
-        self._new_jobs.append((job, rows, done))
+        done: asyncio.Future[bool | Job] = loop.create_future()
+        self._new_jobs.append(_NewJob(job, rows, check, done))
         if self._job_writer is None:
             self._job_writer = loop.create_task(self._write_new_jobs())
         return await done
@@ -320,38 +338,54 @@ class Store:
             while self._new_jobs:
                 group, self._new_jobs = self._new_jobs, []
                 try:
-                    await self.write(lambda conn, group=group: self._insert_jobs(conn, group))
+                    checked = await self.write(lambda conn, group=group: self._insert_jobs(conn, group))
                 except IntegrityError:  # a taken key somewhere: each on its own, to tell which
                     for item in group:
                         try:
-                            await self.write(lambda conn, item=item: self._insert_jobs(conn, [item]))
+                            one = await self.write(lambda conn, item=item: self._insert_jobs(conn, [item]))
                         except IntegrityError as exc:
-                            if item[0].source_key is None:  # not a taken key: a real error
-                                _settle(item[2], None, exc)
+                            if item.job.source_key is None:  # not a taken key: a real error
+                                _settle(item.done, None, exc)
                             else:
-                                _settle(item[2], False, None)
+                                _settle(item.done, False, None)
                         except Exception as exc:
-                            _settle(item[2], None, exc)
+                            _settle(item.done, None, exc)
                         else:
-                            _settle(item[2], True, None)
+                            _settle_new(item, one.get(0))
                 except Exception as exc:
-                    for _, _, done in group:
-                        _settle(done, None, exc)
+                    for item in group:
+                        _settle(item.done, None, exc)
                 else:
-                    for _, _, done in group:
-                        _settle(done, True, None)
+                    for i, item in enumerate(group):
+                        _settle_new(item, checked.get(i))
         finally:
             self._job_writer = None
-            for _, _, done in group + self._new_jobs:  # none left undone, unless cancelled at shutdown
-                done.cancel()
+            for item in group + self._new_jobs:  # none left undone, unless cancelled at shutdown
+                item.done.cancel()
             self._new_jobs = []
 
-    def _insert_jobs(self, conn: sa.Connection, group: list[_NewJob]) -> None:
-        conn.execute(_INSERT_JOB, [_job_values(job) for job, _, _ in group])
-        rows = [row for _, job_rows, _ in group for row in job_rows]
-        if rows:
-            conn.execute(_INSERT_RECIPIENTS, rows)
-        self._announce(conn)
+    def _insert_jobs(self, conn: sa.Connection, group: list[_NewJob]) -> dict[int, Job | Exception]:
+        """Run the group's checks, then insert the jobs that passed. Returns what the checks decided for
+        the others (by position in the group)."""
+        decided: dict[int, Job | Exception] = {}
+        for i, item in enumerate(group):
+            if item.check is None:
+                continue
+            try:
+                found = item.check(conn)
+            except Exception as exc:  # a refusal of this job only
+                decided[i] = exc
+            else:
+                if found is not None:
+                    decided[i] = found
+        passed = [item for i, item in enumerate(group) if i not in decided]
+        if passed:
+            conn.execute(_INSERT_JOB, [_job_values(item.job) for item in passed])
+            rows = [row for item in passed for row in item.rows]
+            if rows:
+                conn.execute(_INSERT_RECIPIENTS, rows)
+            self._announce(conn)
+        return decided
 
     async def claim_draft_into_job(
         self, draft_id: str, *, kind: JobKind, created_by: str, **fields: Any
@@ -411,12 +445,7 @@ class Store:
     async def _job_by_key(self, source_key: str | None) -> Job | None:
         if source_key is None:
             return None
-
-        def read(conn: sa.Connection) -> Job | None:
-            row = conn.execute(sa.select(jobs).where(jobs.c.source_key == source_key)).first()
-            return _job(row) if row else None
-
-        return await self.read(read)
+        return await self.read(lambda conn: job_with_key(conn, source_key))
 
     async def get_job(self, job_id: str) -> Job | None:
         def read(conn: sa.Connection) -> Job | None:
@@ -938,25 +967,8 @@ class Store:
     async def texts_today(self, numbers: Sequence[str], *, exclude_job: str | None = None) -> dict[str, int]:
         """How many texts each number (E.164) got since 00:00 UTC that may have reached it (accepted,
         unknown or in flight), other jobs than `exclude_job`. Numbers with none are left out."""
-        midnight = self.clock() - self.clock() % 86400
-        r = rtab.c
-        counted = [str(RecipientState.ACCEPTED), str(RecipientState.UNKNOWN), str(RecipientState.IN_FLIGHT)]
-
-        def read(conn: sa.Connection) -> dict[str, int]:
-            out: dict[str, int] = {}
-            unique = sorted(set(numbers))
-            for i in range(0, len(unique), 500):
-                query = (
-                    sa.select(r.e164, sa.func.count())
-                    .where(r.e164.in_(unique[i : i + 500]), r.updated_at >= midnight, r.state.in_(counted))
-                    .group_by(r.e164)
-                )
-                if exclude_job is not None:
-                    query = query.where(r.job_id != exclude_job)
-                out.update({e164: int(n) for e164, n in conn.execute(query)})
-            return out
-
-        return await self.read(read)
+        now = self.clock()
+        return await self.read(lambda conn: texts_since(conn, numbers, now - now % 86400, exclude_job))
 
     async def segments_today(self, user_id: str) -> int:
         """Segments of the user's sends since 00:00 UTC: billed ones, else the estimate."""
@@ -1272,8 +1284,40 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         fut.set_result(result)
 
 
+def _settle_new(item: _NewJob, decided: Job | Exception | None) -> None:
+    if isinstance(decided, Exception):
+        _settle(item.done, None, decided)
+    else:
+        _settle(item.done, True if decided is None else decided, None)
+
+
 class _LostRace(Exception):
     pass
+
+
+# ---------------------------------------------------------------------- reads other core modules compose
+def job_with_key(conn: sa.Connection, source_key: str) -> Job | None:
+    """The job made from `source_key` (an idempotency key), if any."""
+    row = conn.execute(_JOB_BY_KEY, {"key": source_key}).first()
+    return _job(row) if row else None
+
+
+def texts_since(
+    conn: sa.Connection, numbers: Sequence[str], since: float, exclude_job: str | None = None
+) -> dict[str, int]:
+    """Texts each number (E.164) got since `since` that may have reached it (accepted, unknown or in
+    flight), in other jobs than `exclude_job`; numbers with none are left out."""
+    out: dict[str, int] = {}
+    unique = sorted(set(numbers))
+    for i in range(0, len(unique), 500):
+        params = {
+            "numbers": unique[i : i + 500],
+            "since": since,
+            "states": _COUNTED,
+            "exclude": exclude_job or "",
+        }
+        out.update({e164: int(n) for e164, n in conn.execute(_TEXTS_SINCE, params)})
+    return out
 
 
 def _recipient_values(
@@ -1296,6 +1340,18 @@ def _recipient_values(
 # Statements built once: parameters are bound at execution, so each compiles once (a statement built
 # with literal values needs a new cache key every time: ~0.3 ms of CPU for a job insert).
 _INSERT_JOB = sa.insert(jobs)
+_JOB_BY_KEY = sa.select(jobs).where(jobs.c.source_key == sa.bindparam("key"))
+_COUNTED = [str(RecipientState.ACCEPTED), str(RecipientState.UNKNOWN), str(RecipientState.IN_FLIGHT)]
+_TEXTS_SINCE = (
+    sa.select(rtab.c.e164, sa.func.count())
+    .where(
+        rtab.c.e164.in_(sa.bindparam("numbers", expanding=True)),
+        rtab.c.updated_at >= sa.bindparam("since"),
+        rtab.c.state.in_(sa.bindparam("states", expanding=True)),
+        rtab.c.job_id != sa.bindparam("exclude"),  # "" when none: no job has an empty id
+    )
+    .group_by(rtab.c.e164)
+)
 _INSERT_RECIPIENTS = sa.insert(rtab)
 _MOVE = (
     sa.update(rtab)
