@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.store import answering
 
+from .acks import Listeners
 from .deps import Deps
 from .listeners import register_listeners
 from .server import reference
@@ -139,7 +140,8 @@ def build_app(deps: Deps, client: AsyncWebClient, authorization: AuthorizeResult
         name="sms-ops-bot",
         client=client,
         signing_secret=secret,
-        process_before_response=False,
+        # Bolt answers when the listener returns; each listener returns at its ack (bot/slack/acks.py).
+        process_before_response=True,
         # HTTP mode: bot/slack/server.py checks Slack's signature over the raw bytes before anything is
         # parsed (and refuses with 401); Socket Mode is not signed. Checking again here would only cost.
         request_verification_enabled=False,
@@ -162,5 +164,5 @@ def build_app(deps: Deps, client: AsyncWebClient, authorization: AuthorizeResult
     ) -> BoltResponse | None:
         return await unexpected(error, body, response, client)
 
-    register_listeners(app)
+    register_listeners(Listeners(app, unexpected))
     return app

@@ -1,9 +1,8 @@
-from slack_bolt.async_app import AsyncApp
-
+from ..acks import Listeners
 from . import bulk, commands, control, optout, outage, views
 
 
-def register_listeners(app: AsyncApp) -> None:
+def register_listeners(app: Listeners) -> None:
     commands.register(app)
     views.register(app)
     bulk.register(app)

@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 from pydantic import ValidationError
-from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from bot.core import bulk
@@ -20,6 +19,7 @@ from bot.core.access import Capability
 from bot.core.store import DraftState, JobKind
 
 from .. import authz, bulk_views, views
+from ..acks import Listeners
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import BulkConfirmMetadata, BulkFormMetadata
@@ -329,7 +329,7 @@ async def bulk_retry_callback(
     )
 
 
-def register(app: AsyncApp) -> None:
+def register(app: Listeners) -> None:
     app.view(CallbackId.BULK_FORM)(bulk_form_submission_callback)
     app.view(CallbackId.BULK_CONFIRM)(bulk_confirm_submission_callback)
     app.view_closed(CallbackId.BULK_CONFIRM)(bulk_confirm_closed_callback)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp
-
 from bot.core.access import Capability
 from bot.core.commands import USAGE, CommandError, parse_send
 from bot.core.consent import DailyCapReached
 from bot.core.optouts import OptedOut
 
 from .. import bulk_views, views
+from ..acks import Listeners
 from ..authz import may_page
 from ..deps import Deps
 from ..metadata import OverrideRequest, SendModalMetadata
@@ -162,5 +161,5 @@ async def sms_command_callback(
     log.info("send queued job=%s user=%s to=%s", job.id, user_id, parsed.number.masked)
 
 
-def register(app: AsyncApp) -> None:
+def register(app: Listeners) -> None:
     app.command(COMMAND)(sms_command_callback)

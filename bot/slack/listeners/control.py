@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp
-
 from bot.core.access import Capability
 from bot.core.store import Control, JobState
 
 from .. import authz, bulk_views
+from ..acks import Listeners
 from ..deps import Deps
 from ..ids import ActionId, BlockId
 
@@ -85,6 +84,6 @@ async def job_control_callback(ack: Any, body: dict[str, Any], context: Any, res
         )
 
 
-def register(app: AsyncApp) -> None:
+def register(app: Listeners) -> None:
     for action_id in ASKED:
         app.action(action_id)(job_control_callback)

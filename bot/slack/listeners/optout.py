@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from pydantic import ValidationError
-from slack_bolt.async_app import AsyncApp
 
 from bot.core.access import Capability
 from bot.core.bulk import BulkProblem
@@ -21,6 +20,7 @@ from bot.core.optouts import OptedOut, OptOuts, Override, Scope
 from bot.core.store import DraftState
 
 from .. import authz, optout_views
+from ..acks import Listeners
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import OverrideRequest, SendModalMetadata
@@ -283,7 +283,7 @@ async def override_submission_callback(
         log.warning("opt-out overridden by %s for %s: job %s", user_id, request.number.masked, job.id)
 
 
-def register(app: AsyncApp) -> None:
+def register(app: Listeners) -> None:
     app.view(CallbackId.OPTOUT_IMPORT)(optout_import_submission_callback)
     app.action(ActionId.OVERRIDE_OPEN)(override_open_callback)
     app.view(CallbackId.OPTOUT_OVERRIDE)(override_submission_callback)

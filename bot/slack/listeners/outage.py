@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from bot.core import outage
@@ -19,6 +18,7 @@ from bot.core.bulk import BulkProblem, save_draft, schedule_problem
 from bot.core.groups import GroupBook
 
 from .. import bulk_views, outage_views, views
+from ..acks import Listeners
 from ..authz import may_page
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
@@ -248,7 +248,7 @@ async def follow_up_callback(ack: Any, body: dict[str, Any], client: Any, contex
     )
 
 
-def register(app: AsyncApp) -> None:
+def register(app: Listeners) -> None:
     app.view(CallbackId.OUTAGE_FORM)(outage_form_submission_callback)
     app.action(ActionId.OUTAGE_FOLLOW_UP)(follow_up_callback)
     app.action(ActionId.OUTAGE_GROUPS)(outage_groups_changed_callback)

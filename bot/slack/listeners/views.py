@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from slack_bolt.async_app import AsyncApp
 
 from bot.core.access import Capability
 from bot.core.consent import DailyCapReached, with_footer
@@ -16,6 +15,7 @@ from bot.sms.models import MessageType, check_sender_id
 from bot.sms.phone import InvalidNumber, parse_number
 
 from .. import authz
+from ..acks import Listeners
 from ..deps import Deps
 from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import SendModalMetadata
@@ -102,5 +102,5 @@ async def send_modal_submission_callback(
         log.info("send queued job=%s (modal) to=%s", job.id, number.masked)
 
 
-def register(app: AsyncApp) -> None:
+def register(app: Listeners) -> None:
     app.view(CallbackId.SEND_MODAL)(send_modal_submission_callback)

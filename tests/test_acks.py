@@ -1,0 +1,100 @@
+"""Listeners answered at their ack (bot/slack/acks.py), through Bolt's own dispatch, no HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlencode
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
+
+from bot.slack.acks import Listeners
+
+from .conftest import run
+
+
+def command(text: str) -> AsyncBoltRequest:
+    body = urlencode(
+        {
+            "command": "/t",
+            "text": text,
+            "user_id": "U1",
+            "team_id": "T1",
+            "channel_id": "C1",
+            "trigger_id": "x",
+        }
+    )
+    return AsyncBoltRequest(body=body, headers={"content-type": ["application/x-www-form-urlencoded"]})
+
+
+def app_with(listener, errors: list, reported: asyncio.Event | None = None) -> AsyncApp:
+    async def authorize(**_):  # no call to Slack
+        return AuthorizeResult(enterprise_id=None, team_id="T1", bot_token="xoxb-test", bot_id="B1")
+
+    app = AsyncApp(
+        name="acks",
+        signing_secret="unused",
+        process_before_response=True,
+        request_verification_enabled=False,
+        authorize=authorize,
+    )
+
+    async def on_error(error, body, response, client):
+        errors.append((error, body.get("text"), response))
+        if reported is not None:
+            reported.set()
+
+    app.error(on_error)  # as the bot's app does: one boundary for errors before and after the ack
+    Listeners(app, on_error).command("/t")(listener)
+    return app
+
+
+def test_slack_is_answered_at_the_ack_while_the_listener_goes_on():
+    async def go():
+        later = asyncio.Event()
+        finished = asyncio.Event()
+        errors: list = []
+
+        async def listener(ack, command):
+            await ack(text=f"got {command['text']}")
+            await later.wait()  # work after the ack: Slack must not wait for it
+            finished.set()
+
+        app = app_with(listener, errors)
+        response = await asyncio.wait_for(app.async_dispatch(command("hello")), 2)
+        answered_first = not finished.is_set()
+        later.set()
+        await asyncio.wait_for(finished.wait(), 2)
+        return response, answered_first, errors
+
+    response, answered_first, errors = run(go())
+    assert response.status == 200 and "got hello" in response.body
+    assert answered_first and errors == []
+
+
+def test_an_error_after_the_ack_reaches_the_error_boundary_and_one_before_it_answers_slack():
+    async def go():
+        errors: list = []
+        reported = asyncio.Event()
+
+        async def listener(ack, command):
+            if command["text"] == "early":
+                raise RuntimeError("before the ack")
+            await ack()
+            await asyncio.sleep(0)  # the answer goes to Slack first
+            raise RuntimeError("after the ack")
+
+        app = app_with(listener, errors, reported)
+        late = await app.async_dispatch(command("late"))
+        await asyncio.wait_for(reported.wait(), 2)
+        early = await app.async_dispatch(command("early"))
+        return late, early, errors
+
+    late, early, errors = run(go())
+    assert late.status == 200
+    (after, text, response), (before, text2, response2) = errors
+    assert str(after) == "after the ack" and text == "late" and response is None  # Slack had its answer
+    assert str(before) == "before the ack" and text2 == "early" and response2 is not None
+    # Bolt answers an error before the ack through the handler's response (ours sets 200; this one none)
+    assert early.status == 500
