@@ -16,6 +16,7 @@ Slack's limit is 3 s; the target is p99 < 100 ms.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import statistics
 import tempfile
@@ -60,6 +61,7 @@ async def main(rate: float = 0.0) -> None:
     provider.reset(latency=0.05, record=False)
     with tempfile.TemporaryDirectory() as tmp:
         async with Bot(provider, Path(tmp)) as bot:
+            gc.freeze()  # as `python -m bot` does once started (bot/runtime.py, serve)
             bodies = [
                 urlencode(
                     {
