@@ -15,7 +15,6 @@ Listener modules register through `Listeners`, so no listener can be registered 
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -50,31 +49,34 @@ def answer_on_ack(listener: Listener, on_error: ErrorBoundary) -> Listener:
                 acked.set()
 
         values = {name: ack if name == "ack" else getattr(args, name) for name in names}
-        task = asyncio.get_running_loop().create_task(listener(**values))
-        waiting = asyncio.get_running_loop().create_task(acked.wait())
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(listener(**values))
+        waiting = loop.create_task(acked.wait())
         await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
-        if task.done() and not acked.is_set():
-            task.result()  # it ended without an ack: an error goes to Bolt's error handler, which answers
+        if not acked.is_set():  # it ended without an ack: an error goes to Bolt's error handler
+            task.result()
             return
-        if task.done():
-            await _after_ack(task, args, on_error)
-            return
-        running.add(task)  # kept until it ends (the loop holds tasks weakly)
-        task.add_done_callback(
-            lambda t: (running.discard(t), asyncio.ensure_future(_after_ack(t, args, on_error)))
-        )
+        # Slack gets its answer now; how the listener ends is seen to after (an error: the boundary).
+        running.add(task)  # the loop holds tasks weakly: kept until they end
+        task.add_done_callback(lambda t: _ended(t, args, on_error, running))
 
-    run.__name__ = run.__qualname__ = getattr(listener, "__name__", "listener")
-    run.answers_on_ack = True  # type: ignore[attr-defined]
+    run.__name__ = run.__qualname__ = getattr(listener, "__name__", "listener")  # Bolt's logs name it
     return run
 
 
-async def _after_ack(task: asyncio.Task[Any], args: AsyncArgs, on_error: ErrorBoundary) -> None:
+def _ended(task: asyncio.Task[Any], args: AsyncArgs, on_error: ErrorBoundary, running: set[Any]) -> None:
+    running.discard(task)
     if task.cancelled() or task.exception() is None:
         return
-    error = task.exception()
-    assert isinstance(error, Exception)
+    report = asyncio.get_running_loop().create_task(_report(task.exception(), args, on_error))
+    running.add(report)
+    report.add_done_callback(running.discard)
+
+
+async def _report(error: BaseException | None, args: AsyncArgs, on_error: ErrorBoundary) -> None:
+    if not isinstance(error, Exception):
+        return
     try:
         await on_error(error, args.body, None, args.client)  # None: Slack has its answer already
     except Exception:
@@ -89,7 +91,6 @@ class Listeners:
         self.on_error = on_error
 
     def _through(self, register: Callable[[Listener], Any]) -> Callable[[Listener], Listener]:
-        @functools.wraps(register)
         def decorate(listener: Listener) -> Listener:
             register(answer_on_ack(listener, self.on_error))
             return listener
