@@ -39,6 +39,20 @@ async def count(store: Store, table: str) -> int:
         return (await conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()
 
 
+class WriteCounter:
+    """Counts the store's transactions (its `write` calls) from now on."""
+
+    def __init__(self, store: Store) -> None:
+        self.n = 0
+        write = store.write
+
+        async def counting(fn):
+            self.n += 1
+            return await write(fn)
+
+        store.write = counting  # type: ignore[method-assign]
+
+
 def test_confirming_copies_the_draft_into_the_job_once(database):
     async def go():
         store = await open_store(database)
@@ -102,15 +116,7 @@ def test_jobs_created_at_once_share_commits_and_keys_still_hold(database):
 
     async def go():
         store = await open_store(database)
-        writes = 0
-        write = store.write
-
-        async def counting(fn):
-            nonlocal writes
-            writes += 1
-            return await write(fn)
-
-        store.write = counting  # type: ignore[method-assign]
+        writes = WriteCounter(store)
         keys = [f"trigger:T{i}" for i in range(40)] + ["trigger:T7", "trigger:T7"]
         results = await asyncio.gather(
             *(
@@ -122,9 +128,9 @@ def test_jobs_created_at_once_share_commits_and_keys_still_hold(database):
         assert results[40][0].id == results[41][0].id == results[7][0].id
         assert await count(store, "jobs") == 40 and await count(store, "recipients") == 40
         # one lone write, then the rest together; a taken key costs one write per job of its group
-        assert writes <= 2 + 41 + 1, writes
+        assert writes.n <= 2 + 41 + 1, writes.n
         assert len({j.id for j, _ in results}) == 40
-        writes = 0
+        writes.n = 0
         await asyncio.gather(
             *(
                 store.create_job(
@@ -133,7 +139,7 @@ def test_jobs_created_at_once_share_commits_and_keys_still_hold(database):
                 for i in range(40)
             )
         )
-        assert writes <= 2, writes
+        assert writes.n <= 2, writes.n
         await store.close()
 
     run(go())
@@ -150,15 +156,7 @@ def test_checks_run_inside_the_shared_commit_and_decide_for_their_own_job_only(d
     async def go():
         store = await open_store(database)
         first, _ = await store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
-        writes = 0
-        write = store.write
-
-        async def counting(fn):
-            nonlocal writes
-            writes += 1
-            return await write(fn)
-
-        store.write = counting  # type: ignore[method-assign]
+        writes = WriteCounter(store)
 
         def check(i):
             def fn(conn):
@@ -182,7 +180,7 @@ def test_checks_run_inside_the_shared_commit_and_decide_for_their_own_job_only(d
         assert refused == [3, 13, 23] and found == [5, 15, 25]
         assert len(set(created)) == 24
         assert await count(store, "jobs") == 25 and await count(store, "recipients") == 25
-        assert writes <= 2, writes
+        assert writes.n <= 2, writes.n
         await store.close()
 
     run(go())
