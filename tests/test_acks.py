@@ -98,3 +98,28 @@ def test_an_error_after_the_ack_reaches_the_error_boundary_and_one_before_it_ans
     assert str(before) == "before the ack" and text2 == "early" and response2 is not None
     # Bolt answers an error before the ack through the handler's response (ours sets 200; this one none)
     assert early.status == 500
+
+
+def test_a_dropped_request_leaves_its_listener_running_and_its_error_reported():
+    async def go():
+        errors: list = []
+        reported = asyncio.Event()
+        started, go_on = asyncio.Event(), asyncio.Event()
+
+        async def listener(ack, command):
+            started.set()
+            await go_on.wait()
+            await ack()
+            raise RuntimeError("after a dropped request")
+
+        app = app_with(listener, errors, reported)
+        request = asyncio.get_running_loop().create_task(app.async_dispatch(command("dropped")))
+        await asyncio.wait_for(started.wait(), 2)
+        request.cancel()  # the HTTP request went away before the ack
+        await asyncio.gather(request, return_exceptions=True)
+        go_on.set()
+        await asyncio.wait_for(reported.wait(), 2)
+        return errors
+
+    ((error, text, response),) = run(go())
+    assert str(error) == "after a dropped request" and text == "dropped" and response is None

@@ -52,14 +52,22 @@ def answer_on_ack(listener: Listener, on_error: ErrorBoundary) -> Listener:
         loop = asyncio.get_running_loop()
         task = loop.create_task(listener(**values))
         waiting = loop.create_task(acked.wait())
-        await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
+
+        def see_to_its_end() -> None:  # an error after this point goes to the boundary
+            running.add(task)  # the loop holds tasks weakly: kept until they end
+            task.add_done_callback(lambda t: _ended(t, args, on_error, running))
+
+        try:
+            await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the request itself was dropped: the listener goes on all the same
+            see_to_its_end()
+            raise
+        finally:
+            waiting.cancel()
         if not acked.is_set():  # it ended without an ack: an error goes to Bolt's error handler
             task.result()
             return
-        # Slack gets its answer now; how the listener ends is seen to after (an error: the boundary).
-        running.add(task)  # the loop holds tasks weakly: kept until they end
-        task.add_done_callback(lambda t: _ended(t, args, on_error, running))
+        see_to_its_end()  # Slack gets its answer now
 
     run.__name__ = run.__qualname__ = getattr(listener, "__name__", "listener")  # Bolt's logs name it
     return run
