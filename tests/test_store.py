@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from bot.core.schema import recipients as rtab
 from bot.core.store import DraftState, JobKind, NewRecipient, RecipientState, Store, _runs
+from bot.sms import Outcome, Status
 from bot.sms.phone import PhoneNumber
 
 from .conftest import open_store, run
@@ -322,6 +323,31 @@ def test_the_daily_budget_counts_estimates_until_billed_and_not_unsent(database)
         await store.mark_in_flight(job_id, range(4))
         await store.queued_to_failed(job_id, "Not sent.")
         assert await store.segments_today("U1") == 8  # failed unsent recipients cost nothing
+        await store.close()
+
+    run(go())
+
+
+def test_texts_today_count_what_may_have_reached_each_number_in_other_jobs(database):
+    """The daily cap's count: accepted, unknown and in-flight texts of other jobs, per number; over more
+    numbers than one statement's chunk on SQLite, and as one array parameter on PostgreSQL."""
+
+    async def go():
+        store = await open_store(database)
+        _, first = await confirmed(store, 1200)  # numbers 0..1199
+        await store.mark_in_flight(first, range(0, 1200))
+        await store.record_outcomes(
+            first, [Outcome(i, "", Status.ACCEPTED if i % 3 else Status.FAILED) for i in range(0, 1199)]
+        )  # 1199 stays in flight; every third (i % 3 == 0) failed: not counted
+        _, second = await confirmed(store, 3)  # numbers 0..2 again, queued: not counted
+        asked = [f"+6581{i:06d}" for i in range(0, 1300)]  # 1200..1299 never texted
+        counts = await store.texts_today(asked)
+        expected = {f"+6581{i:06d}": 1 for i in range(1200) if i % 3 or i == 1199}
+        assert counts == expected
+        assert await store.texts_today(asked, exclude_job=first) == {}
+        await store.mark_in_flight(second, [1])
+        assert await store.texts_today(["+6581000000", "+6581000001"]) == {"+6581000001": 2}
+        assert await store.texts_today(["+6581000001"], exclude_job=first) == {"+6581000001": 1}
         await store.close()
 
     run(go())
