@@ -86,6 +86,26 @@ def test_batch_chunks_in_order_at_1_per_second_with_personal_messages(provider, 
     assert sum(len(g) for g in results) == 2500
 
 
+def test_batch_without_keeping_hands_every_outcome_to_the_hook_and_returns_none(provider, sms_settings):
+    """`keep=False` (the worker's large jobs): outcomes go to `on_results` as they come, none is held."""
+    provider.reset(reject_numbers=["6581230002"])
+    results = []
+
+    async def go():
+        async with SmsClient(sms_settings, limiter=fast_batches(provider, sms_settings)) as client:
+            return await batch_send_all(
+                client, numbers(5), ["x"] * 5, chunk_size=2, keep=False,
+                hooks=Hooks(on_results=results.extend),
+            )  # fmt: skip
+
+    assert run(go()) == []
+    assert sorted((o.index, o.status) for o in results) == [
+        (0, Status.ACCEPTED), (1, Status.ACCEPTED), (2, Status.FAILED), (3, Status.ACCEPTED),
+        (4, Status.ACCEPTED),
+    ]  # fmt: skip
+    assert len(provider.sent("BatchSendMessageToGlobe")) == 3
+
+
 def test_batch_chunk_with_unknown_outcome_is_not_resent(provider, sms_settings):
     provider.inject(Fault("internal", action="BatchSendMessageToGlobe"))
 

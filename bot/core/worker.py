@@ -451,6 +451,7 @@ class Worker:
                 [r.number for r in pending],
                 [r.message for r in pending],
                 hooks=hooks,
+                keep=False,  # every outcome is stored by `on_results` as it comes
                 type=job.type or MessageType.NOTIFY,
                 **common,
             )

@@ -325,6 +325,7 @@ async def batch_send_all(
     *,
     chunk_size: int = MAX_BATCH,
     hooks: Hooks | None = None,
+    keep: bool = True,
     **common: Any,
 ) -> list[Outcome]:
     """Send to every number through the batch API: chunks of ≤ `chunk_size`, ≤ 1 call/s.
@@ -332,6 +333,9 @@ async def batch_send_all(
     `numbers` are validated `PhoneNumber`s (not parsed again) or API-form strings, `messages` one per number, in
     the same order. `common` holds `sender_id`, `type`, `task_id`, `validity_period`. Chunks are
     dispatched in order as soon as the limiter allows, without waiting for the previous answer.
+    Returns every outcome in order; with `keep=False`, none: they go to `hooks.on_results` only, and a
+    large send does not hold one object per number until its end (Python's cycle collector walks each
+    of them at every full collection: 30 ms for 50,000, with the event loop held meanwhile).
     """
     if len(numbers) != len(messages):
         raise ValueError("numbers and messages must be the same length")
@@ -389,7 +393,8 @@ async def batch_send_all(
         finally:
             dispatched.set()
         async with lock:
-            outcomes.extend(group)
+            if keep:
+                outcomes.extend(group)
             await hooks.results(group, total)
 
     tasks: list[asyncio.Task[None]] = []
