@@ -29,8 +29,11 @@ from tests.test_replicas import Replica
 LATENCY = 0.05
 
 
-def arguments(description: str) -> argparse.Namespace:
+def arguments(description: str, recipients: int | None = None) -> argparse.Namespace:
+    """The benchmarks' options; with `recipients`, a `--recipients` option of that default."""
     parser = argparse.ArgumentParser(description=description)
+    if recipients is not None:
+        parser.add_argument("--recipients", type=int, default=recipients, help="the job's size")
     parser.add_argument(
         "--replicas", type=int, default=1, help="bot processes (PostgreSQL for more than one)"
     )
@@ -48,6 +51,15 @@ class Cluster:
     store: Store
     replicas: list[Replica]  # the sending replica first
     database: str
+
+    def rss_mib(self, peak: bool = False) -> float:
+        """Resident memory of the sending replica now (or its peak since it started), in MiB."""
+        field = "VmHWM:" if peak else "VmRSS:"
+        pid = self.replicas[0].process.proc.pid  # type: ignore[union-attr]
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no {field} for {pid}")
 
     def describe(self) -> str:
         return f"{len(self.replicas)} replica(s) on {self.database}"

@@ -1,9 +1,15 @@
-"""Throughput of the shared SMS client against the provider's limits.
+"""Throughput of the shared SMS client against the provider's limits, beside two baselines.
 
 (a) 2,000 single sends through `fan_out`, provider latency 50 ms: limit 2,000 at 2,000/s = 1.0 s.
 (b) 10,000 recipients through `batch_send_all`: 10 calls at 1/s = 9 s between the first and the
     last call, plus one round trip.
 The fake provider runs in its own process (as the real one is remote), enforcing the same limits.
+
+Baselines, in the same run against the same provider:
+- **bare aiohttp**: our signing and our limiter, one aiohttp session, nothing else of our client (no
+  retries, no outcome split, no in-flight hooks): the least our client could cost over this library.
+- **official SDK**: `alibabacloud_dysmsapi20180501`'s async client, paced the same way, in a virtual
+  environment of its own (`bench/.sdk-venv`, made on first use; `--no-sdk` skips it).
 
     .venv/bin/python -m bench.sms_client
 """
@@ -11,12 +17,33 @@ The fake provider runs in its own process (as the real one is remote), enforcing
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
-from bot.sms import SmsClient, SmsSettings, Status, batch_send_all, fan_out, loop, parse_number
+import aiohttp
+
+from bot.sms import (
+    RateLimiter,
+    SmsClient,
+    SmsSettings,
+    Status,
+    batch_send_all,
+    fan_out,
+    loop,
+    parse_number,
+    signing,
+)
+from bot.sms.client import API_VERSION
 from bot.sms.loop import LoopChoice
 from bot.sms.simulator import ProviderProcess
+
+from .baseline import ROOT
 
 LATENCY = 0.05
 SINGLE_RATE, BATCH_RATE = 2000.0, 1.0  # the provider's limits (and the client's defaults)
@@ -72,13 +99,114 @@ async def batch(provider: ProviderProcess, n: int) -> dict[str, float]:
     return {"wall": wall, "limit": limit, "floor": limit, "accepted": accepted}
 
 
+async def bare_single(provider: ProviderProcess, n: int) -> dict[str, float]:
+    """Baseline (a): the same requests through bare aiohttp, signed by us and paced by our limiter."""
+    limiter = RateLimiter(SINGLE_RATE)
+    host = urlsplit(provider.url).netloc
+    bodies = [
+        signing.form_body({"To": num, "Message": f"Outage: payments API degraded ({i})"})
+        for i, num in enumerate(numbers(n))
+    ]
+    accepted = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=400)) as session:
+
+        async def one(body: bytes) -> None:
+            nonlocal accepted
+            await limiter.acquire()
+            headers = signing.sign(
+                method="POST", host=host, action="SendMessageToGlobe", version=API_VERSION,
+                access_key_id=provider.access_key_id, access_key_secret=provider.access_key_secret,
+                body=body, content_type=signing.FORM_CONTENT_TYPE,
+            )  # fmt: skip
+            async with session.post(provider.url + "/", data=body, headers=headers) as resp:
+                answer = await resp.json(content_type=None)
+            accepted += answer.get("ResponseCode") == "OK"
+
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(one(b) for b in bodies))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"wall": wall, "accepted": accepted, "cpu_ms": cpu / n * 1000}
+
+
+async def bare_batch(provider: ProviderProcess, n: int) -> dict[str, float]:
+    """Baseline (b): batch calls of 1,000 through bare aiohttp, signed by us and paced by our limiter."""
+    limiter = RateLimiter(BATCH_RATE)
+    host = urlsplit(provider.url).netloc
+    to = numbers(n)
+    chunks = [to[i : i + 1000] for i in range(0, n, 1000)]
+    accepted = 0
+    async with aiohttp.ClientSession() as session:
+
+        async def one(chunk: list[str]) -> None:
+            nonlocal accepted
+            body = signing.form_body({
+                "To": json.dumps(chunk),
+                "Message": json.dumps([f"Hello customer {c}, your order has shipped." for c in chunk]),
+                "Type": "NOTIFY",
+            })  # fmt: skip
+            await limiter.acquire()
+            headers = signing.sign(
+                method="POST", host=host, action="BatchSendMessageToGlobe", version=API_VERSION,
+                access_key_id=provider.access_key_id, access_key_secret=provider.access_key_secret,
+                body=body, content_type=signing.FORM_CONTENT_TYPE,
+            )  # fmt: skip
+            async with session.post(provider.url + "/", data=body, headers=headers) as resp:
+                answer = await resp.json(content_type=None)
+            accepted += len(chunk) if answer.get("ResponseCode") == "OK" else 0
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in chunks))
+        wall = time.perf_counter() - t0
+    return {"wall": wall, "accepted": accepted}
+
+
+SDK_VENV = ROOT / "bench" / ".sdk-venv"
+SDK_PACKAGE = "alibabacloud_dysmsapi20180501==1.0.10"
+
+
+def sdk_python() -> Path:
+    """The SDK's own interpreter: a virtual environment made once (about half a minute), never the bot's."""
+    python = SDK_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"(making {SDK_VENV} for the official SDK baseline: {SDK_PACKAGE})", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(SDK_VENV)], check=True)
+        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", SDK_PACKAGE]
+        done = subprocess.run(pip, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"could not install {SDK_PACKAGE}:\n{done.stderr[-2000:]}")
+    return python
+
+
+def sdk(provider: ProviderProcess, mode: str, n: int, rate: float) -> dict[str, float]:
+    """The official SDK's async client in its own process (see bench/sdk_client.py)."""
+    out = subprocess.run(
+        [
+            str(sdk_python()), str(ROOT / "bench" / "sdk_client.py"), "--url", provider.url,
+            "--key-id", provider.access_key_id, "--secret", provider.access_key_secret,
+            "--mode", mode, "-n", str(n), "--rate", str(rate),
+        ],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["errors"]:
+        print(f"    official SDK errors: {result['errors']}")
+    if mode == "batch":
+        result.pop("cpu_ms")  # per call, not per request: not comparable
+    return result
+
+
 def report(name: str, n: int, result: dict[str, float], provider: ProviderProcess, span_limit: float) -> None:
     """`span_limit`: the least time the provider's limit allows between the first and the last request."""
     counts = provider.counts
     span = counts["span_us"] / 1e6
+    spread = (
+        f"first → last request at the provider {span:.3f} s, limit {span_limit:.3f} s, ratio "
+        f"{span / span_limit:.3f}x"
+        if counts["requests"] > 1
+        else f"{counts['requests']} request(s) reached the provider"
+    )
     print(
-        f"{name}: {n:,} recipients; first → last request at the provider {span:.3f} s, limit "
-        f"{span_limit:.3f} s, ratio {span / span_limit:.3f}x; whole call {result['wall']:.2f} s; "
+        f"{name}: {n:,} recipients; {spread}; whole call {result['wall']:.2f} s; "
         f"accepted {int(result['accepted']):,}; throttled answers {counts['throttled']}; "
         f"provider requests {counts['requests']:,}"
         + (f"; client CPU {result['cpu_ms']:.3f} ms a request (budget 0.5)" if "cpu_ms" in result else "")
@@ -92,20 +220,31 @@ def main() -> None:
     parser.add_argument(
         "--loop", choices=["uvloop", "asyncio", "both"], default="both", help="event loop(s), side by side"
     )
+    parser.add_argument("--no-sdk", action="store_true", help="leave out the official SDK baseline")
     args = parser.parse_args()
     loops: list[LoopChoice] = ["uvloop", "asyncio"] if args.loop == "both" else [args.loop]
     provider = ProviderProcess(latency=LATENCY)
     try:
+        span_limit = (args.single - 1) / SINGLE_RATE
         for choice in loops:
+            for name, run in (("fan_out single sends", single), ("baseline: bare aiohttp", bare_single)):
+                provider.reset(latency=LATENCY, record=False)
+                result = loop.run(run(provider, args.single), choice)
+                report(f"(a) {name} [{choice}]", args.single, result, provider, span_limit)
+        if not args.no_sdk:
             provider.reset(latency=LATENCY, record=False)
-            result = loop.run(single(provider, args.single), choice)
-            span_limit = (args.single - 1) / SINGLE_RATE
-            report(f"(a) fan_out single sends [{choice}]", args.single, result, provider, span_limit)
+            result = sdk(provider, "single", args.single, SINGLE_RATE)
+            report("(a) baseline: official SDK [asyncio]", args.single, result, provider, span_limit)
+        span_limit = (-(-args.batch // 1000) - 1) / BATCH_RATE
         for choice in loops:
+            for name, run in (("batch_send_all", batch), ("baseline: bare aiohttp", bare_batch)):
+                provider.reset(latency=LATENCY, record=False)
+                result = loop.run(run(provider, args.batch), choice)
+                report(f"(b) {name} [{choice}]", args.batch, result, provider, span_limit)
+        if not args.no_sdk:
             provider.reset(latency=LATENCY, record=False)
-            result = loop.run(batch(provider, args.batch), choice)
-            span_limit = (-(-args.batch // 1000) - 1) / BATCH_RATE
-            report(f"(b) batch_send_all [{choice}]", args.batch, result, provider, span_limit)
+            result = sdk(provider, "batch", args.batch, BATCH_RATE)
+            report("(b) baseline: official SDK [asyncio]", args.batch, result, provider, span_limit)
     finally:
         provider.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
