@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections import Counter
 
 import pytest
@@ -15,7 +16,7 @@ from bot.core.worker import SimulatedCrash
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.sms.simulator import Fault
 
-from .conftest import run
+from .conftest import Clock, run
 from .harness import Bot
 
 LEAD = "U0LEAD"
@@ -206,6 +207,35 @@ def test_two_confirmations_of_one_draft_start_one_job(provider, tmp_path):
             assert await bot.count("jobs") == 1
 
     run(go())
+    assert len(provider.sent("BatchSendMessageToGlobe")) == 1
+
+
+def test_a_confirmation_whose_copy_fails_is_told_and_the_sender_starts_it_after_the_hold(provider, tmp_path):
+    """The confirmation is answered before the recipients are copied into the job. When that copy fails,
+    the person is told (with a reference) that the send starts by itself; it does, once, when the hold
+    ends: the sending replica copies them as it starts the job."""
+    clock = Clock(time.time())
+
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD, clock=clock) as bot:
+            view = await review(bot, bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hello"))
+            store = bot.runtime.store
+
+            async def broken(job_id: str, owner: str) -> int:
+                raise RuntimeError("the database went away")
+
+            store.copy_draft_rows = broken  # type: ignore[method-assign]
+            assert await confirm(bot, view) == {"response_action": "clear"}
+            ((_, told),) = await bot.slack.wait_for_webhooks(1)
+            (job,) = await store.unfinished_jobs()
+            assert bot.runtime.worker.submitted == [] and await store.recipients(job.id) == []
+            clock.now += 16  # WORKER_LEASE_SECONDS (15) later: the hold has ended
+            summary = await asyncio.wait_for(bot.runtime.worker.wait(job.id), 10)
+            return told["text"], summary
+
+    told, summary = run(go())
+    assert "could not start just now (reference " in told and "starts by itself" in told, told
+    assert (summary.total, summary.accepted) == (2, 2)
     assert len(provider.sent("BatchSendMessageToGlobe")) == 1
 
 

@@ -76,6 +76,62 @@ def test_confirming_copies_the_draft_into_the_job_once(database):
     run(go())
 
 
+async def held(store: Store, n: int, owner: str = "A", seconds: float = 15) -> tuple[str, str]:
+    draft_id = await store.create_draft("U1")
+    assert await store.fill_draft(draft_id, {"user_id": "U1"}, people(n))
+    job_id, created = await store.claim_draft_into_job(
+        draft_id, kind=JobKind.BATCH, created_by="U1", hold=(owner, seconds)
+    )
+    assert created
+    return draft_id, job_id
+
+
+def test_a_held_confirmation_creates_the_job_now_and_its_recipients_after_the_answer(database):
+    """Confirmed with a hold (the Slack confirmation, before its ack): the job exists, with no
+    recipients and nobody else's to start; the copy after the ack fills it once and lets it go."""
+
+    async def go():
+        store = await open_store(database)
+        draft_id, job_id = await held(store, 7, owner="A")
+        assert (await store.get_draft(draft_id)).job_id == job_id
+        assert await store.recipients(job_id) == []
+        assert await store.claim_jobs("sender", time.time() + 15, limit=5) == []  # held by A
+        assert await store.copy_draft_rows(job_id, "A") == 7
+        assert await store.copy_draft_rows(job_id, "A") == 0  # once
+        assert [r.idx for r in await store.recipients(job_id)] == list(range(7))
+        (claim,) = await store.claim_jobs("sender", time.time() + 15, limit=5)
+        assert claim.job_id == job_id and not claim.recovered
+        start = await store.start_job(job_id)
+        assert start.copied == 0 and [p.idx for p in start.pending] == list(range(7))
+        await store.close()
+
+    run(go())
+
+
+def test_a_held_job_whose_copy_never_came_is_filled_by_the_sender_that_takes_it_over(database):
+    """The confirming process died between its ack and the copy: when its hold ends, the sender claims
+    the job and its start copies the recipients, once; a late copy by the dead holder changes nothing."""
+
+    async def go():
+        now = [1000.0]
+        store = await open_store(database)
+        store.clock = lambda: now[0]
+        _, job_id = await held(store, 5, owner="A", seconds=15)
+        assert await store.claim_jobs("B", now[0] + 15, limit=1) == []
+        now[0] += 16
+        (claim,) = await store.claim_jobs("B", now[0] + 15, limit=1)
+        assert claim.job_id == job_id and claim.recovered
+        start = await store.start_job(job_id)
+        assert start.copied == 5 and [p.idx for p in start.pending] == list(range(5))
+        assert (await store.start_job(job_id)).copied == 0
+        assert await store.copy_draft_rows(job_id, "A") == 0
+        assert (await store.get_job(job_id)).owner == "B"  # A's late copy did not release B's claim
+        assert len(await store.recipients(job_id)) == 5
+        await store.close()
+
+    run(go())
+
+
 def test_racing_confirmations_create_one_job(database):
     """Double clicks, Slack's retries, two replicas: however many confirm at once, one job."""
 

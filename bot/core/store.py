@@ -195,6 +195,7 @@ class JobStart:
     lost: int
     pending: list[Pending]
     rows: list[RecipientRow]  # every recipient, for single-recipient jobs only
+    copied: int = 0  # recipients this start copied from the job's draft (its confirming process died)
 
 
 JobCheck = Callable[[sa.Connection], "Job | None"]
@@ -388,12 +389,23 @@ class Store:
         return decided
 
     async def claim_draft_into_job(
-        self, draft_id: str, *, kind: JobKind, created_by: str, **fields: Any
+        self,
+        draft_id: str,
+        *,
+        kind: JobKind,
+        created_by: str,
+        hold: tuple[str, float] | None = None,
+        **fields: Any,
     ) -> tuple[str, bool]:
-        """open → confirmed and its job with every recipient, in one transaction: however many
-        confirmations race (double clicks, Slack retries, two replicas), one job is created; the
-        others get its id. The recipients are copied by one INSERT … SELECT inside the database; the
-        draft's own rows are deleted when the job completes (`complete_job`), not in this transaction."""
+        """open → confirmed and its job, in one transaction: however many confirmations race (double
+        clicks, Slack retries, two replicas), one job is created; the others get its id.
+
+        The recipients are copied by one INSERT … SELECT inside the database: in this transaction, or,
+        with `hold=(owner, seconds)`, by `copy_draft_rows` once Slack has its answer (the copy grows
+        with the list; this transaction does not). Meanwhile the job is leased to `owner`, so no sender
+        starts it without its recipients; if the copy never comes (that process died), the sender that
+        takes the job over when the lease ends copies them itself (`start_job`). The draft's own rows
+        are deleted when the job completes (`complete_job`)."""
         now = self.clock()
 
         def tx(conn: sa.Connection) -> tuple[str, bool]:
@@ -408,6 +420,10 @@ class Store:
                 sa.select(sa.func.count()).select_from(draft_rows).where(draft_rows.c.draft_id == draft_id)
             ).scalar_one()
             job = _new_job(kind, created_by, f"draft:{draft_id}", total, now, **fields)
+            values = _job_values(job)
+            if hold is not None:
+                job.owner, job.lease_until = hold[0], now + hold[1]
+                values |= {"owner": job.owner, "lease_until": job.lease_until}
             moved = conn.execute(
                 sa.update(drafts)
                 .where(drafts.c.id == draft_id, drafts.c.state == DraftState.OPEN)
@@ -415,19 +431,10 @@ class Store:
             )
             if moved.rowcount != 1:  # another confirmation won between our read and our update
                 raise _LostRace
-            conn.execute(_INSERT_JOB, _job_values(job))
-            cols = [draft_rows.c[c] for c in ("idx", "e164", "country_code", "national", "region", "message")]
-            conn.execute(
-                sa.insert(rtab).from_select(
-                    ["job_id", "idx", "e164", "country_code", "national", "region", "message", "state",
-                     "est_segments", "updated_at"],
-                    sa.select(
-                        sa.literal(job.id), *cols, sa.literal(str(RecipientState.QUEUED)),
-                        draft_rows.c.segments, sa.literal(now, sa.Double),
-                    ).where(draft_rows.c.draft_id == draft_id),
-                )
-            )  # fmt: skip
-            self._announce(conn)
+            conn.execute(_INSERT_JOB, values)
+            if hold is None:
+                _copy_draft_rows(conn, job.id, draft_id, now)
+                self._announce(conn)
             return job.id, True
 
         try:
@@ -437,6 +444,27 @@ class Store:
             if winner is not None and winner.job_id:
                 return winner.job_id, False
             raise LookupError("draft is not open") from None
+
+    async def copy_draft_rows(self, job_id: str, owner: str) -> int:
+        """The recipients of a job confirmed with `hold` (see `claim_draft_into_job`), copied from its
+        draft, and the hold released so that the sending replica starts it. Returns how many were
+        copied: 0 when they already were (by a sender that took the job over)."""
+        now = self.clock()
+
+        def tx(conn: sa.Connection) -> int:
+            copied = _copy_from_source(conn, job_id, now)
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.owner == owner)
+                .values(owner=None, lease_until=None)
+            )
+            self._announce(conn)
+            return copied
+
+        try:
+            return await self.write(tx)
+        except IntegrityError:  # the job's new holder copied them meanwhile
+            return 0
 
     async def job_by_key(self, source_key: str | None) -> Job | None:
         """The job made from `source_key` (an idempotency key), if any."""
@@ -591,6 +619,8 @@ class Store:
 
         def tx(conn: sa.Connection) -> JobStart | None:
             r = rtab.c
+            # Confirmed with a hold whose copy never came (that process died): copied here, once.
+            copied = _copy_from_source(conn, job_id, now)
             lost = conn.execute(
                 sa.update(rtab)
                 .where(r.job_id == job_id, r.state == str(RecipientState.IN_FLIGHT))
@@ -610,11 +640,11 @@ class Store:
             if changes:
                 conn.execute(sa.update(jobs).where(jobs.c.id == job_id).values(**changes))
             if job.state == JobState.DONE:
-                return JobStart(job, lost, [], [])
+                return JobStart(job, lost, [], [], copied)
             # Full rows only where they are shown (a single send's thread); a 10,000-recipient job starts
             # from light rows.
             rows = _rows(conn, job_id) if job.total == 1 else []
-            return JobStart(job, lost, _pending(conn, job_id, now), rows)
+            return JobStart(job, lost, _pending(conn, job_id, now), rows, copied)
 
         return await self.write(tx)
 
@@ -1289,6 +1319,33 @@ def _settle_new(item: _NewJob, decided: Job | Exception | None) -> None:
         _settle(item.done, None, decided)
     else:
         _settle(item.done, True if decided is None else decided, None)
+
+
+_DRAFT_COLUMNS = ("idx", "e164", "country_code", "national", "region", "message")
+
+
+def _copy_draft_rows(conn: sa.Connection, job_id: str, draft_id: str, now: float) -> int:
+    """Every row of the draft into the job as a queued recipient: one INSERT … SELECT in the database."""
+    return conn.execute(
+        sa.insert(rtab).from_select(
+            ["job_id", *_DRAFT_COLUMNS, "state", "est_segments", "updated_at"],
+            sa.select(
+                sa.literal(job_id), *[draft_rows.c[c] for c in _DRAFT_COLUMNS],
+                sa.literal(str(RecipientState.QUEUED)), draft_rows.c.segments, sa.literal(now, sa.Double),
+            ).where(draft_rows.c.draft_id == draft_id),
+        )
+    ).rowcount  # fmt: skip
+
+
+def _copy_from_source(conn: sa.Connection, job_id: str, now: float) -> int:
+    """A job made from a draft that has no recipients yet gets the draft's (0 when it has some, or was
+    not made from a draft)."""
+    source = conn.execute(sa.select(jobs.c.source_key).where(jobs.c.id == job_id)).scalar_one_or_none()
+    if not source or not source.startswith("draft:"):
+        return 0
+    if conn.execute(sa.select(rtab.c.idx).where(rtab.c.job_id == job_id).limit(1)).first() is not None:
+        return 0
+    return _copy_draft_rows(conn, job_id, source.removeprefix("draft:"), now)
 
 
 class _LostRace(Exception):

@@ -308,6 +308,11 @@ class Worker:
             )
         if claim.recovered:
             log.info("job %s: taken over after its previous process stopped", job_id)
+        if start.copied:
+            log.warning(
+                "job %s: %d recipient(s) copied from its draft here; the process that confirmed it "
+                "stopped before it could", job_id, start.copied,
+            )  # fmt: skip
         if start.job.state == JobState.DONE:
             self._resolve(job_id, await self.store.summary(job_id))
             return

@@ -261,7 +261,12 @@ async def bulk_confirm_submission_callback(
                 errors={BlockId.BULK_TYPED_COUNT: f"Type {count:,} (the number of recipients) to send."},
             )
             return
-    job_id, note = await bulk.confirm(deps.store, draft_id, dry_run=deps.settings.dry_run, found=found)
+    # The job is created now and its recipients copied after the ack (`_start`): the ack does not grow
+    # with the list. Held by this process meanwhile; if it dies first, the sender copies them itself.
+    hold = (deps.service.worker.name, deps.settings.worker_lease_seconds)
+    job_id, note = await bulk.confirm(
+        deps.store, draft_id, dry_run=deps.settings.dry_run, found=found, hold=hold
+    )
     if job_id is None:  # discarded or expired: say so in the modal instead of closing it silently
         log.info("bulk confirmation of %s refused: %s", draft_id, note)
         await ack(
@@ -271,11 +276,36 @@ async def bulk_confirm_submission_callback(
         return
     await ack(response_action="clear")
     if note == "created":
-        deps.service.worker.submit(job_id)
         log.info("bulk job %s confirmed by %s", job_id, body["user"]["id"])
+        response_url = found.head.get("response_url") if found is not None else None
+        if not await _start(deps, client, job_id, user_id, response_url):
+            return
         run_at = found.head.get("run_at") if found is not None else None
         if run_at:  # nothing shows in the channel until then: say where it is
-            deps.spawn(_tell_scheduled(client, user_id, found.head.get("response_url"), found.count, run_at))
+            deps.spawn(_tell_scheduled(client, user_id, response_url, found.count, run_at))
+
+
+async def _start(deps: Deps, client: Any, job_id: str, user_id: str, response_url: str | None) -> bool:
+    """After the ack: the job's recipients copied from its draft, and the sending replica woken. If the
+    copy fails, the person is told that the send starts by itself when the hold ends (the sender then
+    copies them: nothing is lost or sent twice)."""
+    worker = deps.service.worker
+    try:
+        await deps.store.copy_draft_rows(job_id, worker.name)
+    except Exception:
+        ref = reference()
+        log.exception("bulk job %s: its recipients could not be copied yet ref=%s", job_id, ref)
+        await tell_person(
+            client,
+            user_id=user_id,
+            response_url=response_url,
+            text=f"⚠️ Your send is confirmed but could not start just now (reference {ref}). It starts by "
+            f"itself within {deps.settings.worker_lease_seconds:.0f} seconds and its progress appears in "
+            "the channel; nothing is sent twice.",
+        )
+        return False
+    worker.submit(job_id)
+    return True
 
 
 async def _tell_scheduled(
