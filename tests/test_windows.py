@@ -14,6 +14,7 @@ from bot.sms.phone import parse_number
 from .conftest import Clock, run
 from .harness import Bot
 from .test_bulk import LEAD, bulk_values, confirm, review, text_of
+from .test_slack_app import modal_values
 
 
 def utc(day: int, hour: int, minute: int = 0) -> float:
@@ -91,6 +92,34 @@ def test_a_marketing_bulk_goes_to_each_recipient_inside_their_window_and_to_the_
     batches = [json.loads(r.params["To"]) for r in provider.sent("BatchSendMessageToGlobe")]
     assert batches == [*second, ["61412345678"]]
     assert summary.accepted == 5 and summary.held == 0
+
+
+def test_a_single_marketing_text_outside_the_window_says_so_in_its_thread_and_goes_when_it_opens(
+    provider, tmp_path
+):
+    """Texted from the send form at 07:00 in New York: the thread says it waits and until when (not a
+    silent "sending"); it goes at 08:00 there, once."""
+    clock = Clock(utc(24, 12))  # 07:00 in New York
+
+    async def go():
+        async with Bot(provider, tmp_path, clock=clock) as bot:
+            await bot.command("")
+            (opened,) = await bot.slack.wait_for("views.open")
+            await bot.submit_view(opened.params["view"], modal_values(NY, "Winter sale", type_="MKT"))
+            (job_id,) = await bot.runtime.worker.wait_submitted(1)
+            posts = await bot.slack.wait_for("chat.postMessage", 2)
+            sent_before = len(provider.sent())
+            thread = (await bot.posted(job_id)).thread_ts
+            clock.now = utc(24, 13) + 1  # 08:00 in New York
+            summary = await bot.runtime.worker.wait(job_id)
+            return posts, thread, sent_before, summary
+
+    (parent, note), thread, sent_before, summary = run(go())
+    assert "thread_ts" not in parent.params and thread and note.params["thread_ts"] == thread
+    assert "Waiting for the recipient's send window" in note.params["text"]
+    assert f"<!date^{int(utc(24, 13))}^" in note.params["text"]
+    assert sent_before == 0
+    assert summary.accepted == 1 and len(provider.sent()) == 1
 
 
 def test_a_send_waiting_for_send_windows_pauses_at_once_and_resumes(provider, tmp_path):

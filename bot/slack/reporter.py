@@ -89,6 +89,8 @@ class SlackReporter:
 
     async def job_progress(self, job: Job, summary: Summary) -> None:
         if not job.meta.get("bulk"):
+            if job.total == 1 and job.owner is None and summary.held:
+                await self._single_held(job, summary)
             return
         now = time.monotonic()
         # A pause, or a wait for send windows, is shown at once; progress at most every few seconds.
@@ -106,6 +108,21 @@ class SlackReporter:
                 text=f"Bulk SMS: {summary.accepted + summary.failed + summary.unknown:,}/{job.total:,} done",
                 blocks=bulk_views.progress_blocks(job, summary, done=False),
             )
+
+    async def _single_held(self, job: Job, summary: Summary) -> None:
+        """A marketing text waiting for its recipient's send window: said in its thread (else to the
+        sender alone), so that nobody takes the wait for a stuck send."""
+        text = views.held_line(summary.next_window)
+        post = await self.state.post(job.id)
+        if post.thread_ts and job.channel_id:
+            try:
+                await self.client.chat_postMessage(
+                    channel=job.channel_id, thread_ts=post.thread_ts, text=text
+                )
+                return
+            except SlackApiError as exc:
+                log.info("cannot post the wait in %s: %s", job.channel_id, exc.response.get("error"))
+        await tell_person(self.client, user_id=job.created_by, response_url=job.response_url, text=text)
 
     async def _bulk_started(self, job: Job) -> None:
         if not job.channel_id or (await self.state.post(job.id)).parent_ts:  # resumed: posted already

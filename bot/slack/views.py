@@ -150,6 +150,15 @@ def outcome_line(r: RecipientRow) -> str:
     return "⏳ Sending…"
 
 
+def held_line(next_window: float | None) -> str:
+    """A single marketing text held for the recipient's send window."""
+    when = f" It goes out {slack_date_time(next_window)}." if next_window else ""
+    return (
+        "🌙 *Waiting for the recipient's send window*: marketing texts go out only in their daytime "
+        f"(setting `SEND_WINDOW`).{when} Not sent yet."
+    )
+
+
 def send_at_block(block_id: str, action_id: str) -> InputBlock:
     """The optional "Send at" of the bulk and outage forms: Slack shows it in the sender's time zone."""
     return InputBlock(
