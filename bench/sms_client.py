@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -99,10 +100,22 @@ async def batch(provider: ProviderProcess, n: int) -> dict[str, float]:
     return {"wall": wall, "limit": limit, "floor": limit, "accepted": accepted}
 
 
+async def bare_post(
+    session: aiohttp.ClientSession, provider: ProviderProcess, action: str, body: bytes
+) -> dict[str, Any]:
+    """One signed POST of the baselines, straight on aiohttp: its answer's JSON."""
+    headers = signing.sign(
+        method="POST", host=urlsplit(provider.url).netloc, action=action, version=API_VERSION,
+        access_key_id=provider.access_key_id, access_key_secret=provider.access_key_secret,
+        body=body, content_type=signing.FORM_CONTENT_TYPE,
+    )  # fmt: skip
+    async with session.post(provider.url + "/", data=body, headers=headers) as resp:
+        return await resp.json(content_type=None)
+
+
 async def bare_single(provider: ProviderProcess, n: int) -> dict[str, float]:
     """Baseline (a): the same requests through bare aiohttp, signed by us and paced by our limiter."""
     limiter = RateLimiter(SINGLE_RATE)
-    host = urlsplit(provider.url).netloc
     bodies = [
         signing.form_body({"To": num, "Message": f"Outage: payments API degraded ({i})"})
         for i, num in enumerate(numbers(n))
@@ -113,13 +126,7 @@ async def bare_single(provider: ProviderProcess, n: int) -> dict[str, float]:
         async def one(body: bytes) -> None:
             nonlocal accepted
             await limiter.acquire()
-            headers = signing.sign(
-                method="POST", host=host, action="SendMessageToGlobe", version=API_VERSION,
-                access_key_id=provider.access_key_id, access_key_secret=provider.access_key_secret,
-                body=body, content_type=signing.FORM_CONTENT_TYPE,
-            )  # fmt: skip
-            async with session.post(provider.url + "/", data=body, headers=headers) as resp:
-                answer = await resp.json(content_type=None)
+            answer = await bare_post(session, provider, "SendMessageToGlobe", body)
             accepted += answer.get("ResponseCode") == "OK"
 
         t0, cpu0 = time.perf_counter(), time.process_time()
@@ -131,7 +138,6 @@ async def bare_single(provider: ProviderProcess, n: int) -> dict[str, float]:
 async def bare_batch(provider: ProviderProcess, n: int) -> dict[str, float]:
     """Baseline (b): batch calls of 1,000 through bare aiohttp, signed by us and paced by our limiter."""
     limiter = RateLimiter(BATCH_RATE)
-    host = urlsplit(provider.url).netloc
     to = numbers(n)
     chunks = [to[i : i + 1000] for i in range(0, n, 1000)]
     accepted = 0
@@ -145,13 +151,7 @@ async def bare_batch(provider: ProviderProcess, n: int) -> dict[str, float]:
                 "Type": "NOTIFY",
             })  # fmt: skip
             await limiter.acquire()
-            headers = signing.sign(
-                method="POST", host=host, action="BatchSendMessageToGlobe", version=API_VERSION,
-                access_key_id=provider.access_key_id, access_key_secret=provider.access_key_secret,
-                body=body, content_type=signing.FORM_CONTENT_TYPE,
-            )  # fmt: skip
-            async with session.post(provider.url + "/", data=body, headers=headers) as resp:
-                answer = await resp.json(content_type=None)
+            answer = await bare_post(session, provider, "BatchSendMessageToGlobe", body)
             accepted += len(chunk) if answer.get("ResponseCode") == "OK" else 0
 
         t0 = time.perf_counter()
