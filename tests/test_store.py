@@ -23,10 +23,13 @@ def people(n: int, segments: int = 2) -> list[NewRecipient]:
     ]
 
 
-async def confirmed(store: Store, n: int) -> tuple[str, str]:
+async def confirmed(store: Store, n: int, hold: tuple[str, float] | None = None) -> tuple[str, str]:
+    """A draft of `n` people confirmed into a job (with `hold`, as the Slack confirmation does it)."""
     draft_id = await store.create_draft("U1")
     assert await store.fill_draft(draft_id, {"user_id": "U1"}, people(n))
-    job_id, created = await store.claim_draft_into_job(draft_id, kind=JobKind.BATCH, created_by="U1")
+    job_id, created = await store.claim_draft_into_job(
+        draft_id, kind=JobKind.BATCH, created_by="U1", hold=hold
+    )
     assert created
     return draft_id, job_id
 
@@ -76,23 +79,13 @@ def test_confirming_copies_the_draft_into_the_job_once(database):
     run(go())
 
 
-async def held(store: Store, n: int, owner: str = "A", seconds: float = 15) -> tuple[str, str]:
-    draft_id = await store.create_draft("U1")
-    assert await store.fill_draft(draft_id, {"user_id": "U1"}, people(n))
-    job_id, created = await store.claim_draft_into_job(
-        draft_id, kind=JobKind.BATCH, created_by="U1", hold=(owner, seconds)
-    )
-    assert created
-    return draft_id, job_id
-
-
 def test_a_held_confirmation_creates_the_job_now_and_its_recipients_after_the_answer(database):
     """Confirmed with a hold (the Slack confirmation, before its ack): the job exists, with no
     recipients and nobody else's to start; the copy after the ack fills it once and lets it go."""
 
     async def go():
         store = await open_store(database)
-        draft_id, job_id = await held(store, 7, owner="A")
+        draft_id, job_id = await confirmed(store, 7, hold=("A", 15))
         assert (await store.get_draft(draft_id)).job_id == job_id
         assert await store.recipients(job_id) == []
         assert await store.claim_jobs("sender", time.time() + 15, limit=5) == []  # held by A
@@ -116,7 +109,7 @@ def test_a_held_job_whose_copy_never_came_is_filled_by_the_sender_that_takes_it_
         now = [1000.0]
         store = await open_store(database)
         store.clock = lambda: now[0]
-        _, job_id = await held(store, 5, owner="A", seconds=15)
+        _, job_id = await confirmed(store, 5, hold=("A", 15))
         assert await store.claim_jobs("B", now[0] + 15, limit=1) == []
         now[0] += 16
         (claim,) = await store.claim_jobs("B", now[0] + 15, limit=1)

@@ -423,7 +423,7 @@ async def confirm(
     The recipients are copied inside the database (one INSERT … SELECT; nothing of that size passes
     through the event loop): in the same transaction, or with `hold=(this process, seconds)` by
     `Store.copy_draft_rows` once Slack has its answer. That copy grows with the list (≈ 100 ms for
-    50,000 on SQLite); the confirmation does not."""
+    50,000 on SQLite); the confirmation only counts the draft's rows."""
     found = found or await store.get_draft(draft_id)
     if found is None:
         return None, "This confirmation has expired. Start again with /sms bulk."

@@ -10,7 +10,7 @@ from bot.sms.phone import PhoneNumber
 
 from .consent import DailyCapReached
 from .optouts import OptedOut, OptOuts, Override, find_in
-from .store import Job, JobKind, NewRecipient, Store, job_with_key, texts_since
+from .store import Job, JobKind, NewRecipient, Store, day_start, job_with_key, texts_since
 from .worker import Worker
 
 
@@ -63,7 +63,7 @@ class SendService:
                 return existing
             if override is None and (optout := find_in(conn, [e164], type).get(e164)) is not None:
                 raise OptedOut(optout, type)
-            if cap > 0 and (texts := texts_since(conn, [e164], now - now % 86400).get(e164, 0)) >= cap:
+            if cap > 0 and (texts := texts_since(conn, [e164], day_start(now)).get(e164, 0)) >= cap:
                 raise DailyCapReached(number.masked, texts, cap)
             return None
 
