@@ -77,12 +77,11 @@ class Cluster:
         return await self.last_stored(job.id) - confirmed_at, await self.store.summary(job.id)
 
     async def last_stored(self, job_id: str) -> float:
-        async with self.store.engine.connect() as conn:
-            return (
-                await conn.execute(
-                    sa.select(sa.func.max(recipients.c.updated_at)).where(recipients.c.job_id == job_id)
-                )
+        return await self.store.read(
+            lambda conn: conn.execute(
+                sa.select(sa.func.max(recipients.c.updated_at)).where(recipients.c.job_id == job_id)
             ).scalar_one()
+        )
 
 
 @contextlib.asynccontextmanager

@@ -1,8 +1,10 @@
 """Footprint of the bot: start-up to a healthy `/healthz`, and resident memory when idle.
 
-Starts `python -m bot` for real (dry run, SQLite in a temporary directory, HTTP mode) against the fake
-Slack Web API, from the spawn of the process to the first `/healthz` that answers `ok`, then reads the
-process's resident set size after a second of idling. Targets: start-up ≤ 0.4 s, idle RSS ≤ 80 MiB.
+Starts `python -m bot` for real (SQLite in a temporary directory, HTTP mode) against the fake Slack Web
+API, from the spawn of the process to the first `/healthz` that answers `ok`, then reads the process's
+resident set size after a second of idling. Targets: start-up ≤ 0.4 s, idle RSS ≤ 80 MiB. Two
+configurations: as deployed (the fake provider in a process of its own, as the real one is remote) and
+a dry run (the simulated provider inside the bot).
 
 `--baseline REV` measures another revision of this repository side by side (a temporary git worktree,
 the same interpreter and packages), alternating `--rounds` times.
@@ -26,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from bot.sms import loop
+from bot.sms.simulator import ProviderProcess
 from tests.fake_slack import FakeSlack
 from tests.harness import BOT_TOKEN, SIGNING_SECRET
 
@@ -41,16 +44,17 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-async def measure(tree: Path) -> tuple[float, float, float]:
+async def measure(tree: Path, provider: str | None) -> tuple[float, float, float]:
     """Of `python -m bot` run from `tree`: seconds from spawn to a healthy /healthz on a new database (the
-    schema is created), the same on that database again (a restart), and the idle RSS in MiB."""
+    schema is created), the same on that database again (a restart), and the idle RSS in MiB. With the
+    provider at `provider`, or a dry run (None)."""
     with tempfile.TemporaryDirectory() as tmp:
-        first, _ = await start(tree, tmp)
-        again, rss = await start(tree, tmp)
+        first, _ = await start(tree, tmp, provider)
+        again, rss = await start(tree, tmp, provider)
     return first, again, rss
 
 
-async def start(tree: Path, tmp: str) -> tuple[float, float]:
+async def start(tree: Path, tmp: str, provider: str | None) -> tuple[float, float]:
     """One start of the bot with its database in `tmp`: (seconds to healthy, idle RSS in MiB)."""
     slack = FakeSlack()
     await slack.start()
@@ -62,7 +66,15 @@ async def start(tree: Path, tmp: str) -> tuple[float, float]:
         "SLACK_API_URL": slack.url + "/api/",
         "HOST": "127.0.0.1",
         "PORT": "0",
-        "SMS_DRY_RUN": "true",
+        **(
+            {"SMS_DRY_RUN": "true"}
+            if provider is None
+            else {
+                "SMS_ENDPOINT": provider,
+                "ALIBABA_CLOUD_ACCESS_KEY_ID": "testid",
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "testsecret",
+            }
+        ),
         "DATABASE_PATH": str(Path(tmp) / "bot.sqlite3"),
         "LOG_LEVEL": "INFO",
     }
@@ -103,17 +115,23 @@ def main() -> None:
         trees = {"this tree": ROOT}
         if args.baseline:
             trees = {f"baseline {args.baseline}": stack.enter_context(worktree(args.baseline)), **trees}
-        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
+        provider = ProviderProcess()
+        stack.callback(provider.close)
+        modes = {"as deployed": provider.url, "dry run": None}
+        results: dict[tuple[str, str], list[tuple[float, float, float]]] = {
+            (name, mode): [] for name in trees for mode in modes
+        }
         for _ in range(args.rounds):
             for name, tree in trees.items():
-                results[name].append(loop.run(measure(tree)))
+                for mode, url in modes.items():
+                    results[name, mode].append(loop.run(measure(tree, url)))
 
         def spread(values: list[float], unit: str, digits: int) -> str:
             return f"{min(values):.{digits}f}-{max(values):.{digits}f} {unit} (median {statistics.median(values):.{digits}f})"
 
-        for name, runs in results.items():
+        for (name, mode), runs in results.items():
             print(
-                f"{name}: start-up to healthy: restart {spread([a for _, a, _ in runs], 's', 2)}, "
+                f"{name}, {mode}: start-up to healthy: restart {spread([a for _, a, _ in runs], 's', 2)}, "
                 f"new database {spread([f for f, _, _ in runs], 's', 2)} (target {STARTUP_TARGET} s); "
                 f"idle RSS {spread([r for _, _, r in runs], 'MiB', 0)} (target {RSS_TARGET:.0f} MiB)"
             )

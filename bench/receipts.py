@@ -74,14 +74,14 @@ async def main() -> None:
                 await wait_done(c.store, job.id, limit=120)
             sent = time.monotonic() - t0
 
+            def matched_and_left(conn: sa.Connection) -> tuple[int, int]:
+                matched = conn.execute(
+                    sa.select(sa.func.count()).where(recipients.c.delivery.is_not(None))
+                ).scalar_one()
+                return matched, conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one()
+
             async def all_matched() -> int | None:
-                async with c.store.engine.connect() as conn:
-                    matched = (
-                        await conn.execute(
-                            sa.select(sa.func.count()).where(recipients.c.delivery.is_not(None))
-                        )
-                    ).scalar_one()
-                    left = (await conn.execute(sa.select(sa.func.count()).select_from(inbox))).scalar_one()
+                matched, left = await c.store.read(matched_and_left)
                 return matched if matched >= BULK + OUTAGE and left == 0 else None
 
             await until(all_matched, 120, "every receipt matched", every=0.2)

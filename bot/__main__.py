@@ -65,7 +65,7 @@ def database_command(settings: Settings, args: list[str]) -> int:
             state = "up to date" if rev == db.head() else f"this version needs {db.head()}"
             return f"schema {rev or 'unversioned'} ({state})"
         finally:
-            await engine.dispose()
+            await db.dispose(engine)
 
     try:
         print(loop.run(go(), settings.event_loop))

@@ -15,7 +15,6 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
 from bot.core import db
@@ -263,7 +262,7 @@ class LoopLag:
             self.worst = max(self.worst, loop.time() - began - self.PERIOD)
 
 
-async def open_database(s: Settings) -> AsyncEngine:
+async def open_database(s: Settings) -> db.Engine:
     """The engine, with the schema brought to this code's head (or checked, without auto-upgrade)."""
     url = s.sqlalchemy_url()
     where = "DATABASE_URL" if s.database_url else "DATABASE_PATH"
@@ -279,10 +278,10 @@ async def open_database(s: Settings) -> AsyncEngine:
         else:
             await db.check(engine)
     except db.DatabaseError as exc:
-        await db.dispose_after_failure(engine)
+        await db.dispose(engine)
         raise StartupError(f"{where}: {exc}") from None
     except (OSError, SQLAlchemyError) as exc:
-        await db.dispose_after_failure(engine)
+        await db.dispose(engine)
         reason = getattr(exc, "orig", None) or exc
         raise StartupError(
             f"{where}: cannot use the database at {db.describe(url)} ({type(reason).__name__}: {reason})."

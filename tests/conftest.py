@@ -71,7 +71,7 @@ def pg_template(pg_server: PostgresServer) -> str:
     async def upgrade() -> None:
         engine = db.create_engine(db.database_url(url, ""))
         await db.upgrade(engine)
-        await engine.dispose()
+        await db.dispose(engine)
 
     run(upgrade())
     return url.rsplit("/", 1)[1]

@@ -209,5 +209,6 @@ class Bot:
         """Rows in a table of the bot's database."""
         import sqlalchemy as sa
 
-        async with self.runtime.store.engine.connect() as conn:
-            return (await conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()
+        return await self.runtime.store.read(
+            lambda conn: conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+        )

@@ -39,8 +39,7 @@ async def states(store: Store, job_id: str) -> dict[int, str]:
 
 
 async def count(store: Store, table: str) -> int:
-    async with store.engine.connect() as conn:
-        return (await conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()
+    return await store.read(lambda conn: conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
 
 
 class WriteCounter:

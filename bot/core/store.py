@@ -1,6 +1,6 @@
 """Storage: jobs, per-recipient state (which is also the audit log), drafts, leases.
 
-Async SQLAlchemy Core over SQLite (aiosqlite) or PostgreSQL (asyncpg): no call blocks the event loop.
+SQLAlchemy Core over SQLite (on a thread of its own) or PostgreSQL (asyncpg): no call blocks the event loop.
 Every state change that must survive a crash is committed before the provider is called. Several
 processes may share one PostgreSQL database: idempotency keys are unique constraints, a recipient moves
 to `in_flight` only through a statement that moves rows still queued of a job the caller holds the lease
@@ -21,12 +21,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.sms.phone import PhoneNumber
 from bot.sms.receipts import Delivery
@@ -35,6 +34,9 @@ from . import db
 from .optouts import opted_out_reason
 from .schema import draft_rows, drafts, jobs, leases, suppressions
 from .schema import recipients as rtab
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 class JobKind(StrEnum):
@@ -235,40 +237,45 @@ class Store:
     driver call); on PostgreSQL through `AsyncConnection.run_sync` (asyncpg, no threads). Nothing of it
     runs on the event loop's thread for SQLite, and no call blocks the loop on either."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: db.Engine, *, clock: Callable[[], float] = time.time) -> None:
+        """`engine` from `db.create_engine`: SQLite's is synchronous, PostgreSQL's asyncio."""
         self.engine = engine
         self.clock = clock
         self.dialect = engine.dialect.name
-        self._sync: sa.Engine | None = None
+        self._sync: sa.Engine | None = engine if isinstance(engine, sa.Engine) else None
+        self._async: AsyncEngine | None = None if isinstance(engine, sa.Engine) else engine
         self._thread: _SqliteThread | None = None
         self._new_jobs: list[_NewJob] = []
         self._job_writer: asyncio.Task[None] | None = None
         # Seconds after acceptance that the QueryMessage sweep first asks about a message with no
         # receipt (None: never); bot/core/deliveries.py sets it from RECEIPTS_CHECK_AFTER.
         self.first_check: float | None = None
-        if self.dialect == "sqlite":
-            self._sync = db.create_sync_sqlite_engine(engine.url)
+        if self._sync is not None:
+            assert self.dialect == "sqlite", "a synchronous engine is for SQLite only"
             self._thread = _SqliteThread()
 
     async def close(self) -> None:
         if self._thread is not None and self._sync is not None:
             await self._thread.run(self._sync.dispose)
             await self._thread.stop()
-        await self.engine.dispose()
+        if self._async is not None:
+            await self._async.dispose()
 
     async def write(self, fn: Callable[[sa.Connection], T]) -> T:
         """`fn(conn)` in one transaction, committed when it returns (rolled back if it raises). Other layers
         use it for tables of their own (the Slack layer's, bot/slack/state.py)."""
         if self._thread is not None:
             return await self._thread.run(self._sync_write, fn)
-        async with self.engine.begin() as conn:
+        assert self._async is not None
+        async with self._async.begin() as conn:
             return await conn.run_sync(fn)
 
     async def read(self, fn: Callable[[sa.Connection], T]) -> T:
         """`fn(conn)` for reading (nothing it does is committed)."""
         if self._thread is not None:
             return await self._thread.run(self._sync_read, fn)
-        async with self.engine.connect() as conn:
+        assert self._async is not None
+        async with self._async.connect() as conn:
             return await conn.run_sync(fn)
 
     def _sync_write(self, fn: Callable[[sa.Connection], T]) -> T:
@@ -500,9 +507,9 @@ class Store:
         """PostgreSQL: call `wake()` when another process creates a job. Returns a closer, or None where
         there is nothing to listen to (SQLite: one process). NOTIFY is not replayed to a listener that
         was disconnected, and does not pass PgBouncer in transaction mode: callers keep polling."""
-        if self.dialect != "postgresql":
+        if self._async is None:
             return None
-        conn = await self.engine.connect()
+        conn = await self._async.connect()
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
 
