@@ -14,6 +14,7 @@ from bot.core.commands import CommandError, parse_optout
 from bot.core.optouts import OptOuts, Scope
 from bot.core.store import JobKind, NewRecipient, RecipientState
 from bot.slack.ids import ActionId, BlockId, CallbackId
+from bot.slack.views import override_line
 from bot.sms.phone import parse_number
 
 from .conftest import open_store, run
@@ -48,6 +49,15 @@ def test_optout_commands_parse_with_specific_errors():
     ]:
         with pytest.raises(CommandError, match=expected):
             parse_optout(text, None)
+
+
+def test_the_override_line_says_who_decided_and_why_and_escapes_the_reason():
+    line = override_line(
+        {"by": "U1", "reason": "<!channel> urgent & now", "opted_out_by": "U2", "opted_out_at": 1763900000.0}
+    )
+    assert "<!channel>" not in line and "“&lt;!channel&gt; urgent &amp; now”" in line
+    assert "(added by <@U2>, since <!date^1763900000^" in line and "<@U1> sent it anyway" in line
+    assert "added by" not in override_line({"by": "U1", "reason": "r"})  # an opt-out recorded without them
 
 
 def test_the_list_adds_widens_never_narrows_imports_and_exports(database, monkeypatch):
@@ -137,6 +147,10 @@ def test_a_single_send_to_an_opted_out_number_is_refused_and_overridden_only_exp
             again = await bot.submit_view(modal, reason, user=KEEPER, view_id="VOVR")  # a double submit
             job, summary = await bot.job_done(2)
             jobs = await bot.count("jobs")
+            posts = [c.params for c in bot.slack.called("chat.postMessage")]
+            (shown,) = [
+                text_of(p["blocks"]) for p in posts if "Opt-out overridden" in text_of(p.get("blocks"))
+            ]
             return (
                 plain,
                 agent_refusal,
@@ -149,11 +163,23 @@ def test_a_single_send_to_an_opted_out_number_is_refused_and_overridden_only_exp
                 job,
                 summary,
                 jobs,
+                shown,
             )
 
-    plain, agent_refusal, keeper_refusal, notify, stranger, modal, answer, again, job, summary, jobs = run(
-        go()
-    )
+    (
+        plain,
+        agent_refusal,
+        keeper_refusal,
+        notify,
+        stranger,
+        modal,
+        answer,
+        again,
+        job,
+        summary,
+        jobs,
+        shown,
+    ) = run(go())
     assert plain.status_code == 200
     for refusal in (agent_refusal, keeper_refusal):
         assert (
@@ -173,6 +199,9 @@ def test_a_single_send_to_an_opted_out_number_is_refused_and_overridden_only_exp
         and job.meta["optout_override"]["reason"] == "security notice"
     )
     assert numbers_sent(provider).count("6581000001") == 1
+    # the channel sees, with the send, that an opt-out was overridden, by whom and why (never the number)
+    assert "added by <@U0KEEPER>" in shown and "<@U0KEEPER> sent it anyway" in shown
+    assert "security notice" in shown and "6581000001" not in shown and "8100 0001" not in shown
 
 
 def test_bulk_confirmation_counts_the_suppressed_and_never_sends_to_them(provider, tmp_path):

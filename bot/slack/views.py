@@ -117,9 +117,25 @@ def parent_message(user_id: str, job: Job, recipient: RecipientRow, dry_run: boo
         SectionBlock(text=MarkdownTextObject(text=text)),
         ContextBlock(elements=[MarkdownTextObject(text=f"“{preview(recipient.message)}”")]),
     ]
+    override = job.meta.get("optout_override")
+    if isinstance(override, dict):
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=override_line(override))]))
     if dry_run:
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=DRY_RUN)]))
     return blocks
+
+
+def override_line(override: dict[str, Any]) -> str:
+    """A text sent to a number opted out of all texts, by someone's explicit decision (recorded in the
+    job by `SendService.send_single`): shown with the send, so the channel sees who decided and why."""
+    opted = override.get("opted_out_by")
+    at = override.get("opted_out_at")
+    since = f", since {slack_date_time(at)}" if isinstance(at, int | float) else ""
+    added = f" (added by <@{opted}>{since})" if opted else ""
+    return (
+        f"⚠️ *Opt-out overridden*: this number is opted out of all texts{added}. "
+        f"<@{override.get('by')}> sent it anyway: “{preview(str(override.get('reason') or ''))}”"
+    )
 
 
 def parent_text(user_id: str, recipient: RecipientRow) -> str:
