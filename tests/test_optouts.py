@@ -151,57 +151,32 @@ def test_a_single_send_to_an_opted_out_number_is_refused_and_overridden_only_exp
             (shown,) = [
                 text_of(p["blocks"]) for p in posts if "Opt-out overridden" in text_of(p.get("blocks"))
             ]
-            return (
-                plain,
-                agent_refusal,
-                keeper_refusal,
-                notify,
-                stranger,
-                modal,
-                answer,
-                again,
-                job,
-                summary,
-                jobs,
-                shown,
-            )
 
-    (
-        plain,
-        agent_refusal,
-        keeper_refusal,
-        notify,
-        stranger,
-        modal,
-        answer,
-        again,
-        job,
-        summary,
-        jobs,
-        shown,
-    ) = run(go())
-    assert plain.status_code == 200
-    for refusal in (agent_refusal, keeper_refusal):
+        assert plain.status_code == 200
+        for refusal in (agent_refusal, keeper_refusal):
+            assert (
+                "Nothing was sent: +65 8100 **** is opted out of all texts, added by <@U0KEEPER>"
+                in refusal["text"]
+            )
+            assert "called the hotline" in refusal["text"]
+        # a plain send: always refused
+        assert not [b for b in agent_refusal["blocks"] if b["type"] == "actions"]
+        assert "ACCESS_OPTOUT" in text_of(agent_refusal["blocks"])
+        assert notify.accepted == 1
+        assert stranger.status_code == 200
+        assert modal["callback_id"] == CallbackId.OPTOUT_OVERRIDE and "called the hotline" in text_of(modal)
+        assert answer.text == "" and again.status_code == 200
+        assert summary.accepted == 1 and jobs == 2
         assert (
-            "Nothing was sent: +65 8100 **** is opted out of all texts, added by <@U0KEEPER>"
-            in refusal["text"]
+            job.meta["optout_override"]["by"] == KEEPER
+            and job.meta["optout_override"]["reason"] == "security notice"
         )
-        assert "called the hotline" in refusal["text"]
-    assert not [b for b in agent_refusal["blocks"] if b["type"] == "actions"]  # a plain send: always refused
-    assert "ACCESS_OPTOUT" in text_of(agent_refusal["blocks"])
-    assert notify.accepted == 1
-    assert stranger.status_code == 200
-    assert modal["callback_id"] == CallbackId.OPTOUT_OVERRIDE and "called the hotline" in text_of(modal)
-    assert answer.text == "" and again.status_code == 200
-    assert summary.accepted == 1 and jobs == 2
-    assert (
-        job.meta["optout_override"]["by"] == KEEPER
-        and job.meta["optout_override"]["reason"] == "security notice"
-    )
-    assert numbers_sent(provider).count("6581000001") == 1
-    # the channel sees, with the send, that an opt-out was overridden, by whom and why (never the number)
-    assert "added by <@U0KEEPER>" in shown and "<@U0KEEPER> sent it anyway" in shown
-    assert "security notice" in shown and "6581000001" not in shown and "8100 0001" not in shown
+        assert numbers_sent(provider).count("6581000001") == 1
+        # the channel sees, with the send, that an opt-out was overridden, by whom and why (never the number)
+        assert "added by <@U0KEEPER>" in shown and "<@U0KEEPER> sent it anyway" in shown
+        assert "security notice" in shown and "6581000001" not in shown and "8100 0001" not in shown
+
+    run(go())
 
 
 def test_bulk_confirmation_counts_the_suppressed_and_never_sends_to_them(provider, tmp_path):
