@@ -100,13 +100,18 @@ def test_a_receipt_queue_without_its_endpoint_stops_with_one_line(tmp_path):
     assert proc.stderr.startswith("error: RECEIPTS_QUEUE_ENDPOINT is not set")
 
 
-@pytest.mark.parametrize("where", ["parent-is-a-file", "path-is-a-folder"])
+@pytest.mark.parametrize("where", ["parent-is-a-file", "path-is-a-folder", "in-memory"])
 def test_a_database_path_that_cannot_be_used_stops_with_one_line_naming_it(tmp_path, where):
     """In Docker an unwritable DATABASE_PATH once ended in a 27-line traceback. (The tests run as root,
-    for whom permissions do not apply: these two paths fail for anyone.)"""
+    for whom permissions do not apply: these two paths fail for anyone.) An in-memory database would keep
+    nothing across a restart, and ended in a traceback too."""
     (tmp_path / "a-file").write_text("")
     (tmp_path / "a-folder").mkdir()
-    path = tmp_path / "a-file" / "db.sqlite3" if where == "parent-is-a-file" else tmp_path / "a-folder"
+    path = {
+        "parent-is-a-file": tmp_path / "a-file" / "db.sqlite3",
+        "path-is-a-folder": tmp_path / "a-folder",
+        "in-memory": ":memory:",
+    }[where]
     proc = run_bot(
         tmp_path,
         SLACK_BOT_TOKEN="xoxb-1",

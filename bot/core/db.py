@@ -72,13 +72,17 @@ def create_engine(url: str) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database or ""
-        if db and db != ":memory:":
-            try:
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseError(
-                    f"DATABASE_PATH: cannot create the folder of {db} ({exc.strerror})."
-                ) from None
+        if not db or db == ":memory:":  # also: each thread would see a database of its own
+            raise DatabaseError(
+                "DATABASE_PATH: an in-memory database would lose every job and opt-out at each restart: "
+                "give the path of a file."
+            )
+        try:
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(
+                f"DATABASE_PATH: cannot create the folder of {db} ({exc.strerror})."
+            ) from None
         # One connection: SQLite has one writer at a time anyway, and a single connection never meets
         # "database is locked" between two of our own transactions. (A file database's connection may
         # move between threads: SQLAlchemy opens it with check_same_thread=False.)
