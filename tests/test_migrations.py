@@ -203,3 +203,23 @@ print(sorted(m for m in ("sqlalchemy.ext.asyncio", "sqlalchemy.orm", "aiosqlite"
 
     assert start() == "['alembic']"  # a new database: its schema made by Alembic
     assert start() == "[]"  # a restart
+
+
+def test_replicas_upgrading_a_new_postgresql_database_at_once_take_turns(pg_server):
+    """Replicas started together on a new database: one makes the schema while the others wait on the
+    migration lock, then find it done (without the lock, the others' CREATE TABLEs fail)."""
+    url = db.database_url(pg_server.create_database(), "")
+
+    async def go():
+        engines = [db.create_engine(url) for _ in range(3)]
+        try:
+            # (without the lock they block each other for good: bounded, so that it fails instead)
+            upgrades = await asyncio.wait_for(asyncio.gather(*(db.upgrade(e) for e in engines)), 30)
+            return upgrades, await db.current(engines[0])
+        finally:
+            for engine in engines:
+                await db.dispose(engine)
+
+    upgrades, revision = run(go())
+    assert [before for before, _ in upgrades].count(None) == 1  # one made the schema
+    assert all(after == db.HEAD for _, after in upgrades) and revision == db.HEAD
