@@ -210,15 +210,23 @@ def test_two_confirmations_of_one_draft_start_one_job(provider, tmp_path):
     assert len(provider.sent("BatchSendMessageToGlobe")) == 1
 
 
-def test_a_confirmation_whose_copy_fails_is_told_and_the_sender_starts_it_after_the_hold(provider, tmp_path):
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_a_confirmation_whose_copy_fails_is_told_and_the_sender_starts_it_after_the_hold(
+    provider, tmp_path, scheduled
+):
     """The confirmation is answered before the recipients are copied into the job. When that copy fails,
-    the person is told (with a reference) that the send starts by itself; it does, once, when the hold
-    ends: the sending replica copies them as it starts the job."""
+    the person is told (with a reference) that the send starts by itself, or goes out at its scheduled
+    time; it does, once, when the hold ends (or then): the sending replica copies them as it starts the
+    job."""
+    from .test_scheduled import send_at
+
     clock = Clock(time.time())
+    later = 600 if scheduled else 0
 
     async def go():
         async with Bot(provider, tmp_path, ACCESS_BULK=LEAD, clock=clock) as bot:
-            view = await review(bot, bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hello"))
+            values = bulk_values(recipients="+65 8100 0001\n+65 8100 0002", message="Hello")
+            view = await review(bot, send_at(values, clock.now + later) if scheduled else values)
             store = bot.runtime.store
 
             async def broken(job_id: str, owner: str) -> int:
@@ -229,12 +237,15 @@ def test_a_confirmation_whose_copy_fails_is_told_and_the_sender_starts_it_after_
             ((_, told),) = await bot.slack.wait_for_webhooks(1)
             (job,) = await store.unfinished_jobs()
             assert bot.runtime.worker.submitted == [] and await store.recipients(job.id) == []
-            clock.now += 16  # WORKER_LEASE_SECONDS (15) later: the hold has ended
+            clock.now += later + 16  # WORKER_LEASE_SECONDS (15) later: the hold has ended
             summary = await asyncio.wait_for(bot.runtime.worker.wait(job.id), 10)
             return told["text"], summary
 
     told, summary = run(go())
-    assert "could not start just now (reference " in told and "starts by itself" in told, told
+    assert "could not start just now (reference " in told, told
+    assert (
+        ("goes out as scheduled" in told and "<!date^" in told) if scheduled else "starts by itself" in told
+    )
     assert (summary.total, summary.accepted) == (2, 2)
     assert len(provider.sent("BatchSendMessageToGlobe")) == 1
 

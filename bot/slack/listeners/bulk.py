@@ -278,30 +278,36 @@ async def bulk_confirm_submission_callback(
     if note == "created":
         log.info("bulk job %s confirmed by %s", job_id, body["user"]["id"])
         response_url = found.head.get("response_url") if found is not None else None
-        if not await _start(deps, client, job_id, user_id, response_url):
-            return
         run_at = found.head.get("run_at") if found is not None else None
+        if not await _start(deps, client, job_id, user_id, response_url, run_at):
+            return
         if run_at:  # nothing shows in the channel until then: say where it is
             deps.spawn(_tell_scheduled(client, user_id, response_url, found.count, run_at))
 
 
-async def _start(deps: Deps, client: Any, job_id: str, user_id: str, response_url: str | None) -> bool:
+async def _start(
+    deps: Deps, client: Any, job_id: str, user_id: str, response_url: str | None, run_at: float | None
+) -> bool:
     """After the ack: the job's recipients copied from its draft, and the sending replica woken. If the
-    copy fails, the person is told that the send starts by itself when the hold ends (the sender then
-    copies them: nothing is lost or sent twice)."""
+    copy fails, the person is told that the send starts by itself when the hold ends, or at its
+    scheduled time (the sender then copies them: nothing is lost or sent twice)."""
     worker = deps.service.worker
     try:
         await deps.store.copy_draft_rows(job_id, worker.name)
     except Exception:
         ref = reference()
         log.exception("bulk job %s: its recipients could not be copied yet ref=%s", job_id, ref)
+        when = (
+            f"goes out as scheduled, {views.slack_date_time(run_at)} (`/sms scheduled` lists it)"
+            if run_at
+            else f"starts by itself within {deps.settings.worker_lease_seconds:.0f} seconds"
+        )
         await tell_person(
             client,
             user_id=user_id,
             response_url=response_url,
-            text=f"⚠️ Your send is confirmed but could not start just now (reference {ref}). It starts by "
-            f"itself within {deps.settings.worker_lease_seconds:.0f} seconds and its progress appears in "
-            "the channel; nothing is sent twice.",
+            text=f"⚠️ Your send is confirmed but could not start just now (reference {ref}). It {when} and "
+            "its progress appears in the channel; nothing is sent twice.",
         )
         return False
     worker.submit(job_id)
