@@ -26,6 +26,8 @@ from tests.pg import PostgresServer
 from tests.processes import BotProcess, first_sender, reap, wait_done
 from tests.test_replicas import Replica
 
+from .footprint import rss_mib
+
 LATENCY = 0.05
 
 
@@ -54,12 +56,7 @@ class Cluster:
 
     def rss_mib(self, peak: bool = False) -> float:
         """Resident memory of the sending replica now (or its peak since it started), in MiB."""
-        field = "VmHWM:" if peak else "VmRSS:"
-        pid = self.replicas[0].process.proc.pid  # type: ignore[union-attr]
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no {field} for {pid}")
+        return rss_mib(self.replicas[0].process.proc.pid, peak)  # type: ignore[union-attr]
 
     def describe(self) -> str:
         return f"{len(self.replicas)} replica(s) on {self.database}"

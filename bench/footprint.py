@@ -37,11 +37,13 @@ from .baseline import ROOT, worktree
 STARTUP_TARGET, RSS_TARGET = 0.4, 80.0
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, peak: bool = False) -> float:
+    """Resident memory of process `pid` now (or its peak since it started), in MiB."""
+    field = "VmHWM:" if peak else "VmRSS:"
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field} for {pid}")
 
 
 async def measure(tree: Path, provider: str | None) -> tuple[float, float, float]:
