@@ -39,32 +39,37 @@ def answer_on_ack(listener: Listener, on_error: ErrorBoundary) -> Listener:
     running: set[asyncio.Task[Any]] = set()
 
     async def run(args: AsyncArgs) -> None:  # Bolt gives everything it has to a parameter named `args`
-        acked = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[bool] = loop.create_future()  # True: acked; False: ended without an ack
         bolt_ack = args.ack
 
         async def ack(*a: Any, **k: Any) -> Any:
             try:
                 return await bolt_ack(*a, **k)
             finally:
-                acked.set()
+                if not answered.done():
+                    answered.set_result(True)
+
+        def ended(_task: asyncio.Task[Any]) -> None:
+            if not answered.done():
+                answered.set_result(False)
 
         values = {name: ack if name == "ack" else getattr(args, name) for name in names}
-        loop = asyncio.get_running_loop()
         task = loop.create_task(listener(**values))
-        waiting = loop.create_task(acked.wait())
+        task.add_done_callback(ended)
 
         def see_to_its_end() -> None:  # an error after this point goes to the boundary
             running.add(task)  # the loop holds tasks weakly: kept until they end
             task.add_done_callback(lambda t: _ended(t, args, on_error, running))
 
         try:
-            await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
+            # One future, woken once, rather than a second task and asyncio.wait: fewer turns of the
+            # loop between the ack and Slack's answer, in which other work could run first.
+            acked = await answered
         except asyncio.CancelledError:  # the request itself was dropped: the listener goes on all the same
             see_to_its_end()
             raise
-        finally:
-            waiting.cancel()
-        if not acked.is_set():  # it ended without an ack: an error goes to Bolt's error handler
+        if not acked:  # it ended without an ack: an error goes to Bolt's error handler
             task.result()
             return
         see_to_its_end()  # Slack gets its answer now
