@@ -4,7 +4,7 @@ import asyncio
 import time
 
 from bot.core.store import JobKind, NewRecipient, RecipientState
-from bot.core.worker import Worker
+from bot.core.worker import Busy, Worker
 from bot.sms import SmsClient
 from bot.sms.phone import parse_number
 
@@ -153,6 +153,79 @@ def test_a_wake_up_that_comes_while_the_heartbeat_runs_is_not_lost(provider, sms
         return summary
 
     assert run(go()).accepted == 1
+
+
+def test_a_job_made_while_a_request_is_answered_is_claimed_after_the_answer(provider, sms_settings, database):
+    """The job a slash command creates wakes the worker before that command is acked: its claim (a
+    write, and statements built on the event loop) waits until no request has been in progress for
+    `Busy.quiet`, so Slack's answer goes out first."""
+
+    async def go():
+        store = await open_store(database)
+        busy = Busy(max_wait=10, quiet=0.02)
+        claims: list[tuple[float, int]] = []  # (when, jobs claimed)
+        ticked = asyncio.Event()
+        async with SmsClient(sms_settings) as client:
+            worker = Worker(store, client, poll_seconds=30, busy=busy)
+            claim_jobs = store.claim_jobs
+
+            async def recorded(*args, **kwargs):
+                found = await claim_jobs(*args, **kwargs)
+                claims.append((asyncio.get_running_loop().time(), len(found)))
+                ticked.set()
+                return found
+
+            store.claim_jobs = recorded  # type: ignore[method-assign]
+            await worker.start()
+            await asyncio.wait_for(ticked.wait(), 5)  # the first heartbeat: nothing to claim yet
+            busy.enter()  # a request arrives ...
+            job, _ = await store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
+            worker.submit(job.id)  # ... creates its job ...
+            await asyncio.sleep(0.05)  # ... and takes a while before it acks
+            busy.leave()
+            answered = asyncio.get_running_loop().time()
+            summary = await asyncio.wait_for(worker.wait(job.id), 5)
+            await worker.stop()
+        await store.close()
+        return claims, answered, summary
+
+    claims, answered, summary = run(go())
+    assert summary.accepted == 1
+    (claimed_at, _), *_ = [c for c in claims if c[1]]
+    assert claimed_at >= answered + 0.02, (claimed_at - answered, claims)
+
+
+def test_busy_waits_for_a_quiet_moment_and_no_longer_than_its_limit():
+    async def go():
+        loop = asyncio.get_running_loop()
+        busy = Busy(max_wait=0.3, quiet=0.05)
+        start = loop.time()
+        await busy.wait_idle()  # never used: no wait
+        never = loop.time() - start
+
+        busy.enter()
+        busy.leave()
+        start = loop.time()
+        await busy.wait_idle()  # answered just now: a quiet moment first
+        quiet = loop.time() - start
+
+        busy.enter()
+        loop.call_later(0.1, busy.leave)
+        start = loop.time()
+        await busy.wait_idle()  # until the answer, then a quiet moment
+        answered = loop.time() - start
+
+        busy.enter()  # never answered: the limit
+        start = loop.time()
+        await busy.wait_idle()
+        stuck = loop.time() - start
+        return never, quiet, answered, stuck
+
+    never, quiet, answered, stuck = run(go())
+    assert never < 0.05, never
+    assert 0.045 <= quiet < 0.3, quiet
+    assert 0.145 <= answered < 0.3, answered
+    assert 0.295 <= stuck < 1.0, stuck
 
 
 def test_postgresql_wakes_the_sender_when_another_replica_creates_a_job(

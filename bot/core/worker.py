@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -76,13 +77,17 @@ class NullObserver:
 
 class Busy:
     """Counts requests being answered (e.g. Slack requests that must be acked within 3 s). The worker
-    lets them go first before starting a job, waiting at most `max_wait` seconds."""
+    lets them go first before starting work: it waits until none has been in progress for `quiet`
+    seconds (a burst's requests arrive a little apart, and the server counts each only once it has
+    read it), and at most `max_wait` seconds in all."""
 
-    def __init__(self, max_wait: float = 0.25) -> None:
+    def __init__(self, max_wait: float = 0.25, quiet: float = 0.005) -> None:
         self.max_wait = max_wait
+        self.quiet = quiet
         self.active = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._left_at = -math.inf  # the event loop's time when the last request was answered
 
     def enter(self) -> None:
         self.active += 1
@@ -90,14 +95,24 @@ class Busy:
 
     def leave(self) -> None:
         self.active -= 1
+        self._left_at = asyncio.get_running_loop().time()
         if self.active <= 0:
             self.active = 0
             self._idle.set()
 
     async def wait_idle(self) -> None:
-        if self.active:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), self.max_wait)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        while (now := loop.time()) < deadline:
+            if self.active:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._idle.wait()
+                continue
+            rest = self._left_at + self.quiet - now
+            if rest <= 0:
+                return
+            await asyncio.sleep(min(rest, deadline - now))
 
 
 class SimulatedCrash(BaseException):
@@ -255,6 +270,8 @@ class Worker:
             # just after claim_jobs looked) must start another tick, not wait for the next poll.
             self._wake.clear()
             try:
+                # Woken by a job just created: Slack's answer to that request goes out first.
+                await self.busy.wait_idle()
                 await self._tick()
             except Exception:
                 log.exception("worker heartbeat failed; trying again")
