@@ -252,3 +252,21 @@ def test_postgresql_wakes_the_sender_when_another_replica_creates_a_job(
 
     summary, took = run(go())
     assert summary.accepted == 1 and took < 2.0
+
+
+def test_a_long_running_worker_keeps_only_the_latest_submitted_ids(sms_settings, tmp_path, monkeypatch):
+    monkeypatch.setattr("bot.core.worker.KEEP_FINISHED", 10)
+
+    async def go():
+        store = await open_store(f"sqlite:///{tmp_path}/bot.sqlite3")
+        async with SmsClient(sms_settings) as client:
+            worker = Worker(store, client)
+            for i in range(25):
+                worker.submit(f"job-{i}")
+            latest = await worker.wait_submitted(25)
+        await store.close()
+        return worker.submitted_count, latest
+
+    count, latest = run(go())
+    assert count == 25
+    assert 10 <= len(latest) <= 20 and latest[-1] == "job-24", latest

@@ -174,7 +174,8 @@ class Worker:
         self._sender = asyncio.Event()
         self._unlisten: Callable[[], Awaitable[None]] | None = None
         self.crashed: BaseException | None = None
-        self.submitted: list[str] = []
+        self.submitted: list[str] = []  # the latest jobs submitted here, oldest first (tests, tooling)
+        self.submitted_count = 0  # all of them since start
         self._submit_waiters: list[tuple[int, asyncio.Future[list[str]]]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -237,14 +238,18 @@ class Worker:
             # not wait for a TCP and TLS handshake.
             self._spawn(self.client.warm_up())
         self.submitted.append(job_id)
+        self.submitted_count += 1
+        if len(self.submitted) > 2 * KEEP_FINISHED:  # a long-running bot keeps the latest ones only
+            del self.submitted[:-KEEP_FINISHED]
         for count, fut in list(self._submit_waiters):
-            if len(self.submitted) >= count and not fut.done():
+            if self.submitted_count >= count and not fut.done():
                 fut.set_result(list(self.submitted))
                 self._submit_waiters.remove((count, fut))
 
     async def wait_submitted(self, count: int = 1) -> list[str]:
-        """Until `count` jobs have been submitted in this process since start (tests and tooling)."""
-        if len(self.submitted) >= count:
+        """Until `count` jobs have been submitted in this process since start (tests and tooling); returns
+        the latest ones (`submitted`)."""
+        if self.submitted_count >= count:
             return list(self.submitted)
         fut: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._submit_waiters.append((count, fut))
