@@ -9,11 +9,15 @@ secrets and Slack tokens are replaced.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import time
 from collections.abc import Iterable
+from typing import IO
 
 from bot.sms.phone import mask
 
@@ -63,8 +67,17 @@ class JsonFormatter(logging.Formatter):
         )
 
 
-def configure(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> RedactingFilter:
-    handler = logging.StreamHandler()
+_listener: logging.handlers.QueueListener | None = None
+
+
+def configure(
+    level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (), stream: IO[str] | None = None
+) -> RedactingFilter:
+    """Log to `stream` (standard error). The caller only queues each record; one thread redacts, formats
+    and writes them, so a reader that falls behind (a full pipe to a log collector) never holds the
+    event loop. What is queued is written at exit (`stop`)."""
+    global _listener
+    handler = logging.StreamHandler(stream)
     redactor = RedactingFilter(secrets)
     handler.addFilter(redactor)
     handler.setFormatter(
@@ -72,11 +85,26 @@ def configure(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (
         if fmt == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    stop()
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(records, handler)
+    _listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(level)
     for noisy in ("slack_bolt", "slack_sdk", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # Socket Mode connections opened, dropped, renewed: one line each. Never DEBUG (it logs payloads).
     logging.getLogger(SOCKET_LOGGER).setLevel(max(logging.INFO, root.level))
     return redactor
+
+
+def stop() -> None:
+    """Write what is queued and end the writing thread (at exit; `configure` starts another)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(stop)

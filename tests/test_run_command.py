@@ -163,3 +163,42 @@ def test_the_loop_lag_probe_sees_a_held_event_loop_and_reports_it_once():
     held, after = run(go())
     assert held >= 0.04, held
     assert after == 0.0
+
+
+def test_a_log_line_is_written_by_a_thread_of_its_own_and_redacted_there():
+    """The logging call only queues the record: a stream that blocks (a full pipe to a log collector)
+    holds the writing thread, never the caller (the event loop). What is queued is written by `stop`."""
+    import logging
+    import threading
+
+    from bot import logs
+
+    class Stuck:
+        def __init__(self) -> None:
+            self.release = threading.Event()
+            self.lines: list[tuple[int, str]] = []
+
+        def write(self, text: str) -> None:
+            self.release.wait(5)  # a reader that does not read (5 s: a synchronous write would return)
+            self.lines.append((threading.get_ident(), text))
+
+        def flush(self) -> None:
+            pass
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = Stuck()
+    try:
+        logs.configure("INFO", "json", secrets=["s3cr3t-value"], stream=stream)  # type: ignore[arg-type]
+        logging.getLogger("bot.test").info("to %s with %s", "+852 5123 4567", "s3cr3t-value")
+        queued = list(stream.lines)  # nothing written yet: the stream is stuck
+        stream.release.set()
+        logs.stop()
+    finally:
+        logs.stop()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    assert queued == []
+    ((writer, text),) = [line for line in stream.lines if line[1].strip()]
+    assert writer != threading.get_ident()
+    assert json.loads(text)["msg"] == "to +852 5123 **** with [secret]"
