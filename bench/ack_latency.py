@@ -1,16 +1,17 @@
 """Ack latency of `/sms <number> <message>`: 200 slash commands sent concurrently to the HTTP endpoint.
 
-The bot runs for real (HTTP server, signature check, Bolt, parsing, access, job insert), against the
-fake Slack Web API and the fake provider (50 ms latency, own process); the sends it queues run
-in the same process while the acks are measured. Requests come from a separate process.
+The bot runs as deployed: `python -m bot` (HTTP server, signature check, Bolt, parsing, access, job
+insert, JSON logs written to a pipe), on SQLite, against the fake Slack Web API (in this process) and
+the fake provider (50 ms latency, its own process); the sends it queues run in the same bot process
+while the acks are measured. Requests come from a separate process.
 Slack's limit is 3 s; the target is p99 < 100 ms.
 
 The floor is measured in the same run: the same requests from the same load process, to an aiohttp
 server in this process that reads each body and answers 200 at once. It is what the load process,
 loopback and aiohttp's own server cost on this machine, with nothing of the bot's.
 
-`--baseline REV` measures another revision of this repository side by side in the same run (its own
-`bench.ack_latency`, from a temporary git worktree, same interpreter), alternating `--rounds` times.
+`--baseline REV` measures another revision of this repository side by side in the same run: its bot
+(`python -m bot` from a temporary git worktree) under this same load, alternating `--rounds` times.
 
     .venv/bin/python -m bench.ack_latency
     .venv/bin/python -m bench.ack_latency --baseline 29db38b --rounds 3
@@ -20,7 +21,6 @@ loopback and aiohttp's own server cost on this machine, with nothing of the bot'
 from __future__ import annotations
 
 import asyncio
-import gc
 import multiprocessing
 import statistics
 import tempfile
@@ -31,9 +31,11 @@ from urllib.parse import urlencode
 
 from bot.sms import loop
 from bot.sms.simulator import ProviderProcess
-from tests.harness import Bot, sign
+from tests.fake_slack import FakeSlack
+from tests.harness import sign
+from tests.processes import BotProcess, reap, wait_provider
 
-from .baseline import ROOT, worktree
+from .baseline import worktree
 
 N = 200
 
@@ -116,20 +118,34 @@ def _percentiles(latencies: list[float]) -> tuple[float, float, float]:
     return statistics.median(ms), ms[int(len(ms) * 0.99) - 1], ms[-1]
 
 
-async def main(rate: float = 0.0) -> None:
+async def main(rate: float = 0.0, tree: Path | None = None) -> str:
+    """One run of the bot (of `tree`, else this one) and its floor; returns the line of figures."""
     provider = ProviderProcess(latency=0.05)
     provider.reset(latency=0.05, record=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        async with Bot(provider, Path(tmp)) as bot:
-            gc.freeze()  # as `python -m bot` does once started (bot/runtime.py, serve)
-            bodies = _bodies(bot.slack.response_url)
-            url = bot.runtime.url + "/slack/events"
-            latencies = await asyncio.get_running_loop().run_in_executor(None, _post_all, url, bodies, rate)
-            await bot.runtime.worker.wait_submitted(N)
-            for job_id in bot.runtime.worker.submitted:
-                await bot.runtime.worker.wait(job_id)
-            auth_calls = len(bot.slack.called("auth.test"))
-    provider.close()
+    slack = FakeSlack()
+    await slack.start()
+    env = {"PYTHONPATH": str(tree)} if tree else {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="sms-ops-bench-") as tmp:
+            bot = await BotProcess(
+                database=f"sqlite:///{tmp}/bench.sqlite3", provider_url=provider.url, slack_url=slack.url,
+                cwd=Path(tmp), WORKER_LEASE_SECONDS="15", WORKER_POLL_SECONDS="0.5", SEND_WINDOW="off", **env,
+            ).start()  # fmt: skip
+            try:
+                await bot.wait_sender()
+                bodies = _bodies(slack.response_url)
+                url = bot.url + "/slack/events"
+                latencies = await asyncio.get_running_loop().run_in_executor(
+                    None, _post_all, url, bodies, rate
+                )
+                await wait_provider(provider, N, limit=60)  # every send reached the provider
+                auth_calls = len(slack.called("auth.test"))
+                await bot.stop()
+            finally:
+                await reap()
+    finally:
+        await slack.stop()
+        provider.close()
     base50, base99, _ = _percentiles(await floor(rate))  # after the bot's run: nothing of it left before
     p50, p99, most = _percentiles(latencies)
     how = (
@@ -137,35 +153,18 @@ async def main(rate: float = 0.0) -> None:
         if rate
         else f"{N} concurrent /sms commands (target p99 100 ms)"
     )
-    print(
+    return (
         f"{how}: ack p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {most:.1f} ms "
         f"(Slack's limit 3,000 ms: p99 = {p99 / 3000:.3f} of it); floor p50 {base50:.1f} ms, p99 {base99:.1f} ms "
-        f"(the bot's p99 is {p99 / base99:.1f}× it); all {N} sends completed; auth.test calls: {auth_calls}"
+        f"(the bot's p99 is {p99 / base99:.1f}× it); all {N} sends reached the provider; auth.test calls: {auth_calls}"
     )
 
 
-def side_by_side(baseline: str, rounds: int, extra: list[str]) -> None:
-    import os
-    import subprocess
-    import sys
-
+async def side_by_side(baseline: str, rounds: int, rate: float) -> None:
     with worktree(baseline) as tree:
         for k in range(rounds):
-            for name, where in ((f"baseline {baseline}", tree), ("this tree", ROOT)):
-                env = {**os.environ, "PYTHONPATH": str(where)}
-                out = (
-                    subprocess.run(
-                        [sys.executable, "-m", "bench.ack_latency", *extra],
-                        cwd=where,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    .stdout.strip()
-                    .splitlines()[-1]
-                )
-                print(f"round {k + 1}, {name}: {out}", flush=True)
+            for name, where in ((f"baseline {baseline}", tree), ("this tree", None)):
+                print(f"round {k + 1}, {name}: {await main(rate, where)}", flush=True)
 
 
 if __name__ == "__main__":
@@ -180,6 +179,6 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     if args.baseline:
-        side_by_side(args.baseline, args.rounds, ["--steady", str(args.steady)] if args.steady else [])
+        loop.run(side_by_side(args.baseline, args.rounds, args.steady), args.loop)
     else:
-        loop.run(main(args.steady), args.loop)  # the bot's own choice: uvloop where installed
+        print(loop.run(main(args.steady), args.loop))
