@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,6 +36,7 @@ from bot.sms.loop import loop_name
 log = logging.getLogger("bot")
 
 if TYPE_CHECKING:
+    from bot.slack.socket_mode import SocketModeHandler
     from bot.sms.simulator import FakeProvider
 
 
@@ -54,7 +54,7 @@ class Runtime:
         self.limiter = limiter  # the account's limits (tests not about pacing: faster ones)
         self.clock = clock  # wall-clock time for jobs, leases, schedules and send windows (tests: their own)
         self.simulator: FakeProvider | None = None
-        self.socket: AsyncSocketModeHandler | None = None
+        self.socket: SocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -135,9 +135,12 @@ class Runtime:
                     "connections:write, and Socket Mode must be enabled for the app."
                 ) from None
             # Its own logger: connections opened, dropped and renewed are logged (at INFO, never below).
-            self.socket = AsyncSocketModeHandler(
+            from bot.slack.socket_mode import SocketModeHandler  # Socket Mode only
+
+            self.socket = SocketModeHandler(
                 self.bolt,
                 app_token,
+                self.busy,
                 logger=logging.getLogger(SOCKET_LOGGER),
                 ping_interval=s.slack_ping_seconds,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from urllib.parse import urlencode
 
 from slack_bolt.async_app import AsyncApp
@@ -123,3 +124,39 @@ def test_a_dropped_request_leaves_its_listener_running_and_its_error_reported():
 
     ((error, text, response),) = run(go())
     assert str(error) == "after a dropped request" and text == "dropped" and response is None
+
+
+def test_a_socket_mode_envelope_counts_as_a_request_being_answered_until_its_ack_is_sent():
+    """As the HTTP server does for each request: the worker waits for `Busy` before claiming a job."""
+    from slack_sdk.socket_mode.request import SocketModeRequest
+
+    from bot.core.worker import Busy
+    from bot.slack.socket_mode import SocketModeHandler
+
+    async def go():
+        busy = Busy()
+        seen: list[int] = []
+        sent: list[tuple[int, str]] = []
+
+        async def listener(ack, command):
+            seen.append(busy.active)
+            await ack(text=f"got {command['text']}")
+
+        class Connection:  # what the handler sends the ack through
+            logger = logging.getLogger("test")
+
+            async def send_socket_mode_response(self, response):
+                sent.append((busy.active, response.envelope_id))
+
+        handler = SocketModeHandler(app_with(listener, []), "xapp-1-A1-test", busy)
+        try:
+            payload = {"command": "/t", "text": "hi", "user_id": "U1", "team_id": "T1", "channel_id": "C1"}
+            await handler.handle(
+                Connection(), SocketModeRequest(type="slash_commands", envelope_id="e1", payload=payload)
+            )
+        finally:
+            await handler.client.close()
+        return seen, sent, busy.active
+
+    seen, sent, after = run(go())
+    assert seen == [1] and sent == [(1, "e1")] and after == 0

@@ -236,3 +236,19 @@ def test_socket_mode_modal_and_a_six_line_bulk_send_once_even_when_envelopes_com
     batched = Counter(n for r in provider.sent("BatchSendMessageToGlobe") for n in json.loads(r.params["To"]))
     assert singles == ["85251234567"]
     assert sorted(batched) == [f"658100{2000 + i}" for i in range(6)] and set(batched.values()) == {1}
+
+
+def test_http_mode_does_not_load_the_socket_mode_adapters():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = "import sys, bot.runtime; print(any('socket_mode' in m for m in sys.modules))"
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
