@@ -10,6 +10,7 @@ secrets and Slack tokens are replaced.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -67,15 +68,65 @@ class JsonFormatter(logging.Formatter):
         )
 
 
-_listener: logging.handlers.QueueListener | None = None
+MAX_QUEUED = 10_000  # log records waiting for the writing thread; more are dropped, and counted
+
+
+class _Handoff(logging.handlers.QueueHandler):
+    """Queues each record for the writing thread. When the queue is full (the log's reader has fallen
+    far behind), a record is dropped rather than kept or waited for; the next record that fits is
+    preceded by a line saying how many were dropped."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(records)
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            if self.dropped:
+                self.queue.put_nowait(self._dropped_line())
+                self.dropped = 0
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def _dropped_line(self) -> logging.LogRecord:
+        return logging.LogRecord(
+            "bot.logs", logging.WARNING, __file__, 0,
+            "%d log line(s) dropped: the log's reader did not keep up", (self.dropped,), None,
+        )  # fmt: skip
+
+
+class _Writer(logging.handlers.QueueListener):
+    """The thread that writes the queued records. Stopping it waits at most STOP_WAIT seconds: a reader
+    that never reads again must not keep the process from exiting."""
+
+    def enqueue_sentinel(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self.queue.put(self._sentinel, timeout=STOP_WAIT)
+
+    def stop(self) -> None:
+        thread = self._thread
+        if thread is not None:
+            self.enqueue_sentinel()
+            thread.join(STOP_WAIT)
+            self._thread = None
+
+
+STOP_WAIT = 5.0
+_listener: _Writer | None = None
 
 
 def configure(
-    level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = (), stream: IO[str] | None = None
+    level: str = "INFO",
+    fmt: str = "text",
+    secrets: Iterable[str] = (),
+    stream: IO[str] | None = None,
+    max_queued: int = MAX_QUEUED,
 ) -> RedactingFilter:
     """Log to `stream` (standard error). The caller only queues each record; one thread redacts, formats
     and writes them, so a reader that falls behind (a full pipe to a log collector) never holds the
-    event loop. What is queued is written at exit (`stop`)."""
+    event loop. At most `max_queued` records wait (see _Handoff); what is queued is written at exit
+    (`stop`)."""
     global _listener
     handler = logging.StreamHandler(stream)
     redactor = RedactingFilter(secrets)
@@ -86,11 +137,11 @@ def configure(
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     stop()
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = logging.handlers.QueueListener(records, handler)
+    records: queue.Queue[logging.LogRecord] = queue.Queue(max_queued)
+    _listener = _Writer(records, handler)
     _listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.handlers[:] = [_Handoff(records)]
     root.setLevel(level)
     for noisy in ("slack_bolt", "slack_sdk", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -202,3 +202,52 @@ def test_a_log_line_is_written_by_a_thread_of_its_own_and_redacted_there():
     ((writer, text),) = [line for line in stream.lines if line[1].strip()]
     assert writer != threading.get_ident()
     assert json.loads(text)["msg"] == "to +852 5123 **** with [secret]"
+
+
+def test_log_lines_beyond_the_queue_are_dropped_and_counted_not_kept_or_waited_for():
+    """A reader that stops reading: the writing thread holds one line, the queue `max_queued` more, and
+    the rest are dropped (memory stays bounded, the caller never waits); the next line that fits is
+    preceded by the count."""
+    import logging
+    import threading
+
+    from bot import logs
+
+    class Stuck:
+        def __init__(self) -> None:
+            self.writing = threading.Event()
+            self.release = threading.Event()
+            self.drained = threading.Event()  # lines 0-3 written: the queue is empty again
+            self.lines: list[str] = []
+
+        def write(self, text: str) -> None:
+            self.writing.set()
+            self.release.wait(5)
+            self.lines.append(text)
+            if len(self.lines) == 4:
+                self.drained.set()
+
+        def flush(self) -> None:
+            pass
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = Stuck()
+    log = logging.getLogger("bot.test")
+    try:
+        logs.configure("INFO", "json", stream=stream, max_queued=3)  # type: ignore[arg-type]
+        log.info("line 0")
+        assert stream.writing.wait(5)  # the thread holds line 0, stuck in its write
+        for i in range(1, 7):
+            log.info("line %d", i)  # 1-3 are queued, 4-6 dropped
+        stream.release.set()
+        assert stream.drained.wait(5)
+        log.info("line 7")  # fits: the count goes first
+        logs.stop()
+    finally:
+        logs.stop()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    written = [json.loads(text)["msg"] for text in stream.lines if text.strip()]
+    assert written[:4] == ["line 0", "line 1", "line 2", "line 3"], written
+    assert written[4:] == ["3 log line(s) dropped: the log's reader did not keep up", "line 7"], written
