@@ -118,13 +118,14 @@ def _percentiles(latencies: list[float]) -> tuple[float, float, float]:
     return statistics.median(ms), ms[int(len(ms) * 0.99) - 1], ms[-1]
 
 
-async def main(rate: float = 0.0, tree: Path | None = None) -> str:
-    """One run of the bot (of `tree`, else this one) and its floor; returns the line of figures."""
+async def main(rate: float = 0.0, tree: Path | None = None, event_loop: str = "auto") -> str:
+    """One run of the bot (of `tree`, else this one; on `event_loop`) and its floor; returns the line of
+    figures."""
     provider = ProviderProcess(latency=0.05)
     provider.reset(latency=0.05, record=False)
     slack = FakeSlack()
     await slack.start()
-    env = {"PYTHONPATH": str(tree)} if tree else {}
+    env = {"EVENT_LOOP": event_loop, **({"PYTHONPATH": str(tree)} if tree else {})}
     try:
         with tempfile.TemporaryDirectory(prefix="sms-ops-bench-") as tmp:
             bot = await BotProcess(
@@ -160,11 +161,11 @@ async def main(rate: float = 0.0, tree: Path | None = None) -> str:
     )
 
 
-async def side_by_side(baseline: str, rounds: int, rate: float) -> None:
+async def side_by_side(baseline: str, rounds: int, rate: float, event_loop: str) -> None:
     with worktree(baseline) as tree:
         for k in range(rounds):
             for name, where in ((f"baseline {baseline}", tree), ("this tree", None)):
-                print(f"round {k + 1}, {name}: {await main(rate, where)}", flush=True)
+                print(f"round {k + 1}, {name}: {await main(rate, where, event_loop)}", flush=True)
 
 
 if __name__ == "__main__":
@@ -173,12 +174,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", help="a git revision to measure side by side")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="the bot's EVENT_LOOP (and this process's)",
+    )
     parser.add_argument(
         "--steady", type=float, metavar="RATE", default=0.0, help="commands per second instead of a burst"
     )
     args = parser.parse_args()
     if args.baseline:
-        loop.run(side_by_side(args.baseline, args.rounds, args.steady), args.loop)
+        loop.run(side_by_side(args.baseline, args.rounds, args.steady, args.loop), args.loop)
     else:
-        print(loop.run(main(args.steady), args.loop))
+        print(loop.run(main(args.steady, event_loop=args.loop), args.loop))
