@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from bot.sms.phone import PhoneNumber
@@ -1101,11 +1101,17 @@ class Store:
         return await self.write(tx)
 
     # ------------------------------------------------------------------ helpers
-    def _dialect_insert(self, table: sa.Table) -> Any:
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+    def dialect_insert(self, table: sa.Table) -> Any:
+        """The database's own INSERT for `table`, which has `on_conflict_do_…` (both dialects spell it
+        alike). PostgreSQL's dialect is imported only by a store on PostgreSQL (≈ 25 ms of start-up)."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(table)
+        return sqlite.insert(table)
 
     def _insert_ignore(self, table: sa.Table) -> Any:
-        return self._dialect_insert(table).on_conflict_do_nothing()
+        return self.dialect_insert(table).on_conflict_do_nothing()
 
 
 def _rows(
@@ -1431,7 +1437,7 @@ _TEXTS_SINCE = (
 _TEXTS_SINCE_PG = (
     sa.select(rtab.c.e164, sa.func.count())
     .where(
-        rtab.c.e164 == sa.func.any(sa.bindparam("numbers", type_=postgresql.ARRAY(sa.String))),
+        rtab.c.e164 == sa.func.any(sa.bindparam("numbers", type_=sa.ARRAY(sa.String))),
         rtab.c.updated_at >= sa.bindparam("since"),
         rtab.c.state.in_(sa.bindparam("states", expanding=True)),
         rtab.c.job_id != sa.bindparam("exclude"),

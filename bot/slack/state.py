@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.core.store import Store
 
@@ -52,9 +51,7 @@ class SlackState:
         self.store = store
 
     def _upsert(self, table: sa.Table, keys: list[str], values: dict[str, Any]) -> Any:
-        insert = (postgresql.insert if self.store.dialect == "postgresql" else sqlite.insert)(table).values(
-            **values
-        )
+        insert = self.store.dialect_insert(table).values(**values)
         changed = {k: insert.excluded[k] for k in values if k not in keys}
         return insert.on_conflict_do_update(index_elements=keys, set_=changed)
 
