@@ -4,7 +4,7 @@ import asyncio
 import time
 
 from bot.core.store import JobKind, NewRecipient, RecipientState
-from bot.core.worker import Busy, Worker
+from bot.core.worker import Busy, NullObserver, Worker
 from bot.sms import SmsClient
 from bot.sms.phone import parse_number
 
@@ -271,3 +271,37 @@ def test_a_long_running_worker_keeps_only_the_latest_submitted_ids(sms_settings,
     count, latest = run(go())
     assert count == 25
     assert 10 <= len(latest) <= 20 and latest[-1] == "job-24", latest
+
+
+def test_progress_is_read_for_jobs_of_several_recipients_and_not_for_a_single_send(
+    provider, sms_settings, tmp_path
+):
+    """A single send's one outcome is followed at once by its finish, which carries the summary: no
+    progress read of its own (one transaction fewer on the database for every /sms). A job of several
+    recipients still reports its progress while it sends."""
+
+    class Seen(NullObserver):
+        def __init__(self) -> None:
+            self.progress: list[str] = []
+
+        async def job_progress(self, job, summary) -> None:
+            self.progress.append(job.id)
+
+    async def go():
+        store = await open_store(f"sqlite:///{tmp_path}/bot.sqlite3")
+        single, _ = await store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
+        several, _ = await store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=people(3))
+        seen = Seen()
+        async with SmsClient(sms_settings) as client:
+            worker = Worker(store, client, seen)
+            await worker.start()
+            for job in (single, several):
+                worker.submit(job.id)
+                assert (await asyncio.wait_for(worker.wait(job.id), 10)).accepted == job.total
+            await worker.stop()
+        await store.close()
+        return seen.progress, single.id, several.id
+
+    progress, single, several = run(go())
+    assert single not in progress
+    assert several in progress

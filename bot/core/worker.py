@@ -465,6 +465,8 @@ class Worker:
             for o in outcomes:
                 o.index = idx_at[o.index]
             await self.store.record_outcomes(job.id, outcomes)
+            if job.total == 1:  # its one outcome is in: the job's finish comes next, with the summary
+                return
             now = time.monotonic()
             if now - last_progress >= 0.5 and (progress is None or progress.done()):
                 last_progress = now
