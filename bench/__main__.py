@@ -3,7 +3,8 @@
 Runs the benchmarks one after another, each in its own process, on this machine:
 1. `bench.sms_client`: the client against the provider's limits (2,000 single sends, 10,000 batch
    recipients; both event loops), beside bare aiohttp with our signing and limiter and the official SDK.
-2. `bench.footprint`: start-up to a healthy `/healthz` and idle memory.
+2. `bench.footprint`: start-up to a healthy `/healthz` (beside the libraries' import floor) and idle
+   memory.
 3. `bench.ack_latency`: acks for a burst of 200 commands, then for 20 commands a second.
 4. `bench.bulk`: 10,000 recipients (ratio to the limit, the confirmation's ack, event-loop lag, memory
    the bulk adds).

@@ -6,6 +6,10 @@ resident set size after a second of idling. Targets: start-up ≤ 0.4 s, idle RS
 configurations: as deployed (the fake provider in a process of its own, as the real one is remote) and
 a dry run (the simulated provider inside the bot).
 
+Each round also measures the **import floor**: a process that imports every module `python -m bot`
+imports, except the bot's own, from its spawn to the end of those imports. That is what the libraries
+the bot is built on cost by themselves on this machine; start-up is also given as a multiple of it.
+
 `--baseline REV` measures another revision of this repository side by side (a temporary git worktree,
 the same interpreter and packages), alternating `--rounds` times.
 
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,6 +113,47 @@ async def start(tree: Path, tmp: str, provider: str | None) -> tuple[float, floa
     return started, rss
 
 
+# Imports each module named on the command line (in the order given), then says so on stdout.
+_FLOOR_SCRIPT = """
+import importlib, sys
+failed = 0
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed += 1
+print(failed, flush=True)
+"""
+
+
+def library_modules(tree: Path) -> list[str]:
+    """Every module that importing `python -m bot`'s entry point and starting its event loop load, except
+    the bot's own: in the order they were loaded (a package before its modules)."""
+    script = (
+        "import asyncio, sys, bot.__main__; from bot.sms import loop; loop.run(asyncio.sleep(0)); "
+        "print('\\n'.join(m for m in sys.modules if m != 'bot' and not m.startswith(('bot.', '__main__'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tree, capture_output=True, text=True, check=True
+    )
+    return done.stdout.split()
+
+
+async def import_floor(modules: list[str]) -> float:
+    """Seconds from the spawn of a process to the end of its importing `modules`."""
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _FLOOR_SCRIPT, *modules, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    failed = int((await proc.stdout.readline()).decode() or "-1")
+    took = time.perf_counter() - t0
+    await proc.wait()
+    if failed:
+        raise RuntimeError(f"the import floor could not import {failed} module(s)")
+    return took
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", help="a git revision to measure side by side")
@@ -123,7 +169,10 @@ def main() -> None:
         results: dict[tuple[str, str], list[tuple[float, float, float]]] = {
             (name, mode): [] for name in trees for mode in modes
         }
+        modules = library_modules(ROOT)
+        floors: list[float] = []
         for _ in range(args.rounds):
+            floors.append(loop.run(import_floor(modules)))
             for name, tree in trees.items():
                 for mode, url in modes.items():
                     results[name, mode].append(loop.run(measure(tree, url)))
@@ -131,9 +180,16 @@ def main() -> None:
         def spread(values: list[float], unit: str, digits: int) -> str:
             return f"{min(values):.{digits}f}-{max(values):.{digits}f} {unit} (median {statistics.median(values):.{digits}f})"
 
+        floor = statistics.median(floors)
+        print(
+            f"import floor ({len(modules)} modules of the libraries this tree's bot imports, none of its "
+            f"own): {spread(floors, 's', 2)}"
+        )
         for (name, mode), runs in results.items():
+            restarts = [a for _, a, _ in runs]
             print(
-                f"{name}, {mode}: start-up to healthy: restart {spread([a for _, a, _ in runs], 's', 2)}, "
+                f"{name}, {mode}: start-up to healthy: restart {spread(restarts, 's', 2)}, "
+                f"{statistics.median(restarts) / floor:.2f}x the import floor; "
                 f"new database {spread([f for f, _, _ in runs], 's', 2)} (target {STARTUP_TARGET} s); "
                 f"idle RSS {spread([r for _, _, r in runs], 'MiB', 0)} (target {RSS_TARGET:.0f} MiB)"
             )
