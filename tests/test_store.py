@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
 
 from bot.core.schema import recipients as rtab
-from bot.core.store import DraftState, JobKind, NewRecipient, RecipientState, Store, _runs
+from bot.core.store import DraftState, JobKind, NewRecipient, RecipientState, Store, _runs, day_start
 from bot.sms import Outcome, Status
 from bot.sms.phone import PhoneNumber
 
@@ -195,30 +196,34 @@ def test_jobs_created_at_once_share_commits_and_keys_still_hold(database):
 
 
 def test_checks_run_inside_the_shared_commit_and_decide_for_their_own_job_only(database):
-    """A job's check runs in the transaction its burst shares: a refusal refuses that job only, an
-    existing job found by the check is returned instead, the others are created, and it is still one
-    or two writes for the burst."""
+    """A burst's checks are decided in the transaction it shares, together (one call for the group, not
+    one per job): a refusal refuses that job only, an existing job found by the check is returned
+    instead, the others are created, and it is still one or two writes for the burst."""
 
     class Refused(Exception):
         pass
 
+    groups: list[int] = []
+    first = None
+
+    @dataclass(frozen=True)
+    class Check:
+        i: int
+
+        @classmethod
+        def decide(cls, conn, checks):
+            assert conn.execute(sa.select(sa.func.count()).select_from(rtab)).scalar_one() >= 1
+            groups.append(len(checks))
+            return [Refused(c.i) if c.i % 10 == 3 else first if c.i % 10 == 5 else None for c in checks]
+
     async def go():
+        nonlocal first
         store = await open_store(database)
         first, _ = await store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
         writes = WriteCounter(store)
-
-        def check(i):
-            def fn(conn):
-                assert conn.execute(sa.select(sa.func.count()).select_from(rtab)).scalar_one() >= 1
-                if i % 10 == 3:
-                    raise Refused(i)
-                return first if i % 10 == 5 else None
-
-            return fn
-
         results = await asyncio.gather(
             *(
-                store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1), check=check(i))
+                store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1), check=Check(i))
                 for i in range(30)
             ),
             return_exceptions=True,
@@ -230,6 +235,7 @@ def test_checks_run_inside_the_shared_commit_and_decide_for_their_own_job_only(d
         assert len(set(created)) == 24
         assert await count(store, "jobs") == 25 and await count(store, "recipients") == 25
         assert writes.n <= 2, writes.n
+        assert sum(groups) == 30 and len(groups) == writes.n, groups  # one decision per group
         await store.close()
 
     run(go())
@@ -479,3 +485,66 @@ def test_a_database_error_names_no_number_or_message(database):
     text = run(go())
     assert "INSERT INTO recipients" in text
     assert "6581000000" not in text and "Secret text" not in text
+
+
+def test_a_bursts_single_sends_are_checked_together_and_each_gets_its_own_answer(database):
+    """The checks of single sends created at once: a recorded request finds its job (even for a number
+    opted out since), an opt-out refuses the texts of its scope only (unless overridden), the daily cap
+    refuses a number that had its texts, the rest pass; the whole group in the same few statements
+    whatever its size."""
+    from bot.core.consent import DailyCapReached
+    from bot.core.optouts import OptedOut, OptOuts, Scope
+    from bot.core.service import SingleSendCheck
+
+    def number(i: int) -> PhoneNumber:
+        return PhoneNumber(f"+6581{i:06d}", 65, f"81{i:06d}", "SG")
+
+    async def go():
+        store = await open_store(database)
+        recorded, _ = await store.create_job(
+            kind=JobKind.SINGLE, created_by="U1", recipients=[NewRecipient(number(0), "Hi")], source_key="K1"
+        )
+        _, texted = await confirmed(store, 4)  # numbers 0..3; number 3 gets one text in flight today
+        await store.mark_in_flight(texted, [3])
+        optouts = OptOuts(store)
+        await optouts.add([number(0).e164], scope=Scope.ALL, by="U1", source="test")
+        await optouts.add([number(1).e164], scope=Scope.MARKETING, by="U1", source="test")
+        since = day_start(store.clock())
+
+        def check(i: int, type: str | None = None, **kw) -> SingleSendCheck:
+            fields = {"source_key": None, "overridden": False, "cap": 0, "since": since} | kw
+            return SingleSendCheck(number=number(i), type=type, **fields)
+
+        checks = [
+            check(0, source_key="K1"),  # recorded before the opt-out: its job
+            check(0, "NOTIFY"),
+            check(0, "NOTIFY", overridden=True),
+            check(1, "MKT"),
+            check(1, "NOTIFY"),
+            check(3, cap=1),
+            check(3, cap=2),
+            check(2, "MKT", source_key="K2", cap=1),
+        ]
+
+        def decide(conn, checks):
+            statements = []
+            sa.event.listen(conn, "before_cursor_execute", lambda *a: statements.append(a[2]))
+            return SingleSendCheck.decide(conn, checks), len(statements)
+
+        answers, statements = await store.write(lambda conn: decide(conn, checks))
+        many = [check(i % 4, ("MKT", "NOTIFY", None)[i % 3], cap=5, source_key=f"M{i}") for i in range(300)]
+        _, statements_for_many = await store.write(lambda conn: decide(conn, many))
+        await store.close()
+        return recorded, answers, statements, statements_for_many
+
+    recorded, answers, statements, statements_for_many = run(go())
+    assert answers[0] == recorded
+    assert isinstance(answers[1], OptedOut) and answers[1].optout.e164 == "+6581000000"
+    assert answers[2] is None
+    assert isinstance(answers[3], OptedOut) and answers[3].optout.e164 == "+6581000001"
+    assert answers[4] is None
+    assert isinstance(answers[5], DailyCapReached)
+    assert answers[6] is None and answers[7] is None
+    # the keys, the opt-outs of each type asked about, the texts since the day's start
+    assert statements == 1 + 3 + 1, statements
+    assert statements_for_many == 1 + 3 + 1, statements_for_many

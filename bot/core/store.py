@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
@@ -200,7 +200,18 @@ class JobStart:
     copied: int = 0  # recipients this start copied from the job's draft (its confirming process died)
 
 
-JobCheck = Callable[[sa.Connection], "Job | None"]
+class JobCheck(Protocol):
+    """What decides, inside the transaction a burst of new jobs shares, whether each may be created.
+
+    The store calls `decide` once per group commit for all the group's checks of one class, so that a
+    class can look up the whole group in a few statements instead of a few for each job (SQLite's one
+    thread runs them while the event loop waits for its answers)."""
+
+    @classmethod
+    def decide(cls, conn: sa.Connection, checks: Sequence[Self]) -> Sequence[Job | Exception | None]:
+        """One answer per check, in order: None (create that job), an existing Job to use instead, or the
+        exception that refuses it (that job only). Raising fails the whole group."""
+        ...
 
 
 @dataclass(slots=True)
@@ -311,9 +322,10 @@ class Store:
         that job instead (`created` False): a double submit, a retry, or another replica's copy of the
         same request starts one job (the key is a unique column: the database decides).
 
-        `check(conn)` runs in that transaction just before the insert: it returns an existing job to use
-        instead (`created` False), or raises to refuse (nothing is written; the exception is raised here),
-        or returns None. The checks of a burst of requests run together, in the commit they share."""
+        `check` (see `JobCheck`) is decided in that transaction just before the insert: an existing job
+        to use instead (`created` False), an exception that refuses it (nothing is written; the exception
+        is raised here), or None. The checks of a burst of requests are decided together, in the commit
+        they share."""
         now = self.clock()
         job = _new_job(kind, created_by, source_key, len(recipients), now, **fields)
         rows = [
@@ -376,16 +388,15 @@ class Store:
         """Run the group's checks, then insert the jobs that passed. Returns what the checks decided for
         the others (by position in the group)."""
         decided: dict[int, Job | Exception] = {}
+        by_class: dict[type[JobCheck], list[int]] = {}
         for i, item in enumerate(group):
-            if item.check is None:
-                continue
-            try:
-                found = item.check(conn)
-            except Exception as exc:  # a refusal of this job only
-                decided[i] = exc
-            else:
-                if found is not None:
-                    decided[i] = found
+            if item.check is not None:
+                by_class.setdefault(type(item.check), []).append(i)
+        for kind, positions in by_class.items():
+            answers = kind.decide(conn, [group[i].check for i in positions])  # type: ignore[misc]
+            for i, answer in zip(positions, answers, strict=True):
+                if answer is not None:
+                    decided[i] = answer
         passed = [item for i, item in enumerate(group) if i not in decided]
         if passed:
             conn.execute(_INSERT_JOB, [_job_values(item.job) for item in passed])
@@ -1374,6 +1385,18 @@ def job_with_key(conn: sa.Connection, source_key: str) -> Job | None:
     return _job(row) if row else None
 
 
+def jobs_with_keys(conn: sa.Connection, source_keys: Iterable[str]) -> dict[str, Job]:
+    """The jobs made from these idempotency keys, by key (keys no job has are left out): one indexed
+    lookup per 500 keys."""
+    found: dict[str, Job] = {}
+    unique = sorted(set(source_keys))
+    for start in range(0, len(unique), 500):
+        for row in conn.execute(_JOBS_BY_KEYS, {"keys": unique[start : start + 500]}):
+            job = _job(row)
+            found[str(job.source_key)] = job
+    return found
+
+
 def day_start(now: float) -> float:
     """00:00 UTC of the day `now` is in: where the daily counts (texts a number, segments a person) start."""
     return now - now % 86400
@@ -1421,6 +1444,7 @@ def _recipient_values(
 # with literal values needs a new cache key every time: ~0.3 ms of CPU for a job insert).
 _INSERT_JOB = sa.insert(jobs)
 _JOB_BY_KEY = sa.select(jobs).where(jobs.c.source_key == sa.bindparam("key"))
+_JOBS_BY_KEYS = sa.select(jobs).where(jobs.c.source_key.in_(sa.bindparam("keys", expanding=True)))
 _COUNTED = [str(RecipientState.ACCEPTED), str(RecipientState.UNKNOWN), str(RecipientState.IN_FLIGHT)]
 _TEXTS_SINCE = (
     sa.select(rtab.c.e164, sa.func.count())
