@@ -305,3 +305,39 @@ def test_progress_is_read_for_jobs_of_several_recipients_and_not_for_a_single_se
     progress, single, several = run(go())
     assert single not in progress
     assert several in progress
+
+
+def test_the_jobs_of_a_burst_share_one_warm_up_of_the_provider_pool(sms_settings, tmp_path):
+    """Each submitted job may open a connection ahead of its send; the jobs submitted together (a burst of
+    /sms commands answered by one group commit) share one warm-up task, not one each."""
+
+    async def go():
+        store = await open_store(f"sqlite:///{tmp_path}/bot.sqlite3")
+        async with SmsClient(sms_settings) as client:
+            calls: list[int] = []
+            release, over = asyncio.Event(), asyncio.Event()
+
+            async def warm_up(connections: int = 1) -> int:
+                calls.append(connections)
+                await release.wait()
+                over.set()  # the task ends in this same step
+                return 0
+
+            client.warm_up = warm_up  # type: ignore[method-assign]
+            worker = Worker(store, client)
+            await worker.start()
+            await worker.wait_sender()
+            for i in range(50):
+                worker.submit(f"burst-{i}")
+            await asyncio.sleep(0)  # the warm-up task runs
+            during = len(calls)
+            release.set()
+            await asyncio.wait_for(over.wait(), 5)
+            worker.submit("later")  # the burst's warm-up is over: a later job warms again
+            await asyncio.sleep(0)
+            after = len(calls)
+            await worker.stop()
+        await store.close()
+        return during, after
+
+    assert run(go()) == (1, 2)

@@ -168,6 +168,7 @@ class Worker:
         self._done: dict[str, asyncio.Future[Summary]] = {}
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._warming: asyncio.Task[Any] | None = None  # the latest warm-up of the provider's pool
         self._runner: asyncio.Task[None] | None = None
         self._lease_until = 0.0
         self._renew_at = 0.0
@@ -233,10 +234,11 @@ class Worker:
         be another process, which finds it at its next poll)."""
         self._future(job_id)
         self._wake.set()
-        if self.is_sender:
+        if self.is_sender and (self._warming is None or self._warming.done()):
             # A connection to the provider opens now, while the job is read: its first request need
-            # not wait for a TCP and TLS handshake.
-            self._spawn(self.client.warm_up())
+            # not wait for a TCP and TLS handshake. One warm-up at a time: the jobs of a burst, submitted
+            # together, share it.
+            self._warming = self._spawn(self.client.warm_up())
         self.submitted.append(job_id)
         self.submitted_count += 1
         if len(self.submitted) > 2 * KEEP_FINISHED:  # a long-running bot keeps the latest ones only

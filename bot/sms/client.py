@@ -110,7 +110,7 @@ class SmsClient:
         if not isinstance(self._transport, ProviderTransport) or self.settings.missing_credentials():
             return 0  # without credentials nothing will be sent: no reason to reach the provider
         connections = min(connections, self.settings.max_connections)
-        return await self._transport.warm(str(self._url), connections, self.settings.connect_timeout)
+        return await self._transport.warm(self._endpoint, connections, self.settings.connect_timeout)
 
     @property
     def limiter(self) -> AccountLimiter:
