@@ -6,6 +6,11 @@ the fake provider (50 ms latency, its own process); the sends it queues run in t
 while the acks are measured. Requests come from a separate process.
 Slack's limit is 3 s; the target is p99 < 100 ms.
 
+For a burst it also gives the **CPU** the bot's process used while the load ran (all its threads, from
+Linux's per-thread counters), per request, beside the floor server's: the burst is bound by the
+processor, so this is the bot's own work, without the waiting. The sends start after the last ack (the
+worker waits for a quiet moment), so they are not in it.
+
 The floor is measured in the same run: the same requests from the same load process, to an aiohttp
 server in this process that reads each body and answers 200 at once. It is what the load process,
 loopback and aiohttp's own server cost on this machine, with nothing of the bot's.
@@ -21,7 +26,9 @@ loopback and aiohttp's own server cost on this machine, with nothing of the bot'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -40,12 +47,15 @@ from .baseline import worktree
 N = 200
 
 
-def _load(url: str, bodies: list[str], rate: float, out: multiprocessing.Queue) -> None:
-    """Post every body: all at once (`rate` 0), or the i-th at i / `rate` seconds."""
+def _load(url: str, bodies: list[str], rate: float, server: int, out: multiprocessing.Queue) -> None:
+    """Post every body: all at once (`rate` 0), or the i-th at i / `rate` seconds. Puts the latencies and
+    the CPU seconds process `server` used from just before the first request to just after the last
+    answer (None where that cannot be read)."""
     import aiohttp
 
-    async def go() -> list[float]:
+    async def go() -> tuple[list[float], float | None]:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=N)) as session:
+            cpu = _cpu_seconds(server)
             start = time.perf_counter()
 
             async def one(i: int, body: str) -> float:
@@ -58,19 +68,35 @@ def _load(url: str, bodies: list[str], rate: float, out: multiprocessing.Queue) 
                     assert resp.status == 200, resp.status
                 return time.perf_counter() - t0
 
-            return await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+            latencies = await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+            after = _cpu_seconds(server)  # at once: the server's work after its last answer is not in it
+            return latencies, None if cpu is None or after is None else after - cpu
 
     out.put(asyncio.run(go()))
 
 
-def _post_all(url: str, bodies: list[str], rate: float) -> list[float]:
+def _post_all(url: str, bodies: list[str], rate: float, server: int) -> tuple[list[float], float | None]:
+    """From a process of its own (see `_load`): the latencies, and the CPU seconds of process `server`."""
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue = ctx.Queue()
-    proc = ctx.Process(target=_load, args=(url, bodies, rate, out))
+    proc = ctx.Process(target=_load, args=(url, bodies, rate, server, out))
     proc.start()
-    latencies = out.get()
+    result = out.get()
     proc.join()
-    return latencies
+    return result
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time the threads of process `pid` have used (Linux's nanosecond counters); None elsewhere."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def _bodies(response_url: Callable[[str], str]) -> list[str]:
@@ -90,8 +116,9 @@ def _bodies(response_url: Callable[[str], str]) -> list[str]:
     ]
 
 
-async def floor(rate: float) -> list[float]:
-    """The same load against a server that only reads each request and answers it."""
+async def floor(rate: float) -> tuple[list[float], float | None]:
+    """The same load against a server that only reads each request and answers it: the latencies, and the
+    CPU seconds this process (the server; the thread that waits for the load uses next to none) used."""
     from aiohttp import web
 
     async def answer(request: web.Request) -> web.Response:
@@ -108,7 +135,9 @@ async def floor(rate: float) -> list[float]:
     try:
         bodies = _bodies(lambda key: f"http://127.0.0.1:9/response/{key}")
         url = f"http://127.0.0.1:{port}/slack/events"
-        return await asyncio.get_running_loop().run_in_executor(None, _post_all, url, bodies, rate)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, _post_all, url, bodies, rate, os.getpid()
+        )
     finally:
         await runner.cleanup()
 
@@ -136,8 +165,9 @@ async def main(rate: float = 0.0, tree: Path | None = None, event_loop: str = "a
                 await bot.wait_sender()
                 bodies = _bodies(slack.response_url)
                 url = bot.url + "/slack/events"
-                latencies = await asyncio.get_running_loop().run_in_executor(
-                    None, _post_all, url, bodies, rate
+                assert bot.proc is not None
+                latencies, bot_cpu = await asyncio.get_running_loop().run_in_executor(
+                    None, _post_all, url, bodies, rate, bot.proc.pid
                 )
                 await wait_provider(provider, N, limit=60)  # every send reached the provider
                 auth_calls = len(slack.called("auth.test"))
@@ -147,8 +177,15 @@ async def main(rate: float = 0.0, tree: Path | None = None, event_loop: str = "a
     finally:
         await slack.stop()
         provider.close()
-    base50, base99, _ = _percentiles(await floor(rate))  # after the bot's run: nothing of it left before
+    floor_latencies, floor_cpu = await floor(rate)  # after the bot's run: nothing of it left before
+    base50, base99, _ = _percentiles(floor_latencies)
     p50, p99, most = _percentiles(latencies)
+    cpu = (
+        f"; CPU while the load ran: the bot {bot_cpu * 1000:.0f} ms ({bot_cpu * 1000 / N:.2f} ms a "
+        f"request), the floor's server {floor_cpu * 1000:.0f} ms ({floor_cpu * 1000 / N:.2f} ms)"
+        if bot_cpu is not None and floor_cpu is not None and not rate
+        else ""
+    )
     how = (
         f"{N} /sms commands at {rate:g}/s (target p99 5 ms)"
         if rate
@@ -157,7 +194,8 @@ async def main(rate: float = 0.0, tree: Path | None = None, event_loop: str = "a
     return (
         f"{how}: ack p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {most:.1f} ms "
         f"(Slack's limit 3,000 ms: p99 = {p99 / 3000:.3f} of it); floor p50 {base50:.1f} ms, p99 {base99:.1f} ms "
-        f"(the bot's p99 is {p99 / base99:.1f}× it); all {N} sends reached the provider; auth.test calls: {auth_calls}"
+        f"(the bot's p99 is {p99 / base99:.1f}× it){cpu}; all {N} sends reached the provider; "
+        f"auth.test calls: {auth_calls}"
     )
 
 
