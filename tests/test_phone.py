@@ -3,7 +3,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.sms.phone import InvalidNumber, mask, parse_number
+from bot.sms.phone import InvalidNumber, in_region, mask, parse_number
 
 
 @pytest.mark.parametrize(
@@ -47,9 +47,11 @@ def test_forms():
         ("5123 4567", None, "No country code"),
         ("+852 2123 4567", None, "is a landline in Hong Kong"),
         ("+999 1234 5678", None, "Unknown country code"),
-        ("(415) 555-010", "US", "Too short for a number in United States"),
+        ("(415) 555-010", "US", "Too short for a number in the United States"),
         ("+852 4123 4567", None, "Not a valid number in Hong Kong"),
-        ("+1 123 456 7890", None, "Not a valid number in United States"),
+        ("+1 123 456 7890", None, "Not a valid number in the United States"),
+        ("+44 20 7946 0958", None, "is a landline in the United Kingdom"),
+        ("+63 2 8123 4567", None, "is a landline in the Philippines"),
     ],
 )
 def test_refuses_with_a_specific_reason(text, region, reason):
@@ -104,3 +106,19 @@ def test_property_any_text_parses_or_refuses_cleanly(text):
     else:
         assert number.country_code != 86
         assert phonenumbers.is_valid_number(phonenumbers.parse(number.e164))
+
+
+@pytest.mark.parametrize(
+    ("name", "written"),
+    [
+        ("Hong Kong", "Hong Kong"),
+        ("Singapore", "Singapore"),
+        ("United Arab Emirates", "the United Arab Emirates"),
+        ("Netherlands", "the Netherlands"),
+        ("Cayman Islands", "the Cayman Islands"),
+        ("Dominican Republic", "the Dominican Republic"),
+        ("Iceland", "Iceland"),  # ends with "land", not " Islands"
+    ],
+)
+def test_a_place_reads_as_english_writes_it_after_in(name, written):
+    assert in_region(name) == written

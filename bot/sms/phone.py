@@ -105,6 +105,18 @@ def region_name(region: str) -> str:
     return getattr(country, "common_name", None) or country.name
 
 
+# Names that English writes with "the" after "in" ("a landline in the United Kingdom"); the rest take none.
+_WITH_THE = (
+    "United ", "Central African", "Dominican Republic", "Czech", "Russian Federation", "Netherlands",
+    "Philippines", "Bahamas", "Gambia", "Maldives", "Comoros", "Seychelles", "Holy See", "British Indian",
+)  # fmt: skip
+
+
+def in_region(name: str) -> str:
+    """`name` as it reads after "in": `in_region("United Kingdom")` → "the United Kingdom"."""
+    return f"the {name}" if name.startswith(_WITH_THE) or name.endswith(" Islands") else name
+
+
 def parse_number(text: str, default_region: str | None = None) -> PhoneNumber:
     """Parse what a person pasted (`+852 5123 4567`, `00852 5123 4567`, `(415) 555-0100`, `85251234567`).
 
@@ -172,7 +184,7 @@ def _validate(raw: str, candidate: str, region: str | None) -> PhoneNumber:
     def where() -> str:  # only for error messages: the display name costs more than the parse
         fallback = phonenumbers.region_code_for_country_code(parsed.country_code)
         code = region_code or (fallback if fallback != "ZZ" else "")
-        return region_name(code) if code else f"+{parsed.country_code}"
+        return in_region(region_name(code)) if code else f"+{parsed.country_code}"
 
     # number_type() is UNKNOWN exactly when is_valid_number() is False (both match the number against
     # its region's patterns, lengths included), so one call decides validity; the reason for an invalid
