@@ -110,12 +110,17 @@ def test_the_list_adds_widens_never_narrows_imports_and_exports(database, monkey
 def test_managing_optouts_needs_its_own_setting(provider, tmp_path):
     async def go():
         async with Bot(provider, tmp_path) as bot:
-            await bot.command("optout add +65 8100 0001", user=KEEPER)
-            (_, refused), *_ = await bot.slack.wait_for_webhooks(1)
-            return refused["text"], await bot.count("suppressions")
+            await bot.command("optout add +65 8100 0001", user=KEEPER, response_url="add")
+            await bot.command("optout list", user=KEEPER, response_url="list")
+            await bot.command("optout", user=KEEPER, response_url="bare")  # a list too
+            said = {name: body["text"] for name, body in await bot.slack.wait_for_webhooks(3)}
+            return said["add"], said["list"], said["bare"], await bot.count("suppressions")
 
-    refused, rows = run(go())
+    refused, listed, bare, rows = run(go())
     assert "ACCESS_OPTOUT" in refused and "Nothing was changed" in refused
+    # reading the list changes nothing anyway: the refusal does not say so
+    assert "ACCESS_OPTOUT" in listed and "Nothing was changed" not in listed
+    assert "ACCESS_OPTOUT" in bare and "Nothing was changed" not in bare
     assert rows == 0
 
 

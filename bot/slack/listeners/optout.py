@@ -36,13 +36,16 @@ async def optout_command(
 ) -> None:
     await ack()
     user_id = command["user_id"]
+    # Only a command that would change the list says that nothing was changed (not `list`, `export`).
+    first = (text.split(None, 1) or ["list"])[0].lower()
+    unchanged = "" if first in ("list", "export") else "Nothing was changed. "
     if not await deps.access.allowed(Capability.OPTOUT, user_id):
-        await respond(text=f"Nothing was changed. {deps.access.refusal(Capability.OPTOUT)}")
+        await respond(text=f"{unchanged}{deps.access.refusal(Capability.OPTOUT)}")
         return
     try:
         cmd = parse_optout(text, deps.settings.default_region)
     except CommandError as exc:
-        await respond(text=f"Nothing was changed. {exc.message}")
+        await respond(text=f"{unchanged}{exc.message}")
         return
     optouts = OptOuts(deps.store)
     if cmd.action == "import":
