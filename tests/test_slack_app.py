@@ -407,6 +407,41 @@ def test_history_is_masked_and_says_what_was_delivered(provider, tmp_path):
     assert "not sent any SMS" in other
 
 
+def test_history_of_one_number_lists_the_users_texts_to_it_in_any_send(provider, tmp_path):
+    """`/sms history <number>`: that number's texts from this user, a single send's and its row in a bulk
+    send alike (its own state), and no other number's; a number that does not parse is refused at the ack;
+    nobody sees another person's sends."""
+    from .test_bulk import LEAD, bulk_values, confirm, review
+
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD) as bot:
+            await bot.command("+852 5123 4567 first to the customer", user=LEAD)
+            await bot.job_done(1)
+            await bot.command("+65 8100 0009 to someone else", user=LEAD)
+            await bot.job_done(2)
+            await confirm(
+                bot,
+                await review(bot, bulk_values(recipients="+852 5123 4567\n+65 8100 0002", message="Hi all")),
+            )
+            await bot.job_done(3)
+            before = len(bot.slack.webhooks)
+            await bot.command("history +852 5123-4567", user=LEAD, response_url="one")
+            await bot.command("history +852 5123 4567", user="U0OTHER", response_url="other")
+            bad = await bot.command("history +852 5123", user=LEAD, response_url="bad")
+            hooks = await bot.slack.wait_for_webhooks(before + 2)
+            said = {name: json.dumps(body, ensure_ascii=False) for name, body in hooks[before:]}
+            return said, bad.text
+
+    said, bad = run(go())
+    assert set(said) == {"one", "other"}  # the bad number got its answer at the ack, nothing after
+    one = said["one"]
+    assert "first to the customer" in one and "Hi all" in one and "(one of 2 recipients)" in one
+    assert "to someone else" not in one and "+65" not in one
+    assert "+852 5123 ****" in one and no_full_number(one)
+    assert "not sent any SMS to +852 5123 ****" in said["other"]
+    assert "Too short" in bad and "/sms history +852 5123 4567" in bad
+
+
 def test_audit_log_records_every_attempt(provider, tmp_path):
     async def go():
         async with Bot(provider, tmp_path) as bot:

@@ -548,3 +548,31 @@ def test_a_bursts_single_sends_are_checked_together_and_each_gets_its_own_answer
     # the keys, the opt-outs of each type asked about, the texts since the day's start
     assert statements == 1 + 3 + 1, statements
     assert statements_for_many == 1 + 3 + 1, statements_for_many
+
+
+def test_history_of_one_number_finds_its_rows_in_the_users_jobs_newest_first(database):
+    """The number's own row in each of the user's jobs (single or not), newest job first, at most
+    `limit`; other users' jobs and other numbers are left out."""
+
+    async def go():
+        store = await open_store(database)
+        clock = [1_000.0]
+        store.clock = lambda: clock[0]
+        made = []
+        for user, n in (("U1", 3), ("U1", 1), ("U2", 2), ("U1", 2)):
+            clock[0] += 10
+            job, _ = await store.create_job(kind=JobKind.FANOUT, created_by=user, recipients=people(n))
+            made.append(job.id)
+        target = people(1)[0].number.e164  # everyone's first recipient
+        found = await store.history("U1", 10, e164=target)
+        limited = await store.history("U1", 2, e164=target)
+        nobody = await store.history("U1", 10, e164="+6581999999")
+        await store.close()
+        return made, found, limited, nobody, target
+
+    made, found, limited, nobody, target = run(go())
+    assert [job.id for job, _ in found] == [made[3], made[1], made[0]]  # U1's, newest first; not U2's
+    assert all(row.number.e164 == target and row.job_id == job.id for job, row in found)
+    assert [job.total for job, _ in found] == [2, 1, 3]
+    assert [job.id for job, _ in limited] == [made[3], made[1]]
+    assert nobody == []

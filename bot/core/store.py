@@ -989,7 +989,27 @@ class Store:
         now = self.clock()
         return await self.read(lambda conn: _summary(conn, job_id, now))
 
-    async def history(self, user_id: str, limit: int = 10) -> list[tuple[Job, RecipientRow]]:
+    async def history(
+        self, user_id: str, limit: int = 10, e164: str | None = None
+    ) -> list[tuple[Job, RecipientRow]]:
+        """`user_id`'s latest sends, newest first, each with its first recipient; with `e164`, only their
+        texts to that number (in single and larger sends alike), each with that number's own row."""
+
+        def to_number(conn: sa.Connection) -> list[tuple[Job, RecipientRow]]:
+            found = conn.execute(  # the number's rows (indexed by number), of this user's jobs
+                sa.select(*_RECIPIENT_COLUMNS)
+                .join(jobs, jobs.c.id == rtab.c.job_id)
+                .where(rtab.c.e164 == e164, jobs.c.created_by == user_id)
+                .order_by(jobs.c.created_at.desc(), rtab.c.idx)
+                .limit(limit)
+            ).fetchall()
+            ids = sorted({row.job_id for row in found})
+            by_id = {row.id: _job(row) for row in conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))}
+            return [(by_id[row.job_id], _recipient(row)) for row in found]
+
+        if e164 is not None:
+            return await self.read(to_number)
+
         def read(conn: sa.Connection) -> list[tuple[Job, RecipientRow]]:
             found = conn.execute(
                 sa.select(jobs)

@@ -24,7 +24,7 @@ from slack_sdk.models.views import View
 from bot.core.consent import footer_hint
 from bot.core.deliveries import describe_row_delivery
 from bot.core.store import Job, RecipientRow, RecipientState, Summary
-from bot.sms import Delivery
+from bot.sms import Delivery, PhoneNumber
 from bot.sms.encoding import MessageInfo
 from bot.sms.errors import describe_code
 
@@ -282,7 +282,7 @@ write the country code (or the bot's default region applies).
 • `/sms bulk`: a bulk send from a pasted list or a CSV file, with {column} placeholders and a confirmation.
 • `/sms outage`: page contact groups (single sends at full speed), with a confirmation and a test-to-me option.
 • `/sms groups` (`/sms groups reload`): the contact groups and any problems in the groups file.
-• `/sms history`: your recent sends (numbers masked).
+• `/sms history [number]`: your recent sends (numbers masked); with a number, your texts to it.
 • `/sms scheduled`: bulk and outage sends scheduled for later ("Send at" in their forms), each with Cancel.
 • `/sms optout add|remove|list|import|export`: numbers that must not be texted (all texts, or marketing only); needs `ACCESS_OPTOUT`.
 • `/sms help`: this text.
@@ -295,14 +295,22 @@ def help_blocks() -> list[Block]:
 
 
 def history_blocks(
-    rows: Sequence[tuple[Job, RecipientRow]], summaries: Mapping[str, Summary] | None = None
+    rows: Sequence[tuple[Job, RecipientRow]],
+    summaries: Mapping[str, Summary] | None = None,
+    number: PhoneNumber | None = None,
 ) -> list[Block]:
-    """The sender's recent sends: a single send's delivery state, a larger send's delivered count."""
+    """The sender's recent sends: a single send's delivery state, a larger send's delivered count. With
+    `number`, their texts to that number: each with its own state, in a larger send too."""
     if not rows:
-        return [SectionBlock(text=MarkdownTextObject(text="You have not sent any SMS yet."))]
+        to = f" to {number.masked}" if number else ""
+        return [SectionBlock(text=MarkdownTextObject(text=f"You have not sent any SMS{to} yet."))]
     lines = []
     for job, first in rows:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(job.created_at))
+        if number is not None:  # the row is that number's: its own state, whatever the send's size
+            part = "" if job.total == 1 else f" (one of {job.total:,} recipients)"
+            lines.append(f"• {when} · “{preview(first.message, 60)}”{part} · {delivery_word(first)}")
+            continue
         who = first.number.masked if job.total == 1 else f"{job.total:,} recipients"
         state = delivery_word(first) if job.total == 1 else job.state.value
         summary = (summaries or {}).get(job.id)
@@ -312,7 +320,11 @@ def history_blocks(
                 state += f", {summary.undelivered:,} not delivered"
         lines.append(f"• {when} · *{who}* · “{preview(first.message, 60)}” · {state}")
     return [
-        SectionBlock(text=MarkdownTextObject(text="*Your recent sends*")),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=f"*Your recent sends to* {number.masked}" if number else "*Your recent sends*"
+            )
+        ),
         DividerBlock(),
         SectionBlock(text=MarkdownTextObject(text="\n".join(lines))),
     ]

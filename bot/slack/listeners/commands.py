@@ -9,6 +9,7 @@ from bot.core.access import Capability
 from bot.core.commands import USAGE, CommandError, parse_send
 from bot.core.consent import DailyCapReached
 from bot.core.optouts import OptedOut
+from bot.sms import InvalidNumber, parse_number
 
 from .. import bulk_views, views
 from ..acks import Listeners
@@ -83,17 +84,30 @@ async def sms_command_callback(
         )
         return
     if first == "history":
+        # `/sms history [number]`: with a number, only the user's texts to it.
+        rest = text.split(None, 1)[1] if " " in text else ""
+        number = None
+        if rest:
+            try:
+                number = parse_number(rest, deps.settings.default_region)
+            except InvalidNumber as exc:
+                await ack(text=f"{exc.describe()} Write it like `/sms history +852 5123 4567`.")
+                return
         # Acked first: the delivery counts of larger sends are read from all their recipients, which
         # grows with their size; the answer goes through the command's response_url (else a DM).
         await ack()
-        rows = await deps.store.history(user_id, deps.settings.history_limit)  # indexed, bounded by the limit
-        counts = await deps.store.summaries([job.id for job, _ in rows if job.total > 1])
+        limit = deps.settings.history_limit
+        if number is None:
+            rows = await deps.store.history(user_id, limit)  # indexed, bounded by the limit
+            counts = await deps.store.summaries([job.id for job, _ in rows if job.total > 1])
+        else:
+            rows, counts = await deps.store.history(user_id, limit, e164=number.e164), {}
         await tell_person(
             client,
             user_id=user_id,
             response_url=command.get("response_url"),
-            text="Your recent sends",
-            blocks=views.history_blocks(rows, counts),
+            text=f"Your recent sends to {number.masked}" if number else "Your recent sends",
+            blocks=views.history_blocks(rows, counts, number),
         )
         return
     if first.isalpha() and not any(ch.isdigit() for ch in text.split(None, 1)[0]):
