@@ -118,6 +118,7 @@ def test_property_any_text_parses_or_refuses_cleanly(text):
         ("Cayman Islands", "the Cayman Islands"),
         ("Dominican Republic", "the Dominican Republic"),
         ("Iceland", "Iceland"),  # ends with "land", not " Islands"
+        ("Czechia", "Czechia"),  # pycountry's name for what was the Czech Republic
     ],
 )
 def test_a_place_reads_as_english_writes_it_after_in(name, written):

@@ -107,8 +107,8 @@ def region_name(region: str) -> str:
 
 # Names that English writes with "the" after "in" ("a landline in the United Kingdom"); the rest take none.
 _WITH_THE = (
-    "United ", "Central African", "Dominican Republic", "Czech", "Russian Federation", "Netherlands",
-    "Philippines", "Bahamas", "Gambia", "Maldives", "Comoros", "Seychelles", "Holy See", "British Indian",
+    "United ", "Central African", "Dominican Republic", "Czech Republic", "Russian Federation",
+    "Netherlands", "Philippines", "Bahamas", "Gambia", "Maldives", "Comoros", "Holy See", "British Indian",
 )  # fmt: skip
 
 

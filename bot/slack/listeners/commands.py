@@ -85,7 +85,8 @@ async def sms_command_callback(
         return
     if first == "history":
         # `/sms history [number]`: with a number, only the user's texts to it.
-        rest = text.split(None, 1)[1] if " " in text else ""
+        parts = text.split(None, 1)
+        rest = parts[1] if len(parts) > 1 else ""
         number = None
         if rest:
             try:
