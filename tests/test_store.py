@@ -442,6 +442,18 @@ def test_the_slack_layer_keeps_threads_and_posts_in_its_own_tables(database):
             "not_in_channel",
             False,
         )
+        # the same fields again, for another job and the first: one statement, built once, each row its own
+        await state.save_post("J2", thread_ts="3.1", parent_ts="3.0")
+        await state.save_post("J1", thread_ts="2.2", parent_ts="2.1")
+        assert len(state._upserts) == 3  # threads; posts' post_error; posts' thread_ts and parent_ts
+        one, two = await state.post("J1"), await state.post("J2")
+        assert (one.thread_ts, one.post_error, two.thread_ts, two.parent_ts, two.post_error) == (
+            "2.2",
+            "not_in_channel",
+            "3.1",
+            "3.0",
+            None,
+        )
         await store.close()
 
     run(go())

@@ -7,6 +7,7 @@ and go through the store's transaction runner, so they are shared by every repli
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,11 +50,20 @@ class Post:
 class SlackState:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._upserts: dict[tuple[str, tuple[str, ...]], Any] = {}
 
-    def _upsert(self, table: sa.Table, keys: list[str], values: dict[str, Any]) -> Any:
-        insert = self.store.dialect_insert(table).values(**values)
-        changed = {k: insert.excluded[k] for k in values if k not in keys}
-        return insert.on_conflict_do_update(index_elements=keys, set_=changed)
+    def _upsert(self, table: sa.Table, keys: list[str], fields: Iterable[str]) -> Any:
+        """The INSERT … ON CONFLICT DO UPDATE of `fields` into `table` (one row per `keys`), the values to
+        be given to `execute`. Built once for each table and set of fields, on first use: building its
+        `excluded` row each time cost 0.15-0.25 ms of the event loop's time, several times a send."""
+        fields = tuple(fields)
+        stmt = self._upserts.get((table.name, fields))
+        if stmt is None:
+            insert = self.store.dialect_insert(table)
+            changed = {k: insert.excluded[k] for k in fields if k not in keys}
+            stmt = insert.on_conflict_do_update(index_elements=keys, set_=changed)
+            self._upserts[table.name, fields] = stmt
+        return stmt
 
     async def thread_for(self, channel_id: str, e164: str) -> str | None:
         t = slack_threads.c
@@ -61,12 +71,9 @@ class SlackState:
         return await self.store.read(lambda conn: conn.execute(query).scalar())
 
     async def remember_thread(self, channel_id: str, e164: str, thread_ts: str) -> None:
-        stmt = self._upsert(
-            slack_threads,
-            ["channel_id", "e164"],
-            {"channel_id": channel_id, "e164": e164, "thread_ts": thread_ts},
-        )
-        await self.store.write(lambda conn: conn.execute(stmt))
+        values = {"channel_id": channel_id, "e164": e164, "thread_ts": thread_ts}
+        stmt = self._upsert(slack_threads, ["channel_id", "e164"], values)
+        await self.store.write(lambda conn: conn.execute(stmt, values))
 
     async def post(self, job_id: str) -> Post:
         """What the bot posted for a job (an empty Post if nothing yet)."""
@@ -81,5 +88,6 @@ class SlackState:
     async def save_post(self, job_id: str, **fields: Any) -> None:
         if "thread_existing" in fields:
             fields["thread_existing"] = int(fields["thread_existing"])
-        stmt = self._upsert(slack_posts, ["job_id"], {"job_id": job_id, **fields})
-        await self.store.write(lambda conn: conn.execute(stmt))
+        values = {"job_id": job_id, **fields}
+        stmt = self._upsert(slack_posts, ["job_id"], values)
+        await self.store.write(lambda conn: conn.execute(stmt, values))
