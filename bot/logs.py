@@ -126,8 +126,8 @@ def configure(
     """Log to `stream` (standard error). The caller only merges each record's message with its arguments
     (stdlib's QueueHandler does, so that later changes to them do not show; an exception's traceback is
     rendered then too) and queues it; one thread redacts, formats and writes them, so a reader that falls
-    behind (a full pipe to a log collector) never holds the event loop. At most `max_queued` records wait (see _Handoff); what is queued is written at exit
-    (`stop`)."""
+    behind (a full pipe to a log collector) never holds the event loop. At most `max_queued` records
+    wait (see _Handoff); what is queued is written at exit (`stop`)."""
     global _listener
     handler = logging.StreamHandler(stream)
     redactor = RedactingFilter(secrets)
