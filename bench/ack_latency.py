@@ -16,7 +16,8 @@ server in this process that reads each body and answers 200 at once. It is what 
 loopback and aiohttp's own server cost on this machine, with nothing of the bot's.
 
 `--baseline REV` measures another revision of this repository side by side in the same run: its bot
-(`python -m bot` from a temporary git worktree) under this same load, alternating `--rounds` times.
+(`python -m bot` from a temporary git worktree) under this same load, alternating `--rounds` times;
+which side runs first alternates too (round 1 the baseline, round 2 this tree, ...).
 
     .venv/bin/python -m bench.ack_latency
     .venv/bin/python -m bench.ack_latency --baseline 29db38b --rounds 3
@@ -201,8 +202,10 @@ async def main(rate: float = 0.0, tree: Path | None = None, event_loop: str = "a
 
 async def side_by_side(baseline: str, rounds: int, rate: float, event_loop: str) -> None:
     with worktree(baseline) as tree:
+        sides = [(f"baseline {baseline}", tree), ("this tree", None)]
         for k in range(rounds):
-            for name, where in ((f"baseline {baseline}", tree), ("this tree", None)):
+            # The order alternates: the second run of a round tends to come out slower, whichever it is.
+            for name, where in sides if k % 2 == 0 else sides[::-1]:
                 print(f"round {k + 1}, {name}: {await main(rate, where, event_loop)}", flush=True)
 
 

@@ -11,7 +11,7 @@ imports, except the bot's own, from its spawn to the end of those imports. That 
 the bot is built on cost by themselves on this machine; start-up is also given as a multiple of it.
 
 `--baseline REV` measures another revision of this repository side by side (a temporary git worktree,
-the same interpreter and packages), alternating `--rounds` times.
+the same interpreter and packages), alternating `--rounds` times, first one side, then the other.
 
     .venv/bin/python -m bench.footprint
     .venv/bin/python -m bench.footprint --baseline 9426fd1 --rounds 3
@@ -171,9 +171,10 @@ def main() -> None:
         }
         modules = library_modules(ROOT)
         floors: list[float] = []
-        for _ in range(args.rounds):
+        for k in range(args.rounds):
             floors.append(loop.run(import_floor(modules)))
-            for name, tree in trees.items():
+            # Which tree goes first alternates from round to round, so neither always runs second.
+            for name, tree in list(trees.items()) if k % 2 == 0 else list(trees.items())[::-1]:
                 for mode, url in modes.items():
                     results[name, mode].append(loop.run(measure(tree, url)))
 
