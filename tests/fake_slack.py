@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -14,6 +15,31 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
+
+_CODE = re.compile(r"`[^`\n]*`")
+
+
+def bare_masks(payload: Any, *, message: bool = True) -> list[str]:
+    """The texts in `payload` that Slack reads as mrkdwn and that show a masked number's asterisks
+    (`+852 5123 ****`) outside a code span, where they could pair up as bold and lose characters.
+
+    mrkdwn is a text object of type `mrkdwn` anywhere in it, and a message's own `text` when the message
+    has no blocks (with blocks, that text is the notification's fallback: not rendered)."""
+    found: list[str] = []
+    if isinstance(payload, dict):
+        text = payload.get("text")
+        mrkdwn = payload.get("type") == "mrkdwn" or (
+            message and "blocks" not in payload and payload.get("mrkdwn", True) is not False
+        )
+        if mrkdwn and isinstance(text, str) and "**" in _CODE.sub("", text):
+            found.append(text)
+        for value in payload.values():
+            if isinstance(value, dict | list):
+                found += bare_masks(value, message=False)
+    elif isinstance(payload, list):
+        for item in payload:
+            found += bare_masks(item, message=False)
+    return found
 
 
 @dataclass
@@ -28,6 +54,7 @@ class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.webhooks: list[tuple[str, dict[str, Any]]] = []
+        self.bare_masks: list[str] = []  # mrkdwn texts with a masked number outside code (see bare_masks)
         self.errors: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
         self.expired_webhooks: set[str] = set()  # response_url names that answer 404 expired_url
         self.group_members: dict[str, list[str]] = {}
@@ -210,8 +237,10 @@ class FakeSlack:
         async with self._changed:
             if isinstance(call, Call):
                 self.calls.append(call)
+                self.bare_masks += bare_masks(call.params)
             else:
                 self.webhooks.append(call)
+                self.bare_masks += bare_masks(call[1])
             self._changed.notify_all()
 
     async def _api(self, request: web.Request) -> web.Response:

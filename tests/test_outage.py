@@ -267,7 +267,7 @@ def test_follow_up_reaches_the_original_recipients_minus_permanent_failures(prov
             confirm, follow, summary = await submit_and_confirm(
                 bot, form2, outage_values(service="API", status="Resolved", details="fixed"), n=2
             )
-            assert "1 number left out (failed permanently last time): +852 6123 ****" in json.dumps(
+            assert "1 number left out (failed permanently last time): `+852 6123 ****`" in json.dumps(
                 confirm, ensure_ascii=False
             )
             assert summary.accepted == 2 and follow.meta["follow_up_of"] == alert.id

@@ -86,7 +86,7 @@ def test_run_command_in_dry_run_mode_with_json_logs(tmp_path):
                         content=body,
                         headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)},
                     )
-                    assert resp.status_code == 200 and "Sending to +852 5123 ****" in resp.text
+                    assert resp.status_code == 200 and "Sending to `+852 5123 ****`" in resp.text
                 posts = await slack.wait_for("chat.postMessage", 4, limit=30)
                 # The simulator pushes the receipt to the bot (1 s after acceptance): the outcome is edited.
                 (edit,) = await slack.wait_for("chat.update", 1, limit=15)

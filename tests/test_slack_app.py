@@ -35,7 +35,7 @@ def test_send_now_posts_parent_and_thread_reply(provider, tmp_path, caplog):
         async with Bot(provider, tmp_path) as bot:
             resp = await bot.command("+852 5123 4567 Your parcel ships today")
             assert resp.status_code == 200
-            assert "Sending to +852 5123 ****" in resp.text
+            assert "Sending to `+852 5123 ****`" in resp.text
             job, summary = await bot.job_done()
             assert summary.accepted == 1
             sent = provider.sent()
@@ -438,7 +438,7 @@ def test_history_of_one_number_lists_the_users_texts_to_it_in_any_send(provider,
     assert "first to the customer" in one and "Hi all" in one and "(one of 2 recipients)" in one
     assert "to someone else" not in one and "+65" not in one
     assert "+852 5123 ****" in one and no_full_number(one)
-    assert "not sent any SMS to +852 5123 ****" in said["other"]
+    assert "not sent any SMS to `+852 5123 ****`" in said["other"]
     assert "Too short" in bad and "/sms history +852 5123 4567" in bad
 
 
@@ -538,7 +538,7 @@ def test_a_slash_command_delivered_twice_sends_once(provider, tmp_path):
             return first.text, again.text, await bot.count("jobs")
 
     first, again, jobs = run(go())
-    assert "Sending to +852 5123 ****" in first
+    assert "Sending to `+852 5123 ****`" in first
     assert "Already on its way" in again and "+852 5123 ****" in again
     assert jobs == 1 and len(provider.sent()) == 1
 

@@ -91,7 +91,7 @@ def test_socket_mode_sends_once_per_command_even_when_an_envelope_comes_twice(
     async def go():
         async with one_bot(provider, tmp_path) as (_, bot):
             first = await bot.command("+852 5123 4567 Your parcel ships today", trigger="T-once")
-            assert "Sending to +852 5123 ****" in first.json()["text"]
+            assert "Sending to `+852 5123 ****`" in first.json()["text"]
             bot.envelope_id = "env-redelivered"  # Slack redelivers: same envelope, same trigger id
             again = [
                 await bot.command("+852 5123 4567 Your parcel ships today", trigger="T-once") for _ in "ab"

@@ -30,7 +30,7 @@ from bot.core.store import CANCELLED, Job, JobState, RecipientRow, RecipientStat
 from bot.sms.errors import describe_code
 
 from .ids import ActionId, BlockId, CallbackId
-from .views import DRY_RUN, escape, preview, send_at_block, slack_date_time
+from .views import DRY_RUN, code, code_masks, codes, escape, preview, send_at_block, slack_date_time
 
 TYPE_OPTIONS = [Option(value="NOTIFY", text="Notification"), Option(value="MKT", text="Marketing")]
 MAX_LISTED = 5
@@ -126,7 +126,9 @@ def checking_view(external_id: str) -> View:
 
 
 def problem_view(external_id: str, problem: str) -> View:
-    return info_view(external_id, "Nothing sent", f"❌ {escape(problem)}\n\nGo *Back* to fix the form.")
+    return info_view(
+        external_id, "Nothing sent", f"❌ {code_masks(escape(problem))}\n\nGo *Back* to fix the form."
+    )
 
 
 def _n(count: int, word: str) -> str:
@@ -144,20 +146,20 @@ def confirm_view(
         lines.append(f"• {_n(draft.duplicates, 'duplicate')} removed.")
     if draft.refused:
         shown = "; ".join(
-            f"line {r['line']} {r['masked']}: {escape(r['reason'])}" for r in draft.refused[:MAX_LISTED]
+            f"line {r['line']} {code(r['masked'])}: {escape(r['reason'])}" for r in draft.refused[:MAX_LISTED]
         )
         more = f" (and {len(draft.refused) - MAX_LISTED:,} more)" if len(draft.refused) > MAX_LISTED else ""
         lines.append(f"• {_n(len(draft.refused), 'number')} refused: {shown}{more}")
     if draft.meta.get("opted_out"):
         lines.append(
             f"• *{draft.meta['opted_out']:,} suppressed*, not texted: opted out (see /sms optout list): "
-            + ", ".join(draft.meta.get("opted_out_listed", [])[:MAX_LISTED])
+            + codes(draft.meta.get("opted_out_listed", []), MAX_LISTED)
         )
     if draft.meta.get("over_cap"):
         lines.append(
             f"• {_n(draft.meta['over_cap'], 'number')} left out: already texted {draft.meta.get('cap')} times "
             "today, the most one number may get a day (setting SMS_PER_NUMBER_DAILY): "
-            + ", ".join(draft.meta.get("over_cap_listed", [])[:MAX_LISTED])
+            + codes(draft.meta.get("over_cap_listed", []), MAX_LISTED)
         )
     if draft.meta.get("held"):
         first, last = draft.meta["held_from"], draft.meta["held_until"]
@@ -170,7 +172,7 @@ def confirm_view(
     if draft.meta.get("dropped_count"):
         lines.append(
             f"• {_n(draft.meta['dropped_count'], 'number')} left out (failed permanently last time): "
-            + ", ".join(draft.meta.get("dropped", [])[:MAX_LISTED])
+            + codes(draft.meta.get("dropped", []), MAX_LISTED)
         )
     enc = ", ".join(f"{k} ×{v:,}" for k, v in sorted(draft.encodings.items()))
     seg = f"• Encoding: {enc}; up to {_n(draft.max_segments, 'segment')} a message; *{draft.total_segments:,} segments in all*."
@@ -190,7 +192,7 @@ def confirm_view(
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="\n".join(lines))), DividerBlock()]
     for number, message in draft.samples(3):
         blocks.append(
-            ContextBlock(elements=[MarkdownTextObject(text=f"*{number}*: “{preview(message, 300)}”")])
+            ContextBlock(elements=[MarkdownTextObject(text=f"{code(number)}: “{preview(message, 300)}”")])
         )
     if draft.needs_typed_count:
         blocks.append(
@@ -361,25 +363,25 @@ def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow
     undelivered = [r for r in recipients if r.state == RecipientState.ACCEPTED and r.delivery is not None
                    and r.delivery != "delivered"]  # fmt: skip
     if undelivered:
-        listed = ", ".join(r.number.masked for r in undelivered[:20])
+        listed = codes(r.number.masked for r in undelivered)
         more = f" and {summary.undelivered - 20:,} more" if summary.undelivered > 20 else ""
         lines.append(f"*Not delivered* ({summary.undelivered:,}; accepted and billed): {listed}{more}")
     failed = [r for r in recipients if r.state == RecipientState.FAILED and r.code != CANCELLED]
     if failed:
         by_reason = Counter((r.code or "", r.error or describe_code(r.code)) for r in failed)
         lines.append("*Failed* (not sent, not billed):")
-        for (code, reason), n in by_reason.most_common(5):
-            who = ", ".join(
+        for (error_code, reason), n in by_reason.most_common(5):
+            who = codes(
                 r.number.masked
                 for r in failed
-                if (r.code or "", r.error or describe_code(r.code)) == (code, reason)
-            )[:300]
-            lines.append(
-                f"• {n:,} × {escape(reason)}{f' (`{code}`)' if code and code != 'FAILED_LIST' else ''}: {who}"
+                if (r.code or "", r.error or describe_code(r.code)) == (error_code, reason)
             )
+            more = f" and {n - 20:,} more" if n > 20 else ""
+            shown_code = f" (`{error_code}`)" if error_code and error_code != "FAILED_LIST" else ""
+            lines.append(f"• {n:,} × {escape(reason)}{shown_code}: {who}{more}")
     unknown = [r for r in recipients if r.state == RecipientState.UNKNOWN]
     if unknown:
-        listed = ", ".join(r.number.masked for r in unknown[:20])
+        listed = codes(r.number.masked for r in unknown)
         more = f" and {len(unknown) - 20:,} more" if len(unknown) > 20 else ""
         lines.append(
             f"*Outcome unknown* ({len(unknown):,}; not resent; check delivery receipts for task `{job.task_id}`): "

@@ -21,7 +21,7 @@ from slack_sdk.models.views import View
 from bot.core.optouts import ImportResult, OptOut, Scope
 
 from .ids import ActionId, BlockId, CallbackId
-from .views import escape, preview
+from .views import code, code_masks, escape, preview
 
 SCOPE_OPTIONS = [
     Option(value=Scope.ALL, text="All texts"),
@@ -32,7 +32,7 @@ SCOPE_OPTIONS = [
 def entry_line(o: OptOut) -> str:
     what = "all texts" if o.scope == Scope.ALL else "marketing only"
     why = f" “{escape(preview(o.reason, 120))}”" if o.reason else ""
-    return f"• {o.masked}: {what}, by <@{o.added_by}> on {o.day} ({escape(o.source)}){why}"
+    return f"• {code(o.masked)}: {what}, by <@{o.added_by}> on {o.day} ({escape(o.source)}){why}"
 
 
 def list_blocks(count: int, latest: list[OptOut]) -> list[Block]:
@@ -104,7 +104,7 @@ def import_result(result: ImportResult, source: str) -> str:
     if result.duplicates:
         lines.append(f"{result.duplicates:,} duplicate line{'' if result.duplicates == 1 else 's'} skipped.")
     if result.refused:
-        shown = "; ".join(escape(r.describe()) for r in result.refused[:5])
+        shown = "; ".join(code_masks(escape(r.describe())) for r in result.refused[:5])
         more = f" (and {len(result.refused) - 5:,} more)" if len(result.refused) > 5 else ""
         lines.append(
             f"{len(result.refused):,} line{'' if len(result.refused) == 1 else 's'} refused: {shown}{more}."
@@ -115,7 +115,9 @@ def import_result(result: ImportResult, source: str) -> str:
 def refused_blocks(text: str, draft_id: str | None) -> list[Block]:
     """A single send refused for an opt-out; with `draft_id`, the "Send anyway…" button (shown only to
     people who may override, and only for an opt-out of all texts on a non-marketing text)."""
-    blocks: list[Block] = [SectionBlock(block_id=BlockId.OPTOUT_REFUSED, text=MarkdownTextObject(text=text))]
+    blocks: list[Block] = [
+        SectionBlock(block_id=BlockId.OPTOUT_REFUSED, text=MarkdownTextObject(text=code_masks(text)))
+    ]
     if draft_id:
         blocks.append(
             ActionsBlock(
@@ -142,12 +144,14 @@ def override_modal(draft_id: str, optout: OptOut, message: str) -> View:
         blocks=[
             SectionBlock(
                 text=MarkdownTextObject(
-                    text=f"*{escape(optout.describe())}.*\nSending overrides that opt-out for this one text: "
-                    "your name and your reason are recorded with the send."
+                    text=f"{code_masks(escape(optout.describe()))}.\n*Sending overrides that opt-out for this one text: "
+                    "your name and your reason are recorded with the send.*"
                 )
             ),
             ContextBlock(
-                elements=[MarkdownTextObject(text=f"*{optout.masked}*: “{escape(preview(message, 300))}”")]
+                elements=[
+                    MarkdownTextObject(text=f"{code(optout.masked)}: “{escape(preview(message, 300))}”")
+                ]
             ),
             InputBlock(
                 block_id=BlockId.OVERRIDE_REASON,

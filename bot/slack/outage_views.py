@@ -20,7 +20,7 @@ from slack_sdk.models.views import View
 from bot.core.groups import GroupBook
 
 from .ids import ActionId, BlockId, CallbackId
-from .views import escape, send_at_block
+from .views import code_masks, escape, send_at_block
 
 STATUSES = ["Investigating", "Identified", "Monitoring", "Resolved"]
 
@@ -170,7 +170,7 @@ def groups_blocks(book: GroupBook) -> list[Block]:
         lines.append("No usable groups.")
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text="\n".join(lines)[:2900]))]
     notes = ([f"⚠️ {escape(book.error)}"] if book.error else []) + [
-        f"• {escape(p)}" for p in book.problems[:20]
+        f"• {code_masks(escape(p))}" for p in book.problems[:20]
     ]
     if notes:
         more = f"\n…and {len(book.problems) - 20} more" if len(book.problems) > 20 else ""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -37,6 +39,25 @@ DRY_RUN = "🧪 *Dry run*: nothing was sent to a phone. "
 def escape(text: str) -> str:
     """Slack mrkdwn escaping for user text (also stops `<!channel>` style mentions)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(masked: str) -> str:
+    """A masked number (`+852 5123 ****`) for mrkdwn: in a code span, where Slack formats nothing. Bare,
+    or in bold, its asterisks could pair up as bold and the number lose some of them."""
+    return f"`{masked}`"
+
+
+def codes(masked: Iterable[str], limit: int = 20) -> str:
+    """The first `limit` masked numbers, each in code, comma-separated."""
+    return ", ".join(code(m) for m in itertools.islice(masked, limit))
+
+
+_MASKED = re.compile(r"(?<!`)\+\d{1,3} (?:\d{1,4} )?\*{4}(?!`)")
+
+
+def code_masks(text: str) -> str:
+    """Prose from the core or the client (an error, a reason) with the masked numbers in it in code."""
+    return _MASKED.sub(lambda m: code(m.group()), text)
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -112,7 +133,7 @@ def message_hint(info: MessageInfo) -> str:
 
 
 def parent_message(user_id: str, job: Job, recipient: RecipientRow, dry_run: bool) -> list[Block]:
-    text = f"📱 <@{user_id}> texted *{recipient.number.masked}* ({recipient.number.country_name})"
+    text = f"📱 <@{user_id}> texted {code(recipient.number.masked)} ({recipient.number.country_name})"
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=text)),
         ContextBlock(elements=[MarkdownTextObject(text=f"“{preview(recipient.message)}”")]),
@@ -248,7 +269,7 @@ def outcome_message(
 def fallback_message(r: RecipientRow, reason: str, dry_run: bool) -> list[Block]:
     """Sent to the sender alone when the bot cannot post in the channel."""
     blocks: list[Block] = [
-        SectionBlock(text=MarkdownTextObject(text=f"SMS to *{r.number.masked}*: {outcome_line(r)}")),
+        SectionBlock(text=MarkdownTextObject(text=f"SMS to {code(r.number.masked)}: {outcome_line(r)}")),
         ContextBlock(elements=[MarkdownTextObject(text=reason)]),
     ]
     if dry_run:
@@ -302,7 +323,7 @@ def history_blocks(
     """The sender's recent sends: a single send's delivery state, a larger send's delivered count. With
     `number`, their texts to that number: each with its own state, in a larger send too."""
     if not rows:
-        to = f" to {number.masked}" if number else ""
+        to = f" to {code(number.masked)}" if number else ""
         return [SectionBlock(text=MarkdownTextObject(text=f"You have not sent any SMS{to} yet."))]
     lines = []
     for job, first in rows:
@@ -311,18 +332,18 @@ def history_blocks(
             part = "" if job.total == 1 else f" (one of {job.total:,} recipients)"
             lines.append(f"• {when} · “{preview(first.message, 60)}”{part} · {delivery_word(first)}")
             continue
-        who = first.number.masked if job.total == 1 else f"{job.total:,} recipients"
+        who = code(first.number.masked) if job.total == 1 else f"*{job.total:,} recipients*"
         state = delivery_word(first) if job.total == 1 else job.state.value
         summary = (summaries or {}).get(job.id)
         if summary is not None and summary.accepted:
             state += f" · {summary.delivered:,} of {summary.accepted:,} delivered"
             if summary.undelivered:
                 state += f", {summary.undelivered:,} not delivered"
-        lines.append(f"• {when} · *{who}* · “{preview(first.message, 60)}” · {state}")
+        lines.append(f"• {when} · {who} · “{preview(first.message, 60)}” · {state}")
     return [
         SectionBlock(
             text=MarkdownTextObject(
-                text=f"*Your recent sends to* {number.masked}" if number else "*Your recent sends*"
+                text=f"*Your recent sends to* {code(number.masked)}" if number else "*Your recent sends*"
             )
         ),
         DividerBlock(),

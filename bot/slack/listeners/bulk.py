@@ -130,7 +130,7 @@ async def _validate(
         await deps.store.discard_draft(draft_id)
         await _update(
             deps, client, draft_id, external_id, bulk_views.problem_view(external_id, exc.message),
-            form, f"❌ Your bulk list was not sent: {exc.message}",
+            form, f"❌ Your bulk list was not sent: {views.code_masks(exc.message)}",
         )  # fmt: skip
         return
     except Exception:
@@ -351,7 +351,7 @@ async def bulk_retry_callback(
     try:
         draft = await bulk.retry_draft(deps.store, job_id, user_id, deps.bulk_limits)
     except bulk.BulkProblem as exc:
-        await respond(text=exc.message, replace_original=False, response_type="ephemeral")
+        await respond(text=views.code_masks(exc.message), replace_original=False, response_type="ephemeral")
         return
     metadata = BulkConfirmMetadata(draft_id=draft.id).dump()
     where = f"<#{draft.channel_id}>" if draft.channel_id else "this channel"

@@ -120,7 +120,7 @@ async def sms_command_callback(
     try:
         parsed = parse_send(text, deps.settings.default_region, deps.settings.max_message_chars)
     except CommandError as exc:
-        await ack(text=f"Nothing was sent. {exc.message}")
+        await ack(text=f"Nothing was sent. {views.code_masks(exc.message)}")
         return
     allowed = deps.access.decide_now(Capability.SEND, user_id)
     if allowed is None:  # needs a Slack API lookup: answer Slack first
@@ -147,7 +147,7 @@ async def sms_command_callback(
             source_key=f"trigger:{trigger}" if trigger else None,
         )
     except DailyCapReached as exc:
-        await reply(text=exc.message)
+        await reply(text=views.code_masks(exc.message))
         return
     except OptedOut as exc:
         if reply is ack:  # whether they may override can need a Slack lookup, and the draft a write
@@ -164,13 +164,13 @@ async def sms_command_callback(
         return
     if not created:
         await reply(
-            text=f"Already on its way: this command reached the bot twice, and the SMS to {parsed.number.masked} "
+            text=f"Already on its way: this command reached the bot twice, and the SMS to {views.code(parsed.number.masked)} "
             "is sent once. The result will appear in this channel's thread for that number."
         )
         log.info("duplicate command job=%s user=%s", job.id, user_id)
         return
     await reply(
-        text=f"⏳ Sending to {parsed.number.masked} ({parsed.info.summary()}). The result will appear in this "
+        text=f"⏳ Sending to {views.code(parsed.number.masked)} ({parsed.info.summary()}). The result will appear in this "
         "channel's thread for that number."
     )
     log.info("send queued job=%s user=%s to=%s", job.id, user_id, parsed.number.masked)

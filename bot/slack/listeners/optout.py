@@ -26,6 +26,7 @@ from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import OverrideRequest, SendModalMetadata
 from ..server import reference
 from ..tell import open_view, tell_person
+from ..views import code, code_masks
 from .bulk import download_text
 
 log = logging.getLogger("bot.slack.optout")
@@ -45,7 +46,7 @@ async def optout_command(
     try:
         cmd = parse_optout(text, deps.settings.default_region)
     except CommandError as exc:
-        await respond(text=f"{unchanged}{exc.message}")
+        await respond(text=f"{unchanged}{code_masks(exc.message)}")
         return
     optouts = OptOuts(deps.store)
     if cmd.action == "import":
@@ -72,21 +73,23 @@ async def optout_command(
     assert number is not None  # parse_optout gives one for add, remove and a lookup
     if cmd.action == "list":
         found = await optouts.lookup(number.e164)
-        await respond(text=f"{found.describe()}." if found else f"{number.masked} is not opted out.")
+        await respond(
+            text=code_masks(f"{found.describe()}.") if found else f"{code(number.masked)} is not opted out."
+        )
         return
     if cmd.action == "remove":
         removed = await optouts.remove([number.e164])
         log.info("opt-out removed by %s: %s (%d)", user_id, number.masked, removed)
         await respond(
-            text=f"✅ {number.masked} is no longer opted out: it can be texted again."
+            text=f"✅ {code(number.masked)} is no longer opted out: it can be texted again."
             if removed
-            else f"{number.masked} was not opted out. Nothing was changed."
+            else f"{code(number.masked)} was not opted out. Nothing was changed."
         )
         return
     changed, _ = await optouts.add([number], scope=cmd.scope, reason=cmd.reason, by=user_id, source="slack")
     entry = await optouts.lookup(number.e164)
     log.info("opt-out added by %s: %s (%s)", user_id, number.masked, cmd.scope)
-    shown = entry.describe() if entry else number.masked
+    shown = code_masks(entry.describe()) if entry else code(number.masked)
     if changed:
         what = "No more texts" if entry is None or entry.scope == Scope.ALL else "No more marketing texts"
         await respond(text=f"✅ {shown}. {what} will go to it, including from sends already running.")
@@ -176,7 +179,7 @@ async def _import(
         log.info("opt-out import by %s: %d added, %d refused", user_id, result.added, len(result.refused))
         message = optout_views.import_result(result, f"“{name}”" if file else name)
     except BulkProblem as exc:
-        message = f"Nothing was imported. {exc.message}"
+        message = f"Nothing was imported. {code_masks(exc.message)}"
     except Exception:
         ref = reference()
         log.exception("opt-out import failed ref=%s", ref)

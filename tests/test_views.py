@@ -1,0 +1,53 @@
+"""Unit tests of the Slack layer's text helpers, and of the fake Slack's check that uses them."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.slack.views import code, code_masks, codes
+from bot.sms.phone import mask, mask_digits
+
+from .fake_slack import bare_masks
+
+
+@pytest.mark.parametrize(
+    ("prose", "shown"),
+    [
+        ("+852 5123 **** is opted out.", "`+852 5123 ****` is opted out."),
+        ("line 1: “+852 ****”: Too short", "line 1: “`+852 ****`”: Too short"),
+        ("a, +65 8100 ****, +1 4155 ****.", "a, `+65 8100 ****`, `+1 4155 ****`."),
+        ("already `+852 5123 ****` here", "already `+852 5123 ****` here"),
+        ("*bold* and 3 * 4 = 12", "*bold* and 3 * 4 = 12"),
+    ],
+)
+def test_code_masks_puts_each_masked_number_in_code_once(prose, shown):
+    assert code_masks(prose) == shown
+
+
+@given(st.integers(1, 999), st.text("0123456789", min_size=1, max_size=14))
+def test_every_mask_the_bot_makes_comes_out_of_code_masks_in_code(country, national):
+    masked = mask_digits(country, national)
+    out = code_masks(f"*Sent* to {masked}: ok; “{masked}”")
+    assert out.count(code(masked)) == 2
+    assert not bare_masks({"text": out})
+
+
+def test_codes_lists_at_most_the_limit():
+    numbers = [mask(f"+6581000{i:03d}") for i in range(30)]
+    assert codes(numbers, 3) == "`+65 8100 ****`, `+65 8100 ****`, `+65 8100 ****`"
+    assert codes(iter(numbers)).count("`+65 8100 ****`") == 20
+
+
+def test_the_fake_slacks_check_finds_masks_slack_could_read_as_bold():
+    bold = "📱 texted *+852 5123 ***** (Hong Kong)"
+    assert bare_masks({"text": "Sending to +852 5123 ****."}) == ["Sending to +852 5123 ****."]
+    assert bare_masks({"blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": bold}}]}) == [bold]
+    assert bare_masks(
+        {"view": {"blocks": [{"type": "context", "elements": [{"type": "mrkdwn", "text": bold}]}]}}
+    )
+    # In code, in plain text, or in a notification's fallback beside blocks: nothing to read as bold.
+    assert not bare_masks({"text": "Sending to `+852 5123 ****`."})
+    assert not bare_masks({"blocks": [{"type": "header", "text": {"type": "plain_text", "text": bold}}]})
+    assert not bare_masks({"text": bold, "blocks": []})
