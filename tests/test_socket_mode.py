@@ -80,6 +80,7 @@ async def one_bot(provider: Any, tmp_path, **env: str) -> AsyncIterator[tuple[Fa
         await finish(database)
         await proc.stop()
         await bot.http.aclose()
+        assert not slack.bare_masks, slack.bare_masks  # masked numbers in code, as through the harness
     finally:
         await reap()
         await slack.stop()
