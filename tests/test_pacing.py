@@ -1,5 +1,6 @@
 """Fan-out and batch helpers against the fake provider, which throttles anything over its limits."""
 
+import asyncio
 import itertools
 import json
 
@@ -211,6 +212,32 @@ def test_fan_out_marks_after_the_grant_and_a_failing_mark_sends_nothing_more(pro
     written = sum(map(len, marked[:-1]))  # the failing group's requests never left
     assert 20 <= sum(map(len, marked)) < 100
     assert len(provider.sent("SendMessageToGlobe")) == written
+
+
+def test_a_slow_mark_holds_the_next_grants_back_and_hands_them_over_at_most_mark_group_at_a_time(provider):
+    """A crash right after a `before_send` call leaves its group marked but not written (reported
+    unknown, never sent): however slow one call is, the next hands over at most MARK_GROUP."""
+    from bot.sms.pacing import MARK_GROUP
+
+    provider.reset(single_rate=400)
+    settings = settings_for(provider, SMS_SINGLE_RATE=400)
+    marked: list[list[int]] = []
+
+    async def before_send(indices):
+        marked.append(list(indices))
+        if len(marked) == 2:
+            await asyncio.sleep(0.25)  # a commit behind a busy database: 100 more are granted meanwhile
+
+    async def go():
+        async with SmsClient(settings) as client:
+            reqs = [client.send_request(to=n, message="hi") for n in numbers(200)]
+            return await fan_out(client, reqs, hooks=Hooks(before_send=before_send))
+
+    outcomes = run(go())
+    assert [o.status for o in outcomes] == [Status.ACCEPTED] * 200
+    assert sorted(itertools.chain.from_iterable(marked)) == list(range(200))
+    assert max(map(len, marked)) == MARK_GROUP  # the backlog after the slow call, in full groups
+    assert sorted(provider.numbers_sent()) == sorted(numbers(200)) and provider.counts["throttled"] == 0
 
 
 def test_an_unexpected_error_becomes_an_unknown_outcome_whose_reference_is_in_the_log(caplog):
