@@ -16,7 +16,8 @@ from .fake_slack import bare_masks
     ("prose", "shown"),
     [
         ("+852 5123 **** is opted out.", "`+852 5123 ****` is opted out."),
-        ("line 1: “+852 ****”: Too short", "line 1: “`+852 ****`”: Too short"),
+        ("line 1: “+852 ****”: Too short", "line 1: `+852 ****`: Too short"),
+        ("“+852 ****, or “+65 8100 ****”", "“`+852 ****`, or `+65 8100 ****`"),
         ("a, +65 8100 ****, +1 4155 ****.", "a, `+65 8100 ****`, `+1 4155 ****`."),
         ("already `+852 5123 ****` here", "already `+852 5123 ****` here"),
         ("*bold* and 3 * 4 = 12", "*bold* and 3 * 4 = 12"),

@@ -52,12 +52,14 @@ def codes(masked: Iterable[str], limit: int = 20) -> str:
     return ", ".join(code(m) for m in itertools.islice(masked, limit))
 
 
-_MASKED = re.compile(r"(?<!`)\+\d{1,3} (?:\d{1,4} )?\*{4}(?!`)")
+_MASK = r"\+\d{1,3} (?:\d{1,4} )?\*{4}"
+_MASKED = re.compile(f"“({_MASK})”|(?<!`)({_MASK})(?!`)")
 
 
 def code_masks(text: str) -> str:
-    """Prose from the core or the client (an error, a reason) with the masked numbers in it in code."""
-    return _MASKED.sub(lambda m: code(m.group()), text)
+    """Prose from the core or the client (an error, a reason) with the masked numbers in it in code (a
+    quoted one loses its quotes: the code span sets it apart)."""
+    return _MASKED.sub(lambda m: code(m.group(1) or m.group(2)), text)
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
