@@ -278,7 +278,11 @@ def test_provider_refusal_and_unknown_outcome_are_said_plainly(provider, tmp_pat
         ("frobnicate now", "Unknown subcommand `frobnicate`"),
         ("+852 123 hello", "Too short for a number in Hong Kong"),
         ("+86 138 0013 8000 hello", "Chinese-mainland numbers (+86) cannot be reached"),
-        ("+852 5123 4567", "The message is empty"),
+        (
+            "+852 5123 4567",
+            "Nothing was sent. There is no message after the number. Write it like `/sms +852",
+        ),
+        ("+852 5123 4567   ", "There is no message after the number."),
         ("5123 4567 hi", "No country code"),
     ],
 )

@@ -36,6 +36,8 @@ def parse_send(text: str, default_region: str | None, max_chars: int) -> SendCom
         raise CommandError(f"Give a number and a message, e.g. `{USAGE}`.")
     number, used = _leading_number(tokens, default_region, USAGE)
     message = text.split(None, used)[used] if len(tokens) > used else ""
+    if not message.strip():
+        raise CommandError(f"There is no message after the number. Write it like `{USAGE}`.")
     try:
         info = validate_message(message.strip(), max_chars)
     except MessageError as exc:
