@@ -136,7 +136,7 @@ def test_form_errors_are_inline_and_change_nothing(provider, tmp_path):
 
 def test_bulk_end_to_end_from_a_csv_file(provider, tmp_path):
     n = 2500
-    dupes = f"{sg(0)},Again\n+852 123,Short\n+86 138 0013 8000,Mainland\n"
+    dupes = f"{sg(0)},Again\n+852 123,Short\n+86 138 0013 8000,Mainland\ncall me,Word\n"
     provider.reset(reject_numbers=["6581000007"])
 
     async def go():
@@ -152,7 +152,9 @@ def test_bulk_end_to_end_from_a_csv_file(provider, tmp_path):
             shown = text_of(view)
             assert view["callback_id"] == CallbackId.BULK_CONFIRM and view["notify_on_close"] is True
             assert "2,500 people will be texted" in shown and "1 duplicate removed" in shown
-            assert "2 numbers refused" in shown and "Chinese-mainland" in shown and "Too short" in shown
+            assert "3 numbers refused" in shown and "Chinese-mainland" in shown and "Too short" in shown
+            assert "line 2505: Not a phone number" in shown  # a word has no digits to show masked
+            assert "Hong Kong; line" in shown and ".;" not in shown
             assert "2,500 segments in all" in shown and "50.00 USD" in shown
             assert "+65 8100 ****" in shown and "Hi Person 0, your order shipped." in shown
             assert view["submit"]["text"] == "Send 2,500 SMS"
@@ -384,7 +386,9 @@ def test_guardrails_are_checked_before_the_confirmation(provider, tmp_path):
             budget = await review(bot, bulk_values(recipients=sg(1) + "\n" + sg(2), message="x" * 170))
             assert "BULK_DAILY_SEGMENTS" in text_of(budget) and "4 segments" in text_of(budget)
             nothing = await review(bot, bulk_values(recipients="+852 123\n+86 138 0013 8000", message="hi"))
-            assert "Nothing valid is left" in text_of(nothing)
+            said = text_of(nothing)
+            assert "Nothing valid is left" in said and "Hong Kong; line 2" in said and "mainland." in said
+            assert ".;" not in said and ".." not in said
 
     run(go())
     assert provider.received == []

@@ -271,6 +271,7 @@ def test_import_from_a_csv_file_and_export_to_a_direct_message(provider, tmp_pat
     empty, told, uploads, listing, entry = run(go())
     assert "Attach a CSV file or paste" in empty["errors"][BlockId.OPTOUT_LIST]
     assert "1 added" in told and "1 line refused" in told and "Chinese-mainland" in told
+    assert told.endswith("mainland.")  # one full stop after the list of refused lines
     assert (entry.scope, entry.reason, entry.source) == (
         Scope.MARKETING,
         "unsubscribe link",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.core.store import Job, JobKind, JobState, RecipientRow, RecipientState, Summary
+from bot.slack import bulk_views
 from bot.slack.views import code, code_masks, codes
-from bot.sms.phone import mask, mask_digits
+from bot.sms.phone import mask, mask_digits, parse_number
 
 from .fake_slack import bare_masks
 
@@ -52,3 +56,36 @@ def test_the_fake_slacks_check_finds_masks_slack_could_read_as_bold():
     assert not bare_masks({"text": "Sending to `+852 5123 ****`."})
     assert not bare_masks({"blocks": [{"type": "header", "text": {"type": "plain_text", "text": bold}}]})
     assert not bare_masks({"text": bold, "blocks": []})
+
+
+def _job(total: int, **meta) -> Job:
+    return Job("j1", JobKind.BATCH, JobState.DONE, "U0LEAD", "C0SUPPORT", None, None, "NOTIFY", "task-1", None,
+               total, meta, 0.0, 0.0, 1.0)  # fmt: skip
+
+
+def _row(idx: int, state: RecipientState, code_: str | None = None, error: str | None = None) -> RecipientRow:
+    return RecipientRow("j1", idx, parse_number(f"+65 8100 {idx:04d}"), "Hi", state, None, None, code_, error,
+                        None, None, None, False, 0.0)  # fmt: skip
+
+
+def _text(blocks) -> str:
+    return "\n".join(json.dumps(b.to_dict(), ensure_ascii=False) for b in blocks)
+
+
+def test_a_bulk_summary_counts_in_words_and_says_nothing_of_segments_no_answer_reported():
+    failed = _row(3, RecipientState.FAILED, "FAILED_LIST", "The provider did not accept this number.")
+    summary = Summary(total=4, accepted=3, failed=1, unknown=0, pending=0, segments=0)
+    text = _text(bulk_views.summary_blocks(_job(4, refused=1, duplicates=1), summary, [failed]))
+    assert "3 accepted, 1 failed" in text and "segments billed" not in text
+    assert "1 invalid number refused, 1 duplicate removed." in text
+    assert "• 1 × The provider did not accept this number: `+65 8100 ****`" in text
+    summary = Summary(total=4, accepted=3, failed=1, unknown=0, pending=0, segments=6)
+    text = _text(bulk_views.summary_blocks(_job(4, refused=2, duplicates=3), summary, [failed]))
+    assert "3 accepted (6 segments billed where reported)" in text
+    assert "2 invalid numbers refused, 3 duplicates removed." in text
+
+
+def test_a_bulk_progress_line_says_sms_not_smss():
+    summary = Summary(total=4, accepted=4, failed=0, unknown=0, pending=0, segments=0)
+    text = _text(bulk_views.progress_blocks(_job(4), summary, done=True))
+    assert "<@U0LEAD> sent *4 SMS* (notification)" in text and "SMSs" not in text

@@ -224,7 +224,7 @@ async def prepare(form: BulkForm, limits: BulkLimits, store: Store, *, retry_of:
     except TemplateError as exc:
         raise BulkProblem(f"{exc.reason} ({source})") from None
     if not listing.recipients:
-        reasons = "; ".join(r.describe() for r in listing.refused[:3])
+        reasons = "; ".join(r.describe().rstrip(".") for r in listing.refused[:3])
         detail = f" Refused: {reasons}." if reasons else ""
         raise BulkProblem(f"Nothing valid is left to send in {source}.{detail}")
     if len(listing.recipients) > limits.max_recipients:

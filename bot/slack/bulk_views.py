@@ -135,6 +135,16 @@ def _n(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
+def _shown(masked: str) -> str:
+    """A refused line's masked text, when it has digits to show (a word like “hello” masks to `****`)."""
+    return f" {code(masked)}" if any(ch.isdigit() for ch in masked) else ""
+
+
+def _billed(summary: Summary) -> str:
+    """The segments billed, as far as the answers said (a batch answer does not say)."""
+    return f" ({summary.segments:,} segments billed where reported)" if summary.segments else ""
+
+
 def confirm_view(
     external_id: str | None, draft: Draft, metadata: str, *, where: str, title: str = "Confirm bulk SMS"
 ) -> View:
@@ -146,10 +156,11 @@ def confirm_view(
         lines.append(f"• {_n(draft.duplicates, 'duplicate')} removed.")
     if draft.refused:
         shown = "; ".join(
-            f"line {r['line']} {code(r['masked'])}: {escape(r['reason'])}" for r in draft.refused[:MAX_LISTED]
+            f"line {r['line']}{_shown(r['masked'])}: {escape(r['reason'].rstrip('.'))}"
+            for r in draft.refused[:MAX_LISTED]
         )
         more = f" (and {len(draft.refused) - MAX_LISTED:,} more)" if len(draft.refused) > MAX_LISTED else ""
-        lines.append(f"• {_n(len(draft.refused), 'number')} refused: {shown}{more}")
+        lines.append(f"• {_n(len(draft.refused), 'number')} refused: {shown}{more}.")
     if draft.meta.get("opted_out"):
         lines.append(
             f"• *{draft.meta['opted_out']:,} suppressed*, not texted: opted out (see /sms optout list): "
@@ -228,7 +239,7 @@ def progress_blocks(job: Job, summary: Summary, *, done: bool) -> list[Block]:
     icon = "🚨" if job.meta.get("outage") else "📣"
     paused = job.state == JobState.PAUSED and not done
     verb = "sent" if done else "paused sending" if paused else "is sending"
-    head = f"{icon} <@{job.created_by}> {verb} *{_n(job.total, 'SMS')}* ({kind})"
+    head = f"{icon} <@{job.created_by}> {verb} *{job.total:,} SMS* ({kind})"
     if job.meta.get("retry_of"):
         head += " — sent again to those not reached"
     finished = summary.accepted + summary.failed + summary.unknown + summary.cancelled
@@ -349,13 +360,13 @@ def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow
     """The job's summary in its thread. `recipients`: at least the failed, unknown and not delivered
     ones (the summary lists them, masked); the others are counted from `summary`."""
     lines = [
-        f"*Done.* {summary.accepted:,} accepted ({summary.segments or 0:,} segments billed where reported), "
+        f"*Done.* {summary.accepted:,} accepted{_billed(summary)}, "
         f"{summary.failed:,} failed, {summary.unknown:,} with an unknown outcome."
     ]
     if summary.cancelled:
         lines[0] = (
             f"*Cancelled* by <@{job.control_by}>: {summary.cancelled:,} cancelled (not sent). Before that: "
-            f"{summary.accepted:,} accepted ({summary.segments or 0:,} segments billed where reported), "
+            f"{summary.accepted:,} accepted{_billed(summary)}, "
             f"{summary.failed:,} failed, {summary.unknown:,} with an unknown outcome."
         )
     if summary.accepted:
@@ -378,7 +389,7 @@ def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow
             )
             more = f" and {n - 20:,} more" if n > 20 else ""
             shown_code = f" (`{error_code}`)" if error_code and error_code != "FAILED_LIST" else ""
-            lines.append(f"• {n:,} × {escape(reason)}{shown_code}: {who}{more}")
+            lines.append(f"• {n:,} × {escape(reason.rstrip('.'))}{shown_code}: {who}{more}")
     unknown = [r for r in recipients if r.state == RecipientState.UNKNOWN]
     if unknown:
         listed = codes(r.number.masked for r in unknown)
@@ -389,8 +400,8 @@ def summary_blocks(job: Job, summary: Summary, recipients: Sequence[RecipientRow
         )
     if job.meta.get("refused") or job.meta.get("duplicates"):
         lines.append(
-            f"Before sending: {job.meta.get('refused', 0):,} invalid numbers refused, "
-            f"{job.meta.get('duplicates', 0):,} duplicates removed."
+            f"Before sending: {_n(job.meta.get('refused', 0), 'invalid number')} refused, "
+            f"{_n(job.meta.get('duplicates', 0), 'duplicate')} removed."
         )
     text = "\n".join(lines)
     blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=text[:2900]))]

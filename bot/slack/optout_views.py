@@ -104,7 +104,7 @@ def import_result(result: ImportResult, source: str) -> str:
     if result.duplicates:
         lines.append(f"{result.duplicates:,} duplicate line{'' if result.duplicates == 1 else 's'} skipped.")
     if result.refused:
-        shown = "; ".join(code_masks(escape(r.describe())) for r in result.refused[:5])
+        shown = "; ".join(code_masks(escape(r.describe().rstrip("."))) for r in result.refused[:5])
         more = f" (and {len(result.refused) - 5:,} more)" if len(result.refused) > 5 else ""
         lines.append(
             f"{len(result.refused):,} line{'' if len(result.refused) == 1 else 's'} refused: {shown}{more}."
