@@ -258,7 +258,8 @@ def test_provider_refusal_and_unknown_outcome_are_said_plainly(provider, tmp_pat
             assert summary.failed == 1
             reply = json.dumps(bot.slack.called("chat.postMessage")[-1].params["blocks"], ensure_ascii=False)
             assert (
-                "Not sent" in reply and "not in a valid format" in reply and "MOBILE_NUMBER_ILLEGAL" in reply
+                "*Not sent*: The provider says the phone number is not in a valid format (`MOBILE_NUMBER_ILLEGAL`)."
+                in reply
             )
             provider.inject(Fault("internal"))
             await bot.command("+65 8123 4567 hello")

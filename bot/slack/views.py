@@ -178,8 +178,9 @@ def outcome_line(r: RecipientRow) -> str:
         return " · ".join(parts)
     if r.state == RecipientState.FAILED:
         reason = escape(r.error or describe_code(r.code))
-        code = f" (`{r.code}`)" if r.code and r.code not in ("INVALID", "FAILED_LIST") else ""
-        return f"❌ *Not sent*: {reason}{code}"
+        if r.code and r.code not in ("INVALID", "FAILED_LIST"):  # the code after the reason, one full stop
+            return f"❌ *Not sent*: {reason.rstrip('.')} (`{r.code}`)."
+        return f"❌ *Not sent*: {reason}"
     if r.state == RecipientState.UNKNOWN:
         ref = f" Provider request id `{r.request_id}`." if r.request_id else ""
         return (
