@@ -82,6 +82,10 @@ def test_a_bulk_summary_counts_in_words_and_says_nothing_of_segments_no_answer_r
     summary = Summary(total=4, accepted=3, failed=1, unknown=0, pending=0, segments=6)
     text = _text(bulk_views.summary_blocks(_job(4, refused=2, duplicates=3), summary, [failed]))
     assert "3 accepted (6 segments billed where reported)" in text
+    summary = Summary(total=1, accepted=1, failed=0, unknown=0, pending=0, segments=1)
+    assert "1 accepted (1 segment billed where reported)" in _text(
+        bulk_views.summary_blocks(_job(1), summary, [])
+    )
     assert "2 invalid numbers refused, 3 duplicates removed." in text
 
 

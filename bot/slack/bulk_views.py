@@ -142,7 +142,7 @@ def _shown(masked: str) -> str:
 
 def _billed(summary: Summary) -> str:
     """The segments billed, as far as the answers said (a batch answer does not say)."""
-    return f" ({summary.segments:,} segments billed where reported)" if summary.segments else ""
+    return f" ({_n(summary.segments, 'segment')} billed where reported)" if summary.segments else ""
 
 
 def confirm_view(
