@@ -39,6 +39,8 @@ class Settings(SmsSettings):
     access_outage: str = Field(default="", alias="ACCESS_OUTAGE")
     # Who may add, remove, list, import and export opt-outs, and override one for a single send.
     access_optout: str = Field(default="", alias="ACCESS_OPTOUT")
+    # Who may export the audit trail (/sms audit): full numbers and texts of everyone's sends.
+    access_audit: str = Field(default="", alias="ACCESS_AUDIT")
     access_cache_seconds: float = Field(default=300.0, ge=0, alias="ACCESS_CACHE_SECONDS")
     contact_groups_file: Path = Field(default=Path("groups.toml"), alias="CONTACT_GROUPS_FILE")
     history_limit: int = Field(default=10, ge=1, le=50, alias="HISTORY_LIMIT")
@@ -71,7 +73,7 @@ class Settings(SmsSettings):
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: str = Field(default="text", alias="LOG_FORMAT")
 
-    @field_validator("access_send", "access_bulk", "access_outage", "access_optout")
+    @field_validator("access_send", "access_bulk", "access_outage", "access_optout", "access_audit")
     @classmethod
     def _access(cls, v: str) -> str:
         parse_entries(v)
@@ -179,6 +181,7 @@ class Settings(SmsSettings):
             Capability.BULK: parse_entries(self.access_bulk),
             Capability.OUTAGE: parse_entries(self.access_outage),
             Capability.OPTOUT: parse_entries(self.access_optout),
+            Capability.AUDIT: parse_entries(self.access_audit),
         }
 
     def startup_problem(self) -> str | None:

@@ -1,5 +1,5 @@
 """Who may send: allow-lists per capability, from the settings ACCESS_SEND / ACCESS_BULK / ACCESS_OUTAGE,
-and who may manage opt-outs (ACCESS_OPTOUT).
+who may manage opt-outs (ACCESS_OPTOUT) and who may export the audit trail (ACCESS_AUDIT).
 
 Entries: `*` (everyone), user ids (`U…`/`W…`), user group ids (`S…`) and channel ids (`C…`/`G…`, meaning
 anyone in that channel). Groups and channels are resolved by a `Directory` (the Slack layer provides one
@@ -20,6 +20,7 @@ class Capability(StrEnum):
     BULK = "bulk"
     OUTAGE = "outage"
     OPTOUT = "optout"  # manage the opt-out list, and override an opt-out for one send
+    AUDIT = "audit"  # export the audit trail (every send: who, to whom, what, the outcome)
 
 
 SETTING_FOR = {
@@ -27,6 +28,7 @@ SETTING_FOR = {
     Capability.BULK: "ACCESS_BULK",
     Capability.OUTAGE: "ACCESS_OUTAGE",
     Capability.OPTOUT: "ACCESS_OPTOUT",
+    Capability.AUDIT: "ACCESS_AUDIT",
 }
 
 
@@ -94,6 +96,13 @@ class AccessPolicy:
                     f"`{setting}` (Slack user, user group or channel ids, or `*`)."
                 )
             return f"You are not allowed to manage opt-outs. An admin can add you to `{setting}`."
+        if capability == Capability.AUDIT:
+            if not self.rules.get(capability):
+                return (
+                    "Exporting the audit trail is not enabled for anyone yet. An admin can allow people by "
+                    f"setting `{setting}` (Slack user, user group or channel ids, or `*`)."
+                )
+            return f"You are not allowed to export the audit trail. An admin can add you to `{setting}`."
         if not self.rules.get(capability):
             return (
                 f"{capability.value.capitalize()} sends are not enabled for anyone yet. An admin can allow "

@@ -105,3 +105,20 @@ def parse_optout(text: str, default_region: str | None) -> OptOutCommand:
     if action != "add" and rest:
         raise CommandError(f"`/sms optout {action}` takes only a number. Use {OPTOUT_USAGE}.")
     return OptOutCommand(action, number, scope, " ".join(rest)[:500])
+
+
+AUDIT_DAYS = 7  # what `/sms audit` covers without a number
+AUDIT_MAX_DAYS = 90
+AUDIT_USAGE = "`/sms audit` (the last 7 days) or `/sms audit 30` (the last 30 days)"
+
+
+def parse_audit(text: str) -> int:
+    """`audit [days]`: how many days back the export goes (whole days, up to AUDIT_MAX_DAYS)."""
+    rest = text.split(None, 1)[1].strip() if len(text.split(None, 1)) > 1 else ""
+    if not rest:
+        return AUDIT_DAYS
+    if not rest.isdigit() or not 1 <= int(rest) <= AUDIT_MAX_DAYS:
+        raise CommandError(
+            f"“{rest[:40]}” is not a number of days from 1 to {AUDIT_MAX_DAYS}. Write it like {AUDIT_USAGE}."
+        )
+    return int(rest)

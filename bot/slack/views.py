@@ -309,6 +309,7 @@ write the country code (or the bot's default region applies).
 • `/sms history [number]`: your recent sends (numbers masked); with a number, your texts to it.
 • `/sms scheduled`: bulk and outage sends scheduled for later ("Send at" in their forms), each with Cancel.
 • `/sms optout add|remove|list|import|export`: numbers that must not be texted (all texts, or marketing only); needs `ACCESS_OPTOUT`.
+• `/sms audit [days]`: everyone's sends of the last 7 (or up to 90) days as a CSV file in a direct message: who, to whom, what, the outcome; needs `ACCESS_AUDIT`.
 • `/sms help`: this text.
 Results go to a thread in this channel, one thread per number, so a customer's history stays together. \
 Numbers are shown masked (`+852 5123 ****`). Chinese-mainland numbers (+86) cannot be reached. Texts are one-way: recipients cannot reply by SMS."""

@@ -17,6 +17,7 @@ from ..authz import may_page
 from ..deps import Deps
 from ..metadata import OverrideRequest, SendModalMetadata
 from ..tell import open_view, tell_person
+from .audit import audit_command
 from .bulk import open_bulk_form
 from .optout import optout_command, refusal_for_send
 from .outage import groups_command, open_outage_form
@@ -82,6 +83,9 @@ async def sms_command_callback(
         await optout_command(
             ack, command, respond, client, deps, text.split(None, 1)[1] if " " in text else ""
         )
+        return
+    if first == "audit":
+        await audit_command(ack, command, client, deps)
         return
     if first == "history":
         # `/sms history [number]`: with a number, only the user's texts to it.
