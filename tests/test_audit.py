@@ -1,4 +1,5 @@
-"""The audit trail: `bot.core.audit` on both databases, and `/sms audit` through the bot."""
+"""The audit trail: `bot.core.audit` on both databases, and `/sms audit` through the bot; the access
+refusals, the audit's among them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import pytest
 
 from bot.core import audit
+from bot.core.access import SETTING_FOR, AccessPolicy, Capability
 from bot.core.commands import CommandError, parse_audit
 from bot.core.store import JobKind, NewRecipient
 from bot.sms import Outcome, Status
@@ -109,3 +111,26 @@ def test_sms_audit_sends_the_trail_to_the_persons_dm_only_when_allowed(provider,
         ("+85251234567", "Your parcel ships today", "accepted")
     ]
     assert "+85251234567" not in json.dumps(said)
+
+
+@pytest.mark.parametrize(
+    ("capability", "nobody", "not_you"),
+    [
+        (Capability.SEND, "Sending SMS is not enabled", "not allowed to send SMS."),
+        (Capability.BULK, "Bulk sends are not enabled", "not allowed to make bulk sends."),
+        (Capability.OUTAGE, "Outage sends are not enabled", "not allowed to make outage sends."),
+        (Capability.OPTOUT, "Managing opt-outs is not enabled", "not allowed to manage opt-outs."),
+        (
+            Capability.AUDIT,
+            "Exporting the audit trail is not enabled",
+            "not allowed to export the audit trail.",
+        ),
+    ],
+)
+def test_every_refusal_says_what_was_refused_and_which_setting_allows_it(capability, nobody, not_you):
+    setting = SETTING_FOR[capability]
+    assert AccessPolicy(rules={}).refusal(capability).startswith(f"{nobody} for anyone yet")
+    assert setting in AccessPolicy(rules={}).refusal(capability)
+    assert AccessPolicy(rules={capability: ("U0SOMEONE",)}).refusal(capability) == (
+        f"You are {not_you} An admin can add you to `{setting}`."
+    )

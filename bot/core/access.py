@@ -32,6 +32,15 @@ SETTING_FOR = {
 }
 
 
+# What a capability lets people do, where "<Kind> sends are" does not say it: "… not enabled", "not
+# allowed to …".
+_WHAT = {
+    Capability.SEND: ("Sending SMS is", "send SMS"),
+    Capability.OPTOUT: ("Managing opt-outs is", "manage opt-outs"),
+    Capability.AUDIT: ("Exporting the audit trail is", "export the audit trail"),
+}
+
+
 class Directory(Protocol):
     async def group_members(self, group_id: str) -> set[str]: ...
 
@@ -89,26 +98,15 @@ class AccessPolicy:
 
     def refusal(self, capability: Capability) -> str:
         setting = SETTING_FOR[capability]
-        if capability == Capability.OPTOUT:
-            if not self.rules.get(capability):
-                return (
-                    "Managing opt-outs is not enabled for anyone yet. An admin can allow people by setting "
-                    f"`{setting}` (Slack user, user group or channel ids, or `*`)."
-                )
-            return f"You are not allowed to manage opt-outs. An admin can add you to `{setting}`."
-        if capability == Capability.AUDIT:
-            if not self.rules.get(capability):
-                return (
-                    "Exporting the audit trail is not enabled for anyone yet. An admin can allow people by "
-                    f"setting `{setting}` (Slack user, user group or channel ids, or `*`)."
-                )
-            return f"You are not allowed to export the audit trail. An admin can add you to `{setting}`."
+        what, do = _WHAT.get(
+            capability, (f"{capability.value.capitalize()} sends are", f"make {capability.value} sends")
+        )
         if not self.rules.get(capability):
             return (
-                f"{capability.value.capitalize()} sends are not enabled for anyone yet. An admin can allow "
-                f"people by setting `{setting}` (Slack user, user group or channel ids, or `*`)."
+                f"{what} not enabled for anyone yet. An admin can allow people by setting `{setting}` (Slack "
+                "user, user group or channel ids, or `*`)."
             )
-        return f"You are not allowed to make {capability.value} sends. An admin can add you to `{setting}`."
+        return f"You are not allowed to {do}. An admin can add you to `{setting}`."
 
     async def _members(self, entry: str) -> set[str]:
         cached = self._cache.get(entry)
