@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bot.core.store import Job, JobKind, JobState, RecipientRow, RecipientState, Summary
 from bot.slack import bulk_views
-from bot.slack.views import code, code_masks, codes
+from bot.slack.views import code, code_masks, codes, counted
 from bot.sms.phone import mask, mask_digits, parse_number
 
 from .fake_slack import bare_masks
@@ -93,3 +93,15 @@ def test_a_bulk_progress_line_says_sms_not_smss():
     summary = Summary(total=4, accepted=4, failed=0, unknown=0, pending=0, segments=0)
     text = _text(bulk_views.progress_blocks(_job(4), summary, done=True))
     assert "<@U0LEAD> sent *4 SMS* (notification)" in text and "SMSs" not in text
+
+
+def test_the_scheduled_list_says_sms_not_smss():
+    job = _job(4)
+    job.run_at = 2_000_000_000.0
+    text = _text(bulk_views.scheduled_blocks([job], everyone=True))
+    assert "<@U0LEAD> · 4 SMS (notification)" in text and "SMSs" not in text
+
+
+def test_counted_agrees_with_its_number():
+    assert counted(1, "member") == "1 member" and counted(0, "member") == "0 members"
+    assert counted(2500, "recipient") == "2,500 recipients"

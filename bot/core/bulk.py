@@ -134,7 +134,7 @@ class Tally:
         used = await store.segments_today(user_id)
         if used + self.total > limits.daily_segments:
             raise BulkProblem(
-                f"This send needs {self.total:,} segments, and you have used {used:,} of your "
+                f"This send needs {self.total:,} segment{'' if self.total == 1 else 's'}, and you have used {used:,} of your "
                 f"{limits.daily_segments:,} segments today (setting BULK_DAILY_SEGMENTS). Send to fewer people, "
                 "shorten the message, or ask an admin to raise the limit."
             )

@@ -31,6 +31,7 @@ from bot.sms.errors import describe_code
 
 from .ids import ActionId, BlockId, CallbackId
 from .views import DRY_RUN, code, code_masks, codes, escape, preview, send_at_block, slack_date_time
+from .views import counted as _n
 
 TYPE_OPTIONS = [Option(value="NOTIFY", text="Notification"), Option(value="MKT", text="Marketing")]
 MAX_LISTED = 5
@@ -131,10 +132,6 @@ def problem_view(external_id: str, problem: str) -> View:
     )
 
 
-def _n(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
 def _shown(masked: str) -> str:
     """A refused line's masked text, when it has digits to show (a word like “hello” masks to `****`)."""
     return f" {code(masked)}" if any(ch.isdigit() for ch in masked) else ""
@@ -168,7 +165,7 @@ def confirm_view(
         )
     if draft.meta.get("over_cap"):
         lines.append(
-            f"• {_n(draft.meta['over_cap'], 'number')} left out: already texted {draft.meta.get('cap')} times "
+            f"• {_n(draft.meta['over_cap'], 'number')} left out: already texted {_n(int(draft.meta.get('cap') or 0), 'time')} "
             "today, the most one number may get a day (setting SMS_PER_NUMBER_DAILY): "
             + codes(draft.meta.get("over_cap_listed", []), MAX_LISTED)
         )
@@ -186,7 +183,7 @@ def confirm_view(
             + codes(draft.meta.get("dropped", []), MAX_LISTED)
         )
     enc = ", ".join(f"{k} ×{v:,}" for k, v in sorted(draft.encodings.items()))
-    seg = f"• Encoding: {enc}; up to {_n(draft.max_segments, 'segment')} a message; *{draft.total_segments:,} segments in all*."
+    seg = f"• Encoding: {enc}; up to {_n(draft.max_segments, 'segment')} a message; *{_n(draft.total_segments, 'segment')} in all*."
     if draft.ucs2_trigger:
         seg += f" UCS-2 because of “{escape(draft.ucs2_trigger)}”."
     lines.append(seg)
@@ -300,7 +297,7 @@ def scheduled_blocks(jobs: Sequence[Job], *, everyone: bool = True) -> list[Bloc
         blocks.append(
             SectionBlock(
                 text=MarkdownTextObject(
-                    text=f"⏰ *{slack_date_time(job.run_at or 0)}* · <@{job.created_by}> · {_n(job.total, 'SMS')} "
+                    text=f"⏰ *{slack_date_time(job.run_at or 0)}* · <@{job.created_by}> · {job.total:,} SMS "
                     f"({kind}){f' · “{escape(template)}”' if template else ''}"
                 ),
                 accessory=cancel_button(job),

@@ -20,7 +20,7 @@ from slack_sdk.models.views import View
 from bot.core.groups import GroupBook
 
 from .ids import ActionId, BlockId, CallbackId
-from .views import code_masks, escape, send_at_block
+from .views import code_masks, counted, escape, send_at_block
 
 STATUSES = ["Investigating", "Identified", "Monitoring", "Resolved"]
 
@@ -164,7 +164,7 @@ def groups_blocks(book: GroupBook) -> list[Block]:
     lines = [f"*Contact groups* ({book.loaded_from or 'not loaded'})"]
     for name, g in book.groups.items():
         lines.append(
-            f"• `{escape(name)}`: {len(g.members):,} members{' — ' + escape(g.description) if g.description else ''}"
+            f"• `{escape(name)}`: {counted(len(g.members), 'member')}{' — ' + escape(g.description) if g.description else ''}"
         )
     if not book.groups:
         lines.append("No usable groups.")

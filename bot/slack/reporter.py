@@ -130,7 +130,7 @@ class SlackReporter:
         try:
             resp = await self.client.chat_postMessage(
                 channel=job.channel_id,
-                text=f"Bulk SMS to {job.total:,} recipients by <@{job.created_by}>",
+                text=f"Bulk SMS to {views.counted(job.total, 'recipient')} by <@{job.created_by}>",
                 blocks=bulk_views.progress_blocks(job, await self.store.summary(job.id), done=False),
             )
         except SlackApiError as exc:

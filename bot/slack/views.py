@@ -41,6 +41,11 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def counted(count: int, word: str) -> str:
+    """`1 recipient`, `2,500 recipients`."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def code(masked: str) -> str:
     """A masked number (`+852 5123 ****`) for mrkdwn: in a code span, where Slack formats nothing. Bare,
     or in bold, its asterisks could pair up as bold and the number lose some of them."""

@@ -22,6 +22,7 @@ from bot.core.commands import CommandError, parse_audit
 from ..deps import Deps
 from ..server import reference
 from ..tell import tell_person
+from ..views import counted as _count
 
 log = logging.getLogger("bot.slack.audit")
 
@@ -85,7 +86,3 @@ def _what(days: int, done: AuditExport) -> str:
 
 def _days(days: int) -> str:
     return "day" if days == 1 else f"{days} days"
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"

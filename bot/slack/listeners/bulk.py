@@ -149,7 +149,7 @@ async def _validate(
     metadata = BulkConfirmMetadata(draft_id=draft_id).dump()
     view = bulk_views.confirm_view(external_id, draft, metadata, where=f"<#{form.channel_id}>")
     told = (
-        f"❌ Your bulk list ({draft.count:,} recipients) was checked, but Slack could not show the "
+        f"❌ Your bulk list ({views.counted(draft.count, 'recipient')}) was checked, but Slack could not show the "
         "confirmation, so nothing was sent. Run `/sms bulk` again."
     )
     await _update(deps, client, draft_id, external_id, view, form, told)

@@ -13,7 +13,7 @@ from typing import Any
 from bot.core.access import Capability
 from bot.core.store import Control, JobState
 
-from .. import authz, bulk_views
+from .. import authz, bulk_views, views
 from ..acks import Listeners
 from ..deps import Deps
 from ..ids import ActionId, BlockId
@@ -78,7 +78,7 @@ async def job_control_callback(ack: Any, body: dict[str, Any], context: Any, res
         # change soon, so the progress message shows it from here.
         summary = await deps.store.summary(job.id)
         await respond(
-            text=f"Bulk SMS: {job.total:,} recipients",
+            text=f"Bulk SMS: {views.counted(job.total, 'recipient')}",
             blocks=bulk_views.progress_blocks(updated, summary, done=False),
             replace_original=True,
         )

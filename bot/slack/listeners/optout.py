@@ -26,7 +26,7 @@ from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import OverrideRequest, SendModalMetadata
 from ..server import reference
 from ..tell import open_view, tell_person
-from ..views import code, code_masks
+from ..views import code, code_masks, counted
 from .bulk import download_text
 
 log = logging.getLogger("bot.slack.optout")
@@ -67,7 +67,9 @@ async def optout_command(
         return
     if cmd.action == "list" and cmd.number is None:
         count, latest = await optouts.latest(20)
-        await respond(text=f"{_numbers(count)} opted out.", blocks=optout_views.list_blocks(count, latest))
+        await respond(
+            text=f"{counted(count, 'number')} opted out.", blocks=optout_views.list_blocks(count, latest)
+        )
         return
     number = cmd.number
     assert number is not None  # parse_optout gives one for add, remove and a lookup
@@ -106,18 +108,16 @@ async def _export(client: Any, optouts: OptOuts, user_id: str, respond: Any) -> 
             content=content,
             filename=f"sms-optouts-{time.strftime('%Y-%m-%d', time.gmtime())}.csv",
             title="SMS opt-outs",
-            initial_comment=f"The opt-out list: {_numbers(count)} (full numbers: keep this file private).",
+            initial_comment=f"The opt-out list: {counted(count, 'number')} (full numbers: keep this file private).",
         )
     except Exception:
         ref = reference()
         log.exception("opt-out export could not be sent ref=%s", ref)
         await respond(text=f"The opt-out list could not be sent to you (reference {ref}). Try again later.")
         return
-    await respond(text=f"Sent you the opt-out list ({_numbers(count)}) as a CSV file in a direct message.")
-
-
-def _numbers(count: int) -> str:
-    return f"{count:,} number{'' if count == 1 else 's'}"
+    await respond(
+        text=f"Sent you the opt-out list ({counted(count, 'number')}) as a CSV file in a direct message."
+    )
 
 
 async def optout_import_submission_callback(
