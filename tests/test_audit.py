@@ -42,8 +42,9 @@ def test_the_trail_lists_every_recipient_of_the_periods_sends_oldest_first_in_pa
         smalls = []
         for i in range(4):
             now[0] += 1
+            meta = {"optout_override": {"by": "U0KEEPER", "reason": "asked us to"}} if i == 2 else {}
             job, _ = await store.create_job(
-                kind=JobKind.SINGLE, created_by="U0AGENT", recipients=people(1, 100 + i)
+                kind=JobKind.SINGLE, created_by="U0AGENT", recipients=people(1, 100 + i), meta=meta
             )
             smalls.append(job)
         out = io.StringIO()
@@ -68,6 +69,25 @@ def test_the_trail_lists_every_recipient_of_the_periods_sends_oldest_first_in_pa
     assert rows[0]["sent_by"] == "U0LEAD" and rows[0]["channel"] == "C0SUPPORT" and rows[0]["type"] == "MKT"
     assert rows[0]["send_created_utc"] == "1970-01-13T13:46:40Z"
     assert old.id not in text and "+6581000900" not in text  # before the period
+    assert [r["notes"] for r in rows[7:]] == ["", "", "opt-out overridden by U0KEEPER: “asked us to”", ""]
+
+
+def test_notes_say_what_an_audit_asks_about():
+    assert audit.notes({}) == ""
+    assert audit.notes({"outage": True, "groups": ["payments", "execs"], "test": True}) == (
+        "outage test to payments, execs"
+    )
+    assert (
+        audit.notes(
+            {
+                "outage": True,
+                "groups": ["payments"],
+                "retry_of": "j0",
+                "optout_override": {"by": "U1", "reason": "x"},
+            }
+        )
+        == "opt-out overridden by U1: “x”; outage to payments; sent again from j0"
+    )
 
 
 @pytest.mark.parametrize(

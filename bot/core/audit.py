@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,8 +42,17 @@ COLUMNS = (
     "delivery",
     "delivery_code",
     "delivered_utc",
+    "notes",  # what else the send records: an overridden opt-out (who, why), outage groups, a re-send
 )
-_JOB_COLUMNS = (jobs.c.id, jobs.c.kind, jobs.c.created_by, jobs.c.channel_id, jobs.c.type, jobs.c.created_at)
+_JOB_COLUMNS = (
+    jobs.c.id,
+    jobs.c.kind,
+    jobs.c.created_by,
+    jobs.c.channel_id,
+    jobs.c.type,
+    jobs.c.created_at,
+    jobs.c.meta,
+)
 _ROW_COLUMNS = (
     recipients.c.job_id,
     recipients.c.idx,
@@ -70,13 +80,32 @@ def _utc(at: float | None) -> str:
     return "" if at is None else datetime.fromtimestamp(float(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def notes(meta: dict[str, Any]) -> str:
+    """The parts of a send's record an audit asks about, in words."""
+    said = []
+    override = meta.get("optout_override")
+    if isinstance(override, dict):
+        said.append(f"opt-out overridden by {override.get('by')}: “{override.get('reason') or ''}”")
+    if meta.get("outage"):
+        groups = ", ".join(str(g) for g in meta.get("groups") or [])
+        said.append(("outage test" if meta.get("test") else "outage") + (f" to {groups}" if groups else ""))
+    if meta.get("retry_of"):
+        said.append(f"sent again from {meta['retry_of']}")
+    return "; ".join(said)
+
+
 def _write(writer: Any, job: tuple, rows: Iterable[tuple]) -> None:
-    job_id, kind, by, channel, type_, created = job
+    job_id, kind, by, channel, type_, created, meta = job
+    try:
+        loaded = json.loads(meta or "{}")
+    except ValueError:
+        loaded = {}
     head = (_utc(created), job_id, kind, by, channel or "", type_ or "")
+    tail = (notes(loaded) if isinstance(loaded, dict) else "",)
     for _, _, e164, message, state, code, error, msg_id, segments, delivery, dcode, delivered in rows:
         writer.writerow(
             (*head, e164, message, state, code or "", error or "", msg_id or "", "" if segments is None else segments,
-             delivery or "", dcode or "", _utc(delivered))
+             delivery or "", dcode or "", _utc(delivered), *tail)
         )  # fmt: skip
 
 
