@@ -4,7 +4,7 @@ One row per recipient of every send created since a moment, sends oldest first a
 recipients in their order. Full numbers and texts: the file is for the people allowed to read it
 (`ACCESS_AUDIT`), never a channel. Read in pages of at most AUDIT_PAGE recipients (small sends
 together, a large one by ranges of its index), each written to the file off the event loop, so neither
-memory nor the loop's turns grow with the trail's size.
+memory nor any one turn of the loop grows with the number of recipients.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ async def export_audit(store: Store, since: float, out: TextIO, limit: int | Non
         .where(jobs.c.created_at >= since)
         .order_by(jobs.c.created_at, jobs.c.id)
     )
-    found = await store.read(lambda conn: [tuple(r) for r in conn.execute(query)])  # bounded by the period
+    found = await store.read(lambda conn: [tuple(r) for r in conn.execute(query)])  # a row a send, no more
     sends = [r[:-1] for r in found]
     totals = {r[0]: int(r[-1]) for r in found}
     writer = csv.writer(out)

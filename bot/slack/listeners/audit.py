@@ -30,7 +30,7 @@ log = logging.getLogger("bot.slack.audit")
 async def audit_command(ack: Any, command: dict[str, Any], client: Any, deps: Deps) -> None:
     user_id = command["user_id"]
     try:
-        days = parse_audit(command.get("text", ""))
+        days = parse_audit(command.get("text") or "")
     except CommandError as exc:
         await ack(text=exc.message)
         return
