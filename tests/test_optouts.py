@@ -11,10 +11,10 @@ import json
 import pytest
 
 from bot.core.commands import CommandError, parse_optout
-from bot.core.optouts import OptOuts, Scope
+from bot.core.optouts import OptOut, OptOuts, Scope
 from bot.core.store import JobKind, NewRecipient, RecipientState
 from bot.slack.ids import ActionId, BlockId, CallbackId
-from bot.slack.views import override_line
+from bot.slack.views import code_masks, escape, override_line
 from bot.sms.phone import parse_number
 
 from .conftest import open_store, run
@@ -58,6 +58,14 @@ def test_the_override_line_says_who_decided_and_why_and_escapes_the_reason():
     assert "<!channel>" not in line and "“&lt;!channel&gt; urgent &amp; now”" in line
     assert "(added by <@U2>, since <!date^1763900000^" in line and "<@U1> sent it anyway" in line
     assert "added by" not in override_line({"by": "U1", "reason": "r"})  # an opt-out recorded without them
+
+
+def test_an_opt_out_in_slack_keeps_its_mention_and_escapes_its_reason():
+    entry = OptOut("+6581000001", Scope.ALL, "<!here> & the rest", "U0KEEPER", 1_763_900_000.0, "slack")
+    shown = code_masks(entry.describe(escape))
+    assert shown.startswith("`+65 8100 ****` is opted out of all texts, added by <@U0KEEPER> on 2025-11-23")
+    assert shown.endswith(": “&lt;!here&gt; &amp; the rest”")
+    assert entry.describe().endswith(": “<!here> & the rest”")  # the core's own words, as given
 
 
 def test_the_list_adds_widens_never_narrows_imports_and_exports(database, monkeypatch):
@@ -170,6 +178,7 @@ def test_a_single_send_to_an_opted_out_number_is_refused_and_overridden_only_exp
         assert notify.accepted == 1
         assert stranger.status_code == 200
         assert modal["callback_id"] == CallbackId.OPTOUT_OVERRIDE and "called the hotline" in text_of(modal)
+        assert "added by <@U0KEEPER>" in text_of(modal)  # a mention, not its escaped text
         assert answer.text == "" and again.status_code == 200
         assert summary.accepted == 1 and jobs == 2
         assert (

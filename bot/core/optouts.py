@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -65,10 +65,11 @@ class OptOut:
     def day(self) -> str:
         return datetime.fromtimestamp(self.added_at, UTC).strftime("%Y-%m-%d")
 
-    def describe(self) -> str:
-        """Who, when, why, for the person who tried to send (masked: it may be shown in a channel)."""
+    def describe(self, quote: Callable[[str], str] = str) -> str:
+        """Who, when, why, for the person who tried to send (masked: it may be shown in a channel).
+        `quote` renders the reason, which is someone's own words (the Slack layer escapes it)."""
         what = "all texts" if self.scope == Scope.ALL else "marketing texts"
-        why = f": “{self.reason}”" if self.reason else ""
+        why = f": “{quote(self.reason)}”" if self.reason else ""
         return f"{self.masked} is opted out of {what}, added by <@{self.added_by}> on {self.day} (UTC){why}"
 
 

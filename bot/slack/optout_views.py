@@ -144,7 +144,7 @@ def override_modal(draft_id: str, optout: OptOut, message: str) -> View:
         blocks=[
             SectionBlock(
                 text=MarkdownTextObject(
-                    text=f"{code_masks(escape(optout.describe()))}.\n*Sending overrides that opt-out for this one text: "
+                    text=f"{code_masks(optout.describe(escape))}.\n*Sending overrides that opt-out for this one text: "
                     "your name and your reason are recorded with the send.*"
                 )
             ),

@@ -26,7 +26,7 @@ from ..ids import ActionId, BlockId, CallbackId
 from ..metadata import OverrideRequest, SendModalMetadata
 from ..server import reference
 from ..tell import open_view, tell_person
-from ..views import code, code_masks, counted
+from ..views import code, code_masks, counted, escape
 from .bulk import download_text
 
 log = logging.getLogger("bot.slack.optout")
@@ -76,7 +76,9 @@ async def optout_command(
     if cmd.action == "list":
         found = await optouts.lookup(number.e164)
         await respond(
-            text=code_masks(f"{found.describe()}.") if found else f"{code(number.masked)} is not opted out."
+            text=code_masks(f"{found.describe(escape)}.")
+            if found
+            else f"{code(number.masked)} is not opted out."
         )
         return
     if cmd.action == "remove":
@@ -91,7 +93,7 @@ async def optout_command(
     changed, _ = await optouts.add([number], scope=cmd.scope, reason=cmd.reason, by=user_id, source="slack")
     entry = await optouts.lookup(number.e164)
     log.info("opt-out added by %s: %s (%s)", user_id, number.masked, cmd.scope)
-    shown = code_masks(entry.describe()) if entry else code(number.masked)
+    shown = code_masks(entry.describe(escape)) if entry else code(number.masked)
     if changed:
         what = "No more texts" if entry is None or entry.scope == Scope.ALL else "No more marketing texts"
         await respond(text=f"✅ {shown}. {what} will go to it, including from sends already running.")
@@ -197,7 +199,7 @@ async def refusal_for_send(deps: Deps, exc: OptedOut, user_id: str, request: Ove
             user_id, {"override": request.model_dump()}, state=DraftState.OPEN
         )
     hint = "" if draft_id else " Ask someone allowed to manage opt-outs (`ACCESS_OPTOUT`) if it must go."
-    return optout_views.refused_blocks(exc.message + hint, draft_id)
+    return optout_views.refused_blocks(f"Nothing was sent: {exc.optout.describe(escape)}.{hint}", draft_id)
 
 
 async def _override_request(deps: Deps, draft_id: str, user_id: str) -> tuple[OverrideRequest | None, str]:
