@@ -25,7 +25,8 @@ def people(n: int, start: int = 0) -> list[NewRecipient]:
 
 
 def test_the_trail_lists_every_recipient_of_the_periods_sends_oldest_first_in_pages(database, monkeypatch):
-    monkeypatch.setattr(audit, "AUDIT_PAGE", 3)  # a 7-recipient send in 3 pages, small sends grouped
+    monkeypatch.setattr(audit, "AUDIT_PAGE", 3)  # a 7-recipient send in 3 pages; sends 3 a page
+    monkeypatch.setattr(audit, "AUDIT_GROUP", 2)  # small sends together, 2 at most
 
     async def go():
         store = await open_store(database)
