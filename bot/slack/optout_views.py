@@ -21,7 +21,7 @@ from slack_sdk.models.views import View
 from bot.core.optouts import ImportResult, OptOut, Scope
 
 from .ids import ActionId, BlockId, CallbackId
-from .views import code, code_masks, escape, preview
+from .views import code, code_masks, counted, escape, preview
 
 SCOPE_OPTIONS = [
     Option(value=Scope.ALL, text="All texts"),
@@ -36,7 +36,7 @@ def entry_line(o: OptOut) -> str:
 
 
 def list_blocks(count: int, latest: list[OptOut]) -> list[Block]:
-    head = f"*{count:,} number{'' if count == 1 else 's'} opted out.*"
+    head = f"*{counted(count, 'number')} opted out.*"
     if latest:
         head += " Most recent:\n" + "\n".join(entry_line(o) for o in latest)
     tail = (
@@ -102,13 +102,11 @@ def import_result(result: ImportResult, source: str) -> str:
         f"Opt-out import from {escape(source)}: *{result.added:,} added*, {result.unchanged:,} already on the list."
     ]
     if result.duplicates:
-        lines.append(f"{result.duplicates:,} duplicate line{'' if result.duplicates == 1 else 's'} skipped.")
+        lines.append(f"{counted(result.duplicates, 'duplicate line')} skipped.")
     if result.refused:
         shown = "; ".join(code_masks(escape(r.describe().rstrip("."))) for r in result.refused[:5])
         more = f" (and {len(result.refused) - 5:,} more)" if len(result.refused) > 5 else ""
-        lines.append(
-            f"{len(result.refused):,} line{'' if len(result.refused) == 1 else 's'} refused: {shown}{more}."
-        )
+        lines.append(f"{counted(len(result.refused), 'line')} refused: {shown}{more}.")
     return "\n".join(lines)
 
 
