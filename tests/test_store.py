@@ -562,6 +562,41 @@ def test_a_bursts_single_sends_are_checked_together_and_each_gets_its_own_answer
     assert statements_for_many == 1 + 3 + 1, statements_for_many
 
 
+def test_a_confirmation_with_the_drafts_count_reads_none_of_its_rows(database):
+    """Before Slack's ack, nothing may grow with the list: given the count the draft was stored with,
+    the confirmation's transaction does not touch the draft's rows (the copy comes after the ack)."""
+
+    async def go():
+        store = await open_store(database)
+        draft_id = await store.create_draft("U1")
+        assert await store.fill_draft(draft_id, {"user_id": "U1"}, people(30))
+        found = await store.get_draft(draft_id)
+        statements: list[str] = []
+        write = store.write
+
+        async def recording(fn):
+            def traced(conn):
+                sa.event.listen(conn, "before_cursor_execute", lambda *a: statements.append(a[2]))
+                return fn(conn)
+
+            return await write(traced)
+
+        store.write = recording  # type: ignore[method-assign]
+        job_id, created = await store.claim_draft_into_job(
+            draft_id, kind=JobKind.BATCH, created_by="U1", hold=("me", 60.0), count=found.count
+        )
+        store.write = write  # type: ignore[method-assign]
+        assert created
+        total = (await store.get_job(job_id)).total
+        assert await store.copy_draft_rows(job_id, "me") == 30
+        await store.close()
+        return statements, total
+
+    statements, total = run(go())
+    assert total == 30
+    assert statements and not [s for s in statements if "draft_rows" in s], statements
+
+
 def test_history_of_one_number_finds_its_rows_in_the_users_jobs_newest_first(database):
     """The number's own row in each of the user's jobs (single or not), newest job first, at most
     `limit`; other users' jobs and other numbers are left out."""

@@ -423,7 +423,7 @@ async def confirm(
     The recipients are copied inside the database (one INSERT … SELECT; nothing of that size passes
     through the event loop): in the same transaction, or with `hold=(this process, seconds)` by
     `Store.copy_draft_rows` once Slack has its answer. That copy grows with the list (≈ 100 ms for
-    50,000 on SQLite); the confirmation only counts the draft's rows."""
+    50,000 on SQLite); the confirmation takes the count the draft was stored with."""
     found = found or await store.get_draft(draft_id)
     if found is None:
         return None, "This confirmation has expired. Start again with /sms bulk."
@@ -436,6 +436,7 @@ async def confirm(
         job_id, created = await store.claim_draft_into_job(
             draft_id,
             hold=hold,
+            count=found.count,
             kind=JobKind(head.get("kind", JobKind.BATCH)),
             created_by=head["user_id"],
             channel_id=head.get("channel_id"),
