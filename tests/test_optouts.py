@@ -135,7 +135,7 @@ def test_managing_optouts_needs_its_own_setting(provider, tmp_path):
 def test_a_single_send_to_an_opted_out_number_is_refused_and_overridden_only_explicitly(provider, tmp_path):
     async def go():
         async with Bot(provider, tmp_path, ACCESS_OPTOUT=KEEPER) as bot:
-            await bot.command("optout add +65 8100 0001 called the hotline", user=KEEPER)
+            await bot.command("optout add +65 8100 0001 called the hotline <!here> & asked", user=KEEPER)
             await bot.command("optout add +65 8100 0002 marketing", user=KEEPER)
             await bot.slack.wait_for_webhooks(2)
             plain = await bot.command("+65 8100 0001 Your parcel ships today")  # no permission to override
@@ -171,7 +171,9 @@ def test_a_single_send_to_an_opted_out_number_is_refused_and_overridden_only_exp
                 "Nothing was sent: +65 8100 **** is opted out of all texts, added by <@U0KEEPER>"
                 in refusal["text"]
             )
-            assert "called the hotline" in refusal["text"]
+            # the reason is someone's own words: escaped in the notification text as in the blocks
+            assert "called the hotline &lt;!here&gt; &amp; asked" in refusal["text"]
+            assert "called the hotline &lt;!here&gt; &amp; asked" in text_of(refusal["blocks"])
         # a plain send: always refused
         assert not [b for b in agent_refusal["blocks"] if b["type"] == "actions"]
         assert "ACCESS_OPTOUT" in text_of(agent_refusal["blocks"])

@@ -164,7 +164,10 @@ async def sms_command_callback(
             channel_id=command.get("channel_id"),
             response_url=command.get("response_url"),
         )
-        await respond(text=exc.message, blocks=await refusal_for_send(deps, exc, user_id, request))
+        await respond(
+            text=f"Nothing was sent: {exc.optout.describe(views.escape)}.",
+            blocks=await refusal_for_send(deps, exc, user_id, request),
+        )
         return
     if not created:
         await reply(
