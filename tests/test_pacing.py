@@ -190,6 +190,26 @@ def test_batch_waiting_for_a_retry_is_not_in_flight(provider, sms_settings):
     assert events == [("in_flight", 3), ("withdrawn", 3), ("in_flight", 3)]
 
 
+def test_fan_out_stops_when_withdrawing_before_a_retry_fails(provider, sms_settings):
+    """A throttled single send waits to retry; when its withdrawal cannot be recorded, the send stops
+    as for a failed mark: the retry is not written, that request gets no outcome (the caller still has
+    it in flight), and the cause reaches the caller."""
+    provider.inject(Fault("throttle", action="SendMessageToGlobe", retry_after_ms=50))
+
+    async def withdraw(indices):
+        raise ConnectionResetError(104, "the database went away")
+
+    async def go():
+        async with SmsClient(sms_settings) as client:
+            reqs = [client.send_request(to=n, message="hi") for n in numbers(1)]
+            return await fan_out(client, reqs, hooks=Hooks(withdraw=withdraw))
+
+    with pytest.raises(ConnectionResetError, match="went away"):
+        run(go())
+    (only,) = provider.sent()  # the throttled attempt; its retry was never written
+    assert only.answered == "Throttling.User" and provider.counts["throttled"] == 1
+
+
 def test_fan_out_marks_after_the_grant_and_a_failing_mark_sends_nothing_more(provider):
     """Requests are marked in flight only once the limiter granted them, in groups; when marking fails,
     no request of that group or after it is written, and the cause reaches the caller."""

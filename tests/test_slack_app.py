@@ -628,6 +628,33 @@ def test_an_unexpected_error_in_a_command_answers_with_a_reference_that_is_in_th
     assert any(f"ref={ref}" in r.getMessage() for r in caplog.records)
 
 
+def test_a_database_out_of_reach_is_named_in_the_answer_with_its_reference(provider, tmp_path, caplog):
+    """A command that cannot reach the database (a PostgreSQL restart) is answered at once, saying so
+    and to try again, with a reference that is in the log: not "something went wrong"."""
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+
+            async def refused(*args, **kwargs):
+                raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+            bot.runtime.service.send_single = refused  # type: ignore[method-assign]  (before the ack)
+            resp = await bot.command("+852 5123 4567 hello")
+            jobs = await bot.count("jobs")
+            return resp, jobs
+
+    resp, jobs = run(go())
+    assert resp.status_code == 200 and jobs == 0
+    text = resp.json()["text"]
+    assert (
+        text.startswith("⚠️ The bot's database cannot be reached just now (reference ") and "5432" not in text
+    )
+    assert "Try again in a minute" in text
+    ref = text.split("reference ", 1)[1].split(")", 1)[0]
+    (logged,) = [r for r in caplog.records if f"ref={ref}" in r.getMessage()]
+    assert logged.levelname == "WARNING" and logged.exc_info is None
+
+
 def test_an_unexpected_error_in_a_submission_is_not_a_500_and_reaches_the_person(provider, tmp_path, caplog):
     async def go():
         async with Bot(provider, tmp_path) as bot:

@@ -1,6 +1,7 @@
 """The worker's exactly-once rules and its leases, against the fake provider (no Slack), on both databases."""
 
 import asyncio
+import logging
 import time
 
 from bot.core.store import JobKind, NewRecipient, RecipientState
@@ -47,6 +48,66 @@ def test_an_unexpected_error_leaves_no_recipient_queued(provider, sms_settings, 
     (logged,) = [r.getMessage() for r in caplog.records if "stopped on an unexpected error" in r.getMessage()]
     ref = logged.rsplit("ref=", 1)[1]
     assert all(ref in (r.error or "") for r in rows if r.state == RecipientState.FAILED)
+
+
+def test_a_database_that_cannot_be_reached_for_a_while_loses_nothing(
+    provider, sms_settings, database, caplog
+):
+    """The database goes away twice during a send (as in a restart): while the first answers are being
+    stored, and as a mark commits but its answer never comes back, for longer than the leases. The
+    answers are stored when it answers again; the heartbeat takes the sender lease back and the job
+    goes on here; the marked rows that were never written go out after all; nothing is failed or
+    reported unknown for it: every number reaches the provider once. The job is announced once."""
+    calls = {"record": 0, "mark": 0, "started": 0}
+    clock = Clock(time.time())
+    caplog.set_level(logging.INFO, "bot.core.worker")
+
+    class Observer(NullObserver):
+        async def job_started(self, job, recipients):
+            calls["started"] += 1
+
+    async def go():
+        store = await open_store(database)
+        store.clock = clock
+        record, mark = store.record_outcomes, store.mark_for_send
+
+        async def flaky_record(job_id, outcomes):
+            calls["record"] += 1
+            if calls["record"] in (1, 2):  # the first answers: two refusals, then stored
+                raise ConnectionRefusedError(111, "Connection refused")
+            await record(job_id, outcomes)
+
+        async def flaky_mark(job_id, indices, **kw):
+            calls["mark"] += 1
+            marked = await mark(job_id, indices, **kw)
+            if calls["mark"] == 2:  # committed, but the connection drops before its answer ...
+                clock.now += 10  # ... and comes back after every lease has ended
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return marked
+
+        store.record_outcomes, store.mark_for_send = flaky_record, flaky_mark
+        job, _ = await store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=people(40))
+        async with SmsClient(sms_settings) as client:
+            worker = Worker(store, client, Observer(), lease_seconds=4.5, poll_seconds=0.05)
+            await worker.start()
+            worker.submit(job.id)
+            summary = await asyncio.wait_for(worker.wait(job.id), 20)
+            assert worker.is_sender
+            await worker.stop()
+        rows = await store.recipients(job.id)
+        await store.close()
+        return summary, rows
+
+    summary, rows = run(go())
+    sent = [r.params["To"] for r in provider.sent()]
+    assert calls["record"] >= 3 and calls["mark"] >= 3 and calls["started"] == 1, calls
+    assert (summary.accepted, summary.unknown, summary.failed, summary.pending) == (40, 0, 0, 0), summary
+    assert all(r.state == RecipientState.ACCEPTED for r in rows)
+    assert len(sent) == len(set(sent)) == 40
+    logged = [r.getMessage() for r in caplog.records]
+    assert not [m for m in logged if "unexpected error" in m], logged
+    assert [m for m in logged if "the database cannot be reached" in m], logged
+    assert [m for m in logged if "the database answers again; the send goes on" in m], logged
 
 
 def test_a_job_submitted_twice_runs_once(provider, sms_settings, database):

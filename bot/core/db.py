@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -94,6 +95,57 @@ def create_engine(url: str) -> Engine:
     from sqlalchemy.ext.asyncio import create_async_engine  # PostgreSQL only (see the module's text)
 
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+
+
+# PostgreSQL's error classes that mean "not now" rather than "not this": connection exceptions (08…),
+# the server shutting down or starting up (57P01-57P03), and no connection slot left (53300).
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or the connection was lost (a restart, a
+    failover, a network cut), rather than that a statement was wrong: the same call may succeed once the
+    database is back. A refused or timed-out connect comes from asyncpg as a bare `OSError`. SQLite's
+    errors never are: its file is local."""
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_UNREACHABLE_STATES)
+
+
+def reason(exc: BaseException) -> str:
+    """A database failure in a few words for the log (a traceback of a lost connection says no more)."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+class Outage:
+    """For a loop that uses the database at every turn: one warning when it first cannot be reached and
+    one line when it answers again, rather than a traceback at every turn meanwhile."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self.log = log
+        self.what = what
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException) -> bool:
+        """Whether `exc` was the database being out of reach (then said once); else the caller logs it."""
+        if not unreachable(exc):
+            return False
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning("%s: the database cannot be reached (%s); trying again", self.what, reason(exc))
+        return True
+
+    def ok(self) -> None:
+        if self.since is not None:
+            took = time.monotonic() - self.since
+            self.log.info("%s: the database answers again, after %.1f s", self.what, took)
+            self.since = None
 
 
 async def run(engine: Engine, fn: Callable[[sa.Connection], T], *, write: bool = False) -> T:

@@ -44,6 +44,7 @@ from bot.sms import (
     number_matches,
 )
 
+from .db import Outage
 from .schema import jobs, receipts
 from .schema import recipients as rtab
 from .store import RecipientState, Store
@@ -118,6 +119,7 @@ class Deliveries:
             # queue_failures: polls, stores or deletes that failed (each logged; /healthz shows the count)
             self.counts |= {"queue_messages": 0, "queue_unreadable": 0, "queue_failures": 0}
         self._wake = asyncio.Event()
+        self._outage = Outage(log, "delivery receipts")
         self._task: asyncio.Task[None] | None = None
         self._consumer: asyncio.Task[None] | None = None
 
@@ -181,8 +183,11 @@ class Deliveries:
                     await self.match_now()
                     # about a second of QueryMessage calls per turn: matching never waits long behind it
                     await self.sweep_now(limit=max(1, int(self.query_limiter.rate)))
-                except Exception:
-                    log.exception("matching delivery receipts failed; trying again")
+                except Exception as exc:
+                    if not self._outage.failed(exc):
+                        log.exception("matching delivery receipts failed; trying again")
+                else:
+                    self._outage.ok()
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
             # arrives as the wake-up does, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):

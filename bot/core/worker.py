@@ -33,11 +33,13 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.sms import Hooks, InvalidRequestError, MessageType, Outcome, SmsClient, batch_send_all, fan_out
 
 from .consent import cap_reason, over_cap
+from .db import Outage, reason, unreachable
 from .store import Claim, Control, Job, JobKind, JobStart, JobState, Pending, RecipientRow, Store, Summary
 from .windows import WindowCheck, WindowRules
 
@@ -133,6 +135,14 @@ class Interrupted(Exception):
         self.control = control
 
 
+@dataclass
+class _Run:
+    """What one job's run in this process keeps when the database cannot be reached for a while."""
+
+    unsent: set[int] = field(default_factory=set)  # marked or withdrawn without an answer: never written
+    announced: asyncio.Task[None] | None = None  # its "job started" notice, given once
+
+
 def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -172,6 +182,7 @@ class Worker:
         self._runner: asyncio.Task[None] | None = None
         self._lease_until = 0.0
         self._renew_at = 0.0
+        self._outage = Outage(log, "worker")
         self._sender = asyncio.Event()
         self._unlisten: Callable[[], Awaitable[None]] | None = None
         self.crashed: BaseException | None = None
@@ -280,8 +291,11 @@ class Worker:
                 # Woken by a job just created: Slack's answer to that request goes out first.
                 await self.busy.wait_idle()
                 await self._tick()
-            except Exception:
-                log.exception("worker heartbeat failed; trying again")
+            except Exception as exc:
+                if not self._outage.failed(exc):
+                    log.exception("worker heartbeat failed; trying again")
+            else:
+                self._outage.ok()
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
             # arrives as the wake-up does, and stop() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
@@ -321,8 +335,80 @@ class Worker:
 
     # ------------------------------------------------------------------ one job
     async def _run_job(self, claim: Claim) -> None:
+        """Run a claimed job. When the database cannot be reached (a restart, a failover), the send
+        stops before its next request; the outcomes of the requests that left are kept until they can
+        be stored (`_stored`), and the job goes on here once the database answers, if this process
+        still holds it. Nothing queued is failed for it, and nothing that did not leave is reported
+        unknown: the rows of a mark or a withdrawal that got no answer (`_Run.unsent`) are queued again."""
         job_id = claim.job_id
         await self.busy.wait_idle()
+        run = _Run()
+        while True:
+            try:
+                if run.unsent:
+                    await self.store.withdraw(job_id, run.unsent)
+                    run.unsent.clear()
+                await self._run_claimed(claim, run)
+                return
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                log.warning(
+                    "job %s: the database cannot be reached (%s); the send goes on when it can",
+                    job_id, reason(exc),
+                )  # fmt: skip
+            if not await self._held_again(job_id):
+                return
+            claim = Claim(job_id, recovered=False)
+
+    async def _held_again(self, job_id: str) -> bool:
+        """After the database could not be reached: wait until it answers, then whether this process
+        still holds the job. The heartbeat renews the sender lease meanwhile, or stops this job if
+        another process has become the sender."""
+        delay = 0.1
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            if not self.is_sender:
+                continue
+            try:
+                kept = await self.store.renew_jobs(self.name, self._lease_until, [job_id])
+            except Exception as exc:
+                if unreachable(exc):
+                    continue
+                raise
+            if job_id in kept:
+                log.info("job %s: the database answers again; the send goes on", job_id)
+                return True
+            log.warning("job %s: another process holds it now; it goes on there", job_id)
+            return False
+
+    async def _stored(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
+        """`write` (idempotent: outcomes of requests that left), tried again while the database cannot
+        be reached, until it can: what the provider answered is not lost to a database restart."""
+        delay = 0.1
+        warned = False
+        while True:
+            try:
+                await write()
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                if not warned:
+                    log.warning(
+                        "job %s: the database cannot be reached (%s); the provider's answers are kept "
+                        "until they can be stored", job_id, reason(exc),
+                    )  # fmt: skip
+                    warned = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if warned:
+                log.info("job %s: the provider's answers kept meanwhile are stored", job_id)
+            return
+
+    async def _run_claimed(self, claim: Claim, run: _Run) -> None:
+        job_id = claim.job_id
         start = await self.store.start_job(job_id)
         if start is None:
             return
@@ -341,7 +427,7 @@ class Worker:
             self._resolve(job_id, await self.store.summary(job_id))
             return
         try:
-            await self._execute(start)
+            await self._execute(start, run)
         except SimulatedCrash as exc:
             self.crashed = exc
             log.error("worker stopped by a simulated crash in job %s", job_id)
@@ -351,7 +437,9 @@ class Worker:
         except (LeaseLost, asyncio.CancelledError):
             log.warning("job %s: stopped in this process; whoever holds it next goes on", job_id)
             raise
-        except Exception:
+        except Exception as exc:
+            if unreachable(exc):  # not the job's fault: it goes on when the database is back
+                raise
             ref = secrets.token_hex(4)
             log.exception("job %s stopped on an unexpected error ref=%s", job_id, ref)
             await self.store.in_flight_to_unknown(job_id)
@@ -362,14 +450,16 @@ class Worker:
             )
             await self._finish(job_id)
 
-    async def _execute(self, start: JobStart) -> None:
+    async def _execute(self, start: JobStart, run: _Run) -> None:
         job = start.job
-        started = asyncio.create_task(self._notify("job_started", job, start.rows))
+        if run.announced is None:  # once, however often the database made the job start again here
+            run.announced = asyncio.create_task(self._notify("job_started", job, start.rows))
+        started = run.announced
         pending, control = start.pending, job.control
         while True:
             while pending and control is None:
                 try:
-                    await self._send(job, pending)
+                    await self._send(job, pending, run.unsent)
                     pending = []
                 except Interrupted as stop:
                     control = stop.control  # None: opted out meanwhile; the rest, from what is queued
@@ -399,7 +489,9 @@ class Worker:
         await started
         await self._finish(job.id)
 
-    async def _send(self, job: Job, pending: list[Pending]) -> None:
+    async def _send(self, job: Job, pending: list[Pending], unsent: set[int]) -> None:
+        """Send `pending`. The rows of a mark or a withdrawal that failed because the database could not
+        be reached go into `unsent`: their requests were not written, whatever the database holds."""
         if self.windows is not None and job.type == MessageType.MKT:
             pending = await self._hold_outside_windows(job, pending)
             if not pending:
@@ -440,9 +532,14 @@ class Worker:
 
         async def before_send(positions: Sequence[int]) -> None:
             wanted = [idx_at[p] for p in positions]
-            marked = await self.store.mark_for_send(
-                job.id, wanted, owner=self.name, fence=FENCE, optouts=optouts
-            )
+            try:
+                marked = await self.store.mark_for_send(
+                    job.id, wanted, owner=self.name, fence=FENCE, optouts=optouts
+                )
+            except Exception as exc:
+                if unreachable(exc):  # committed or not, none of these is written now
+                    unsent.update(wanted)
+                raise
             if marked.opted_out:
                 log.info(
                     "job %s: %d recipient(s) opted out meanwhile, not sent", job.id, len(marked.opted_out)
@@ -457,7 +554,13 @@ class Worker:
             self._hit("after_mark_in_flight")
 
         async def withdraw(positions: Sequence[int]) -> None:
-            await self.store.withdraw(job.id, [idx_at[p] for p in positions])
+            wanted = [idx_at[p] for p in positions]
+            try:
+                await self.store.withdraw(job.id, wanted)
+            except Exception as exc:
+                if unreachable(exc):  # the send stops: the retry is not written
+                    unsent.update(wanted)
+                raise
 
         progress: asyncio.Task[Any] | None = None
 
@@ -466,7 +569,7 @@ class Worker:
             self._hit("before_store_results")
             for o in outcomes:
                 o.index = idx_at[o.index]
-            await self.store.record_outcomes(job.id, outcomes)
+            await self._stored(job.id, lambda: self.store.record_outcomes(job.id, outcomes))
             if job.total == 1:  # its one outcome is in: the job's finish comes next, with the summary
                 return
             now = time.monotonic()
@@ -536,8 +639,9 @@ class Worker:
     async def _progress(self, job: Job) -> None:
         try:
             summary = await self.store.summary(job.id)
-        except Exception:
-            log.exception("job %s: could not read its progress", job.id)
+        except Exception as exc:
+            if not unreachable(exc):  # else the worker has said so; the next progress or the finish tells
+                log.exception("job %s: could not read its progress", job.id)
             return
         await self._notify("job_progress", job, summary)
 

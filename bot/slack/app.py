@@ -19,6 +19,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core.db import reason, unreachable
 from bot.core.store import answering
 
 from .acks import Listeners
@@ -77,11 +78,18 @@ async def unexpected(
     gets the reference and that nothing more was done, never a stack trace; Slack gets HTTP 200, not 500.
     A slash command not yet acknowledged says it in its answer; anything else through tell.py."""
     ref = reference()
-    log.error("listener failed ref=%s: %s: %s", ref, type(error).__name__, error, exc_info=error)
-    text = (
-        f"⚠️ Something went wrong on our side (reference {ref}); nothing more was done. Try again, or "
-        "give this reference to whoever runs the bot."
-    )
+    if unreachable(error):  # not a bug: say what it is, and that trying again later is the remedy
+        log.warning("listener failed ref=%s: the database cannot be reached (%s)", ref, reason(error))
+        text = (
+            f"⚠️ The bot's database cannot be reached just now (reference {ref}); nothing more was done. "
+            "Try again in a minute; if it goes on, give this reference to whoever runs the bot."
+        )
+    else:
+        log.error("listener failed ref=%s: %s: %s", ref, type(error).__name__, error, exc_info=error)
+        text = (
+            f"⚠️ Something went wrong on our side (reference {ref}); nothing more was done. Try again, or "
+            "give this reference to whoever runs the bot."
+        )
     if response is not None and body.get("command"):  # not yet acknowledged: this is the answer
         return BoltResponse(
             status=200,
@@ -89,14 +97,18 @@ async def unexpected(
             headers={"content-type": "application/json"},
         )
     user_id = body.get("user_id") or (body.get("user") or {}).get("id")
-    response_url = (
+    response_url = _response_url(body)
+    if user_id:
+        await tell_person(client, user_id=user_id, response_url=response_url, text=text)
+    return BoltResponse(status=200, body="") if response is not None else None
+
+
+def _response_url(body: dict[str, Any]) -> str | None:
+    return (
         body.get("response_url")
         or next((r.get("response_url") for r in body.get("response_urls") or []), None)
         or _metadata_response_url(body)
     )
-    if user_id:
-        await tell_person(client, user_id=user_id, response_url=response_url, text=text)
-    return BoltResponse(status=200, body="") if response is not None else None
 
 
 def _metadata_response_url(body: dict[str, Any]) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core.db import reason, unreachable
 from bot.core.store import Job, JobState, RecipientRow, Store, Summary
 from bot.sms import RateLimiter
 
@@ -238,8 +239,11 @@ class SlackReporter:
                     self._last_refresh[ready] = now  # (e.g. right after posting) does not delay the next
             except SlackApiError as exc:
                 log.info("cannot update job %s's messages: %s", ready, exc.response.get("error"))
-            except Exception:
-                log.exception("updating job %s's messages with its receipts failed", ready)
+            except Exception as exc:
+                if unreachable(exc):  # the next receipt, or the next look, updates them
+                    log.warning("cannot update job %s's messages now: %s", ready, reason(exc))
+                else:
+                    log.exception("updating job %s's messages with its receipts failed", ready)
         while len(self._last_refresh) > KEEP_RENDERED:
             self._last_refresh.pop(next(iter(self._last_refresh)))
 

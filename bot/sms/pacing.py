@@ -179,6 +179,15 @@ def outcome_from_error(index: int, to: str, exc: BaseException, *, ref: str | No
     )
 
 
+async def _withdrawing(withdraw: Callable[[Sequence[int]], Awaitable[None]], index: int) -> None:
+    """A single send's `withdraw` hook before its retry: a failure stops the send like a failed mark
+    (the retry is not written)."""
+    try:
+        await withdraw([index])
+    except Exception as exc:
+        raise HookFailed(exc) from exc
+
+
 def outcome_from_send(index: int, resp: SendResponse, to: str) -> Outcome:
     detail = resp.number_detail
     return Outcome(
@@ -204,7 +213,8 @@ async def fan_out(
 
     `concurrency` bounds requests in flight (default: the connection pool size); reaching 2,000/s with
     a 50–200 ms round trip needs 100–400 in flight. A failing hook stops the send: requests not yet
-    written are not sent (and get no outcome), and the hook's exception is raised.
+    written are not sent (and get no outcome), and the hook's exception is raised. That includes
+    `withdraw` before a retry: its request stays as the caller last recorded it (in flight), unsent.
     """
     hooks = hooks or Hooks()
     total = len(requests)
@@ -224,7 +234,7 @@ async def fan_out(
         nonlocal running
         req = requests[i]
         dispatch = (lambda: marks.mark(i)) if marks else None
-        retry = (lambda: withdraw([i])) if withdraw else None
+        retry = (lambda: _withdrawing(withdraw, i)) if withdraw else None
         try:
             resp = await client.send(req, on_dispatch=dispatch, on_retry=retry)
             results.put_nowait(outcome_from_send(i, resp, req.to))
