@@ -29,7 +29,7 @@ def command(text: str) -> AsyncBoltRequest:
     return AsyncBoltRequest(body=body, headers={"content-type": ["application/x-www-form-urlencoded"]})
 
 
-def app_with(listener, errors: list, reported: asyncio.Event | None = None) -> AsyncApp:
+def app_with(listener, errors: list, reported: asyncio.Event | None = None, late=None) -> AsyncApp:
     async def authorize(**_):  # no call to Slack
         return AuthorizeResult(enterprise_id=None, team_id="T1", bot_token="xoxb-test", bot_id="B1")
 
@@ -47,8 +47,56 @@ def app_with(listener, errors: list, reported: asyncio.Event | None = None) -> A
             reported.set()
 
     app.error(on_error)  # as the bot's app does: one boundary for errors before and after the ack
-    Listeners(app, on_error).command("/t")(listener)
+    Listeners(app, on_error, late, deadline=0.2).command("/t")(listener)
     return app
+
+
+class RecordedLate:
+    """A `Late` that records what it was asked."""
+
+    def __init__(self) -> None:
+        self.deadlines: list[str] = []
+        self.heard: list[dict] = []
+        self.told = asyncio.Event()
+
+    async def deadline(self, body, client):
+        self.deadlines.append(body.get("text"))
+        return {"text": "still working"}
+
+    async def said(self, body, client, ack):
+        self.heard.append(ack)
+        self.told.set()
+
+
+def test_a_listener_that_misses_the_deadline_is_answered_for_and_what_it_says_later_is_passed_on():
+    """Slack's 3 s: a listener held up before its ack (a database that hangs) is answered for at the
+    deadline; it goes on, its own ack is handed to `Late.said`, and an error after it to the boundary."""
+
+    async def go():
+        errors: list = []
+        reported = asyncio.Event()
+        go_on = asyncio.Event()
+        late = RecordedLate()
+
+        async def listener(ack, command):
+            await go_on.wait()
+            await ack(f"got {command['text']}")
+            raise RuntimeError("after the late ack")
+
+        app = app_with(listener, errors, reported, late)
+        response = await asyncio.wait_for(app.async_dispatch(command("slow")), 2)
+        before = list(late.heard)
+        go_on.set()
+        await asyncio.wait_for(late.told.wait(), 2)
+        await asyncio.wait_for(reported.wait(), 2)
+        return response, before, late, errors
+
+    response, before, late, errors = run(go())
+    assert response.status == 200 and "still working" in response.body
+    assert late.deadlines == ["slow"] and before == []
+    assert late.heard == [{"text": "got slow"}]
+    ((error, text, answer),) = errors
+    assert str(error) == "after the late ack" and text == "slow" and answer is None
 
 
 def test_slack_is_answered_at_the_ack_while_the_listener_goes_on():

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from bot.core.access import Capability
 from bot.core.store import RecipientState
 from bot.runtime import Runtime
+from bot.slack import acks, bulk_views
+from bot.slack.app import _said
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.sms.simulator import Fault
 
@@ -653,6 +655,55 @@ def test_a_database_out_of_reach_is_named_in_the_answer_with_its_reference(provi
     ref = text.split("reference ", 1)[1].split(")", 1)[0]
     (logged,) = [r for r in caplog.records if f"ref={ref}" in r.getMessage()]
     assert logged.levelname == "WARNING" and logged.exc_info is None
+
+
+def test_a_command_held_up_past_slacks_deadline_is_answered_and_its_own_answer_follows(
+    provider, tmp_path, monkeypatch, caplog
+):
+    """A database that hangs holds a send's write before its ack: Slack (which gives up at 3 s) is
+    answered at the deadline, saying so with a reference that is in the log; once the write goes
+    through, the command's own answer reaches the person through its response_url, and the send goes."""
+    monkeypatch.setattr(acks, "ACK_DEADLINE", 0.3)
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            go_on = asyncio.Event()
+            send_single = bot.runtime.service.send_single
+
+            async def held(*args, **kwargs):
+                await go_on.wait()
+                return await send_single(*args, **kwargs)
+
+            bot.runtime.service.send_single = held  # type: ignore[method-assign]
+            resp = await bot.command("+852 5123 4567 hello")
+            jobs_then = await bot.count("jobs")
+            go_on.set()
+            _, summary = await bot.job_done(1)
+            hooks = await bot.slack.wait_for_webhooks(1)
+            return resp, jobs_then, summary, hooks
+
+    resp, jobs_then, summary, hooks = run(go())
+    assert resp.status_code == 200 and jobs_then == 0
+    text = resp.json()["text"]
+    assert text.startswith("⏳ The bot is taking longer than Slack waits (reference ")
+    ref = text.split("reference ", 1)[1].split(")", 1)[0]
+    assert any(f"ref={ref}" in r.getMessage() for r in caplog.records)
+    ((_, later),) = hooks
+    assert later["text"].startswith("⏳ Sending to `+852 5123 ****`")
+    assert summary.accepted == 1
+
+
+def test_what_a_late_ack_said_is_put_in_words():
+    """A listener past its deadline acks after all: its text, a form's errors, or the view it would show,
+    in words for the person."""
+    view = bulk_views.info_view("", "Nothing sent", "❌ Nothing was sent. This draft expired.")
+    assert _said({"text": "⏳ Sending to `+852 5123 ****`"}) == "⏳ Sending to `+852 5123 ****`"
+    errors = {BlockId.SEND_TO: "Not a number: “hello”.", BlockId.SEND_MESSAGE: "The message is empty."}
+    assert _said({"response_action": "errors", "errors": errors}) == (
+        "The form was not taken: Not a number: “hello”. The message is empty."
+    )
+    assert _said({"response_action": "update", "view": view}) == "❌ Nothing was sent. This draft expired."
+    assert _said({"response_action": "clear"}) == ""
 
 
 def test_an_unexpected_error_in_a_submission_is_not_a_500_and_reaches_the_person(provider, tmp_path, caplog):

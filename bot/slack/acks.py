@@ -10,6 +10,13 @@ does after its ack goes on in that task; an error then is reported by the error 
 error handler answers Slack.
 
 Listener modules register through `Listeners`, so no listener can be registered without it.
+
+**A deadline.** Slack gives up on an answer after 3 seconds and shows the person an error. A listener
+writes to the database before it acks (a send is recorded before Slack is told it was taken), and a
+database that hangs (a lock, a network cut) would hold that answer for as long. So a listener that has
+not acked within ACK_DEADLINE is answered for (`Late.deadline`: a command gets a message saying so) and
+goes on in its task; if it acks later, what it says is told to the person (`Late.said`), and an error
+goes to the error boundary as after any ack.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.kwargs_injection.async_args import AsyncArgs
@@ -31,10 +38,26 @@ Listener = Callable[..., Awaitable[Any]]
 ErrorBoundary = Callable[
     [Exception, dict[str, Any], BoltResponse | None, AsyncWebClient], Awaitable[BoltResponse | None]
 ]
+# Seconds a listener has to ack before it is answered for: Slack waits 3, and the answer must travel.
+ACK_DEADLINE = 2.5
 
 
-def answer_on_ack(listener: Listener, on_error: ErrorBoundary) -> Listener:
-    """`listener`, answered as soon as it acks (see the module's text)."""
+class Late(Protocol):
+    """What the person is told when a listener misses ACK_DEADLINE (bot/slack/app.py)."""
+
+    async def deadline(self, body: dict[str, Any], client: AsyncWebClient) -> dict[str, Any]:
+        """The ack's arguments in the listener's place (a command's message; `{}` for an empty ack),
+        having told the person otherwise where the ack cannot carry a message."""
+
+    async def said(self, body: dict[str, Any], client: AsyncWebClient, ack: dict[str, Any]) -> None:
+        """The listener acked after all, with `ack`'s arguments: tell the person what it said."""
+
+
+def answer_on_ack(
+    listener: Listener, on_error: ErrorBoundary, late: Late | None = None, deadline: float | None = None
+) -> Listener:
+    """`listener`, answered as soon as it acks, or for it at `deadline` seconds (ACK_DEADLINE unless
+    given) when `late` says how (see the module's text)."""
     names = inspect.getfullargspec(listener).args
     running: set[asyncio.Task[Any]] = set()
 
@@ -42,8 +65,13 @@ def answer_on_ack(listener: Listener, on_error: ErrorBoundary) -> Listener:
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[bool] = loop.create_future()  # True: acked; False: ended without an ack
         bolt_ack = args.ack
+        overdue = False  # Slack was answered for the listener: its own ack comes too late for Slack
 
         async def ack(*a: Any, **k: Any) -> Any:
+            if overdue:
+                if late is not None and (a or k):
+                    await late.said(args.body, args.client, {"text": a[0], **k} if a else k)
+                return None
             try:
                 return await bolt_ack(*a, **k)
             finally:
@@ -65,10 +93,18 @@ def answer_on_ack(listener: Listener, on_error: ErrorBoundary) -> Listener:
         try:
             # One future, woken once, rather than a second task and asyncio.wait: fewer turns of the
             # loop between the ack and Slack's answer, in which other work could run first.
-            acked = await answered
+            async with asyncio.timeout(None if late is None else deadline or ACK_DEADLINE):
+                acked = await answered
         except asyncio.CancelledError:  # the request itself was dropped: the listener goes on all the same
             see_to_its_end()
             raise
+        except TimeoutError:  # no ack in time: Slack is answered now, and the listener goes on
+            overdue = True
+            see_to_its_end()
+            log.warning("%s had not acked in time: answered for it", run.__name__)
+            assert late is not None
+            await bolt_ack(**await late.deadline(args.body, args.client))
+            return
         if not acked:  # it ended without an ack: an error goes to Bolt's error handler
             task.result()
             return
@@ -99,13 +135,17 @@ async def _report(error: BaseException | None, args: AsyncArgs, on_error: ErrorB
 class Listeners:
     """What listener modules register with: Bolt's decorators, each listener through `answer_on_ack`."""
 
-    def __init__(self, app: AsyncApp, on_error: ErrorBoundary) -> None:
+    def __init__(
+        self, app: AsyncApp, on_error: ErrorBoundary, late: Late | None = None, deadline: float | None = None
+    ) -> None:
         self.app = app
         self.on_error = on_error
+        self.late = late
+        self.deadline = deadline
 
     def _through(self, register: Callable[[Listener], Any]) -> Callable[[Listener], Listener]:
         def decorate(listener: Listener) -> Listener:
-            register(answer_on_ack(listener, self.on_error))
+            register(answer_on_ack(listener, self.on_error, self.late, self.deadline))
             return listener
 
         return decorate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -103,6 +104,57 @@ async def unexpected(
     return BoltResponse(status=200, body="") if response is not None else None
 
 
+class LateAnswers:
+    """What the person is told when a listener misses Slack's deadline (`acks.ACK_DEADLINE`): the bot is
+    slow, most likely its database; the request goes on, and whatever it answers later is passed on."""
+
+    def __init__(self) -> None:
+        self._telling: set[asyncio.Task[Any]] = set()
+
+    async def deadline(self, body: dict[str, Any], client: AsyncWebClient) -> dict[str, Any]:
+        ref = reference()
+        log.warning("answered Slack for a listener past its deadline ref=%s", ref)
+        text = (
+            f"⏳ The bot is taking longer than Slack waits (reference {ref}); its database may be slow. "
+            "Your request goes on: what it comes to will be posted here or in the channel's thread. "
+            "Check `/sms history` before you send it again."
+        )
+        if body.get("command"):  # a command's answer can carry it
+            return {"response_type": "ephemeral", "text": text}
+        self._tell(body, client, text)  # a form closes, a click gets an empty answer: the message goes apart
+        return {}
+
+    async def said(self, body: dict[str, Any], client: AsyncWebClient, ack: dict[str, Any]) -> None:
+        text = _said(ack)
+        if text:
+            self._tell(body, client, text)
+
+    def _tell(self, body: dict[str, Any], client: AsyncWebClient, text: str) -> None:
+        user_id = body.get("user_id") or (body.get("user") or {}).get("id")
+        if not user_id:
+            return
+        task = asyncio.get_running_loop().create_task(
+            tell_person(client, user_id=user_id, response_url=_response_url(body), text=text)
+        )
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
+
+
+def _said(ack: dict[str, Any]) -> str:
+    """The words of an ack's arguments: its text, a form's errors, or the text of the view it shows."""
+    if ack.get("text"):
+        return str(ack["text"])
+    if ack.get("errors"):
+        return "The form was not taken: " + " ".join(str(e) for e in ack["errors"].values())
+    view = ack.get("view")
+    view = view.to_dict() if hasattr(view, "to_dict") else view
+    if isinstance(view, dict):
+        return "\n".join(
+            str((b.get("text") or {}).get("text") or "") for b in view.get("blocks") or [] if b.get("text")
+        )
+    return ""
+
+
 def _response_url(body: dict[str, Any]) -> str | None:
     return (
         body.get("response_url")
@@ -176,5 +228,5 @@ def build_app(deps: Deps, client: AsyncWebClient, authorization: AuthorizeResult
     ) -> BoltResponse | None:
         return await unexpected(error, body, response, client)
 
-    register_listeners(Listeners(app, unexpected))
+    register_listeners(Listeners(app, unexpected, LateAnswers()))
     return app
