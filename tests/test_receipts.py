@@ -304,13 +304,13 @@ async def _health() -> dict:
     return {"ok": True}
 
 
-def test_the_push_endpoint_answers_after_storing_and_refuses_the_rest():
+def test_the_push_endpoint_answers_after_storing_and_refuses_the_rest(caplog):
     stored: list[Receipt] = []
-    failing = {"on": False}
+    failing: dict[str, Exception | None] = {"on": None}
 
     async def accept(items):
-        if failing["on"]:
-            raise RuntimeError("database down")
+        if failing["on"] is not None:
+            raise failing["on"]
         stored.extend(items)
         return len(items)
 
@@ -336,19 +336,27 @@ def test_the_push_endpoint_answers_after_storing_and_refuses_the_rest():
                     await asyncio.sleep(0.005)  # shapes the traffic; nothing is waited for
 
             large = await http.post(bases[1] + "/receipts/" + "l" * 20, content=in_pieces())
-            failing["on"] = True
+            failing["on"] = RuntimeError("a bug")
             down = await http.post("/receipts/" + "s" * 20, json=one)
+            failing["on"] = ConnectionRefusedError(111, "Connection refused")  # the database restarts
+            away = await http.post("/receipts/" + "s" * 20, json=one)
         for runner in runners:
             await runner.cleanup()
-        return ok, wrong, junk, big, down, large
+        return ok, wrong, junk, big, down, large, away
 
-    ok, wrong, junk, big, down, large = run(go())
+    ok, wrong, junk, big, down, large, away = run(go())
     assert large.status_code == 200 and len(stored) == 1 + 1000
     assert (ok.status_code, ok.json()["code"]) == (200, 0)
     assert wrong.status_code == 404 and "s" * 20 not in wrong.text
     assert junk.status_code == 400 and junk.json()["code"] != 0
     assert big.status_code == 413
     assert down.status_code == 503 and "ref" in down.json()["msg"]
+    # the database out of reach: pushed again later, and one warning line for it, not a traceback
+    assert away.status_code == 503 and "push again" in away.json()["msg"]
+    ref = away.json()["msg"].split("ref ", 1)[1].split(")", 1)[0]
+    (logged,) = [r for r in caplog.records if f"ref={ref}" in r.getMessage()]
+    assert logged.levelname == "WARNING" and logged.exc_info is None
+    assert "database cannot be reached" in logged.getMessage()
     assert [r.message_id for r in stored[:2]] == ["m1", "x0"]
 
 

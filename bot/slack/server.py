@@ -21,6 +21,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
+from bot.core.db import reason, unreachable
 from bot.core.worker import Busy
 from bot.sms import Receipt, ReceiptFormatError, parse_push
 
@@ -148,9 +149,15 @@ def web_app(
             return _provider_answer(1, f"not a receipt push: {exc}", 400)
         try:
             stored = await receipts.accept(items)
-        except Exception:  # not stored: say so, and the provider pushes again
+        except Exception as exc:  # not stored: say so, and the provider pushes again
             ref = reference()
-            log.exception("receipts push: storing %d receipt(s) failed ref=%s", len(items), ref)
+            if unreachable(exc):  # not a bug: the pushes come again after 1 and 5 minutes
+                log.warning(
+                    "receipts push: %d receipt(s) not stored, the database cannot be reached (%s) ref=%s",
+                    len(items), reason(exc), ref,
+                )  # fmt: skip
+            else:
+                log.exception("receipts push: storing %d receipt(s) failed ref=%s", len(items), ref)
             return _provider_answer(1, f"not stored (ref {ref}); push again", 503)
         ms = (time.monotonic() - started) * 1000
         receipts.answered_ms.append(ms)
