@@ -59,8 +59,8 @@ class RecordedLate:
         self.heard: list[dict] = []
         self.told = asyncio.Event()
 
-    async def deadline(self, body, client):
-        self.deadlines.append(body.get("text"))
+    async def deadline(self, body, client, listener):
+        self.deadlines.append((body.get("text"), listener))
         return {"text": "still working"}
 
     async def said(self, body, client, ack):
@@ -93,7 +93,7 @@ def test_a_listener_that_misses_the_deadline_is_answered_for_and_what_it_says_la
 
     response, before, late, errors = run(go())
     assert response.status == 200 and "still working" in response.body
-    assert late.deadlines == ["slow"] and before == []
+    assert late.deadlines == [("slow", "listener")] and before == []
     assert late.heard == [{"text": "got slow"}]
     ((error, text, answer),) = errors
     assert str(error) == "after the late ack" and text == "slow" and answer is None

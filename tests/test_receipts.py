@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from bot.core import deliveries as deliveries_module
+from bot.core.db import DatabaseUnreachable
 from bot.core.deliveries import Deliveries
 from bot.core.store import JobKind, NewRecipient, RecipientState
 from bot.core.worker import Worker
@@ -338,7 +339,7 @@ def test_the_push_endpoint_answers_after_storing_and_refuses_the_rest(caplog):
             large = await http.post(bases[1] + "/receipts/" + "l" * 20, content=in_pieces())
             failing["on"] = RuntimeError("a bug")
             down = await http.post("/receipts/" + "s" * 20, json=one)
-            failing["on"] = ConnectionRefusedError(111, "Connection refused")  # the database restarts
+            failing["on"] = DatabaseUnreachable("ConnectionRefusedError: refused")  # a restart
             away = await http.post("/receipts/" + "s" * 20, json=one)
         for runner in runners:
             await runner.cleanup()

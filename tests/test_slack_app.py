@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core.access import Capability
+from bot.core.db import DatabaseUnreachable
 from bot.core.store import RecipientState
 from bot.runtime import Runtime
 from bot.slack import acks, bulk_views
@@ -632,20 +633,27 @@ def test_an_unexpected_error_in_a_command_answers_with_a_reference_that_is_in_th
 
 def test_a_database_out_of_reach_is_named_in_the_answer_with_its_reference(provider, tmp_path, caplog):
     """A command that cannot reach the database (a PostgreSQL restart) is answered at once, saying so
-    and to try again, with a reference that is in the log: not "something went wrong"."""
+    and to try again, with a reference that is in the log: not "something went wrong". A connection
+    refused elsewhere (Slack's, say) is not taken for the database's."""
 
     async def go():
         async with Bot(provider, tmp_path) as bot:
 
             async def refused(*args, **kwargs):
-                raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+                raise DatabaseUnreachable("ConnectionRefusedError: Connect call failed ('127.0.0.1', 5432)")
+
+            async def elsewhere(*args, **kwargs):
+                raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 443)")
 
             bot.runtime.service.send_single = refused  # type: ignore[method-assign]  (before the ack)
             resp = await bot.command("+852 5123 4567 hello")
             jobs = await bot.count("jobs")
-            return resp, jobs
+            bot.runtime.service.send_single = elsewhere  # type: ignore[method-assign]
+            other = await bot.command("+852 5123 4567 hello")
+            return resp, jobs, other
 
-    resp, jobs = run(go())
+    resp, jobs, other = run(go())
+    assert other.json()["text"].startswith("⚠️ Something went wrong on our side (reference ")
     assert resp.status_code == 200 and jobs == 0
     text = resp.json()["text"]
     assert (

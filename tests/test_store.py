@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import sqlite3
 import time
 from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
 
+from bot.core import db
 from bot.core.schema import recipients as rtab
 from bot.core.store import DraftState, JobKind, NewRecipient, RecipientState, Store, _runs, day_start
 from bot.sms import Outcome, Status
@@ -623,3 +626,42 @@ def test_history_of_one_number_finds_its_rows_in_the_users_jobs_newest_first(dat
     assert [job.total for job, _ in found] == [2, 1, 3]
     assert [job.id for job, _ in limited] == [made[3], made[1]]
     assert nobody == []
+
+
+def test_a_database_out_of_reach_is_told_apart_from_a_wrong_statement():
+    """`db.cut_off` says which driver errors mean "not now" (a retry may succeed once the database is
+    back) rather than "not this"; the store raises `DatabaseUnreachable` for those, here for a real
+    refused connect of asyncpg, and nothing else."""
+
+    class Orig(Exception):
+        def __init__(self, sqlstate: str | None) -> None:
+            super().__init__(sqlstate)
+            self.sqlstate = sqlstate
+
+    def dbapi(state: str | None, invalidated: bool = False) -> sa.exc.DBAPIError:
+        return sa.exc.DBAPIError("SELECT 1", {}, Orig(state), connection_invalidated=invalidated)
+
+    assert db.cut_off(ConnectionRefusedError(111, "refused")) and db.cut_off(TimeoutError())
+    assert all(db.cut_off(dbapi(state)) for state in ("08006", "57P01", "57P03", "53300"))
+    assert db.cut_off(dbapi(None, invalidated=True))
+    assert not any(db.cut_off(dbapi(state)) for state in ("23505", "42P01", "40001", None))
+    assert not db.cut_off(sa.exc.OperationalError("x", {}, sqlite3.OperationalError("database is locked")))
+    assert not db.cut_off(ValueError("a bug"))
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def go():
+        store = Store(db.create_engine(db.database_url(f"postgresql://u@127.0.0.1:{port}/none", "")))
+        try:
+            await store.write(lambda conn: conn.execute(sa.select(1)))
+        except Exception as exc:
+            return exc
+        finally:
+            await store.close()
+        return None
+
+    refused = run(go())
+    assert isinstance(refused, db.DatabaseUnreachable) and db.unreachable(refused), repr(refused)
+    assert "ConnectionRefusedError" in str(refused) and isinstance(refused.__cause__, OSError)

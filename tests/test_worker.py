@@ -4,6 +4,7 @@ import asyncio
 import logging
 import time
 
+from bot.core.db import DatabaseUnreachable
 from bot.core.store import JobKind, NewRecipient, RecipientState
 from bot.core.worker import Busy, NullObserver, Worker
 from bot.sms import SmsClient
@@ -71,10 +72,13 @@ def test_a_database_that_cannot_be_reached_for_a_while_loses_nothing(
         store.clock = clock
         record, mark = store.record_outcomes, store.mark_for_send
 
+        def refused(conn):  # as asyncpg fails a connect: a bare OSError, which the store wraps
+            raise ConnectionRefusedError(111, "Connection refused")
+
         async def flaky_record(job_id, outcomes):
             calls["record"] += 1
             if calls["record"] in (1, 2):  # the first answers: two refusals, then stored
-                raise ConnectionRefusedError(111, "Connection refused")
+                await store.write(refused)
             await record(job_id, outcomes)
 
         async def flaky_mark(job_id, indices, **kw):
@@ -82,7 +86,7 @@ def test_a_database_that_cannot_be_reached_for_a_while_loses_nothing(
             marked = await mark(job_id, indices, **kw)
             if calls["mark"] == 2:  # committed, but the connection drops before its answer ...
                 clock.now += 10  # ... and comes back after every lease has ended
-                raise ConnectionResetError(104, "Connection reset by peer")
+                raise DatabaseUnreachable("ConnectionResetError: [Errno 104] Connection reset by peer")
             return marked
 
         store.record_outcomes, store.mark_for_send = flaky_record, flaky_mark

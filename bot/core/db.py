@@ -102,11 +102,21 @@ def create_engine(url: str) -> Engine:
 _UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
+class DatabaseUnreachable(Exception):
+    """The database could not be reached, or the connection was lost (a restart, a failover, a network
+    cut): the same call may succeed once it is back. Raised by the store (`Store.write`, `Store.read`)
+    in place of the driver's error, which it chains."""
+
+
 def unreachable(exc: BaseException) -> bool:
-    """Whether `exc` says the database could not be reached or the connection was lost (a restart, a
-    failover, a network cut), rather than that a statement was wrong: the same call may succeed once the
-    database is back. A refused or timed-out connect comes from asyncpg as a bare `OSError`. SQLite's
-    errors never are: its file is local."""
+    """Whether `exc` is the store saying the database is out of reach (`DatabaseUnreachable`)."""
+    return isinstance(exc, DatabaseUnreachable)
+
+
+def cut_off(exc: BaseException) -> bool:
+    """Whether a driver's error says the database could not be reached or the connection was lost,
+    rather than that a statement was wrong. A refused or timed-out connect comes from asyncpg as a bare
+    `OSError`. SQLite's errors never are: its file is local."""
     if isinstance(exc, OSError | TimeoutError):
         return True
     if not isinstance(exc, sa.exc.DBAPIError):
@@ -119,6 +129,8 @@ def unreachable(exc: BaseException) -> bool:
 
 def reason(exc: BaseException) -> str:
     """A database failure in a few words for the log (a traceback of a lost connection says no more)."""
+    if isinstance(exc, DatabaseUnreachable):
+        return str(exc)
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 

@@ -274,20 +274,31 @@ class Store:
 
     async def write(self, fn: Callable[[sa.Connection], T]) -> T:
         """`fn(conn)` in one transaction, committed when it returns (rolled back if it raises). Other layers
-        use it for tables of their own (the Slack layer's, bot/slack/state.py)."""
-        if self._thread is not None:
-            return await self._thread.run(self._sync_write, fn)
-        assert self._async is not None
-        async with self._async.begin() as conn:
-            return await conn.run_sync(fn)
+        use it for tables of their own (the Slack layer's, bot/slack/state.py). A database out of reach
+        raises `db.DatabaseUnreachable` (whether a commit whose answer was lost took effect is unknown)."""
+        try:
+            if self._thread is not None:
+                return await self._thread.run(self._sync_write, fn)
+            assert self._async is not None
+            async with self._async.begin() as conn:
+                return await conn.run_sync(fn)
+        except Exception as exc:
+            if db.cut_off(exc):
+                raise db.DatabaseUnreachable(db.reason(exc)) from exc
+            raise
 
     async def read(self, fn: Callable[[sa.Connection], T]) -> T:
-        """`fn(conn)` for reading (nothing it does is committed)."""
-        if self._thread is not None:
-            return await self._thread.run(self._sync_read, fn)
-        assert self._async is not None
-        async with self._async.connect() as conn:
-            return await conn.run_sync(fn)
+        """`fn(conn)` for reading (nothing it does is committed); `db.DatabaseUnreachable` as `write`."""
+        try:
+            if self._thread is not None:
+                return await self._thread.run(self._sync_read, fn)
+            assert self._async is not None
+            async with self._async.connect() as conn:
+                return await conn.run_sync(fn)
+        except Exception as exc:
+            if db.cut_off(exc):
+                raise db.DatabaseUnreachable(db.reason(exc)) from exc
+            raise
 
     def _sync_write(self, fn: Callable[[sa.Connection], T]) -> T:
         assert self._sync is not None

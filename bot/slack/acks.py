@@ -45,8 +45,8 @@ ACK_DEADLINE = 2.5
 class Late(Protocol):
     """What the person is told when a listener misses ACK_DEADLINE (bot/slack/app.py)."""
 
-    async def deadline(self, body: dict[str, Any], client: AsyncWebClient) -> dict[str, Any]:
-        """The ack's arguments in the listener's place (a command's message; `{}` for an empty ack),
+    async def deadline(self, body: dict[str, Any], client: AsyncWebClient, listener: str) -> dict[str, Any]:
+        """The ack's arguments in `listener`'s place (a command's message; `{}` for an empty ack),
         having told the person otherwise where the ack cannot carry a message."""
 
     async def said(self, body: dict[str, Any], client: AsyncWebClient, ack: dict[str, Any]) -> None:
@@ -99,11 +99,12 @@ def answer_on_ack(
             see_to_its_end()
             raise
         except TimeoutError:  # no ack in time: Slack is answered now, and the listener goes on
-            overdue = True
             see_to_its_end()
-            log.warning("%s had not acked in time: answered for it", run.__name__)
+            if answered.done() and not answered.cancelled() and answered.result():
+                return  # it acked as the deadline came: its own answer stands
+            overdue = True
             assert late is not None
-            await bolt_ack(**await late.deadline(args.body, args.client))
+            await bolt_ack(**await late.deadline(args.body, args.client, run.__name__))
             return
         if not acked:  # it ended without an ack: an error goes to Bolt's error handler
             task.result()

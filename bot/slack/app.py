@@ -125,9 +125,9 @@ class LateAnswers:
     def __init__(self) -> None:
         self._telling: set[asyncio.Task[Any]] = set()
 
-    async def deadline(self, body: dict[str, Any], client: AsyncWebClient) -> dict[str, Any]:
+    async def deadline(self, body: dict[str, Any], client: AsyncWebClient, listener: str) -> dict[str, Any]:
         ref = reference()
-        log.warning("answered Slack for a listener past its deadline ref=%s", ref)
+        log.warning("%s had not acked in time: Slack was answered for it ref=%s", listener, ref)
         text = (
             f"⏳ The bot is taking longer than Slack waits (reference {ref}); its database may be slow. "
             "Your request goes on: what it comes to will be posted here or in the channel's thread. "
