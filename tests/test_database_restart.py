@@ -16,7 +16,7 @@ from bot.core.store import JobKind, RecipientState
 
 from .conftest import open_store, run
 from .pg import PostgresServer
-from .processes import wait_done, wait_provider
+from .processes import until, wait_done, wait_provider
 from .test_kill import bots, numbers, reaping
 
 
@@ -31,8 +31,8 @@ def test_a_postgresql_restart_mid_outage_fan_out(provider, own_server, tmp_path,
     """2,000 single sends at 2,000/s with 50 ms latency. The server stops (a fast shutdown ends every
     session) once 600 reached the provider, and starts again a second later. The answers that came
     meanwhile are stored when it is back, the send goes on from there, and every number reaches the
-    provider exactly once: none failed, none unknown. (A stop longer than the leases: test_worker.py,
-    on a clock of the test's.)"""
+    provider exactly once: none failed, none unknown; and it listens for other replicas' new jobs
+    again. (A stop longer than the leases: test_worker.py, on a clock of the test's.)"""
     provider.reset(latency=0.05)
     database = own_server.create_database()
 
@@ -50,6 +50,15 @@ def test_a_postgresql_restart_mid_outage_fan_out(provider, own_server, tmp_path,
         await wait_done(store, job.id)
         rows = await store.recipients(job.id)
         await store.close()
+        name = database.rsplit("/", 1)[1]
+
+        async def listening() -> bool:  # new jobs of other replicas wake it again, not only its polls
+            query = (
+                f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND query LIKE 'LISTEN %'"
+            )
+            return (await asyncio.to_thread(own_server.sql, query)).strip() == "1"
+
+        await until(listening, 10, "the bot did not listen for new jobs again")
         await bot.stop()
         await slack.stop()
         return health, rows, bot.lines
@@ -65,4 +74,5 @@ def test_a_postgresql_restart_mid_outage_fan_out(provider, own_server, tmp_path,
     assert len(arrived) == 2000 and max(arrived.values()) == 1 and counts["throttled"] == 0, seen
     assert [m for m in said if "the database cannot be reached" in m], said
     assert [m for m in said if "the database answers again" in m], said
+    assert [m for m in said if "listening for new jobs again" in m], said
     assert not [line for line in lines if line.get("level") == "error"], [m for m in said if "ref=" in m]

@@ -533,25 +533,42 @@ class Store:
         if self.dialect == "postgresql":
             conn.exec_driver_sql(f"NOTIFY {NEW_JOBS_CHANNEL}")
 
-    async def listen(self, wake: Callable[[], None]) -> Callable[[], Awaitable[None]] | None:
-        """PostgreSQL: call `wake()` when another process creates a job. Returns a closer, or None where
-        there is nothing to listen to (SQLite: one process). NOTIFY is not replayed to a listener that
-        was disconnected, and does not pass PgBouncer in transaction mode: callers keep polling."""
+    async def listen(
+        self, wake: Callable[[], None], lost: Callable[[], None] | None = None
+    ) -> Callable[[], Awaitable[None]] | None:
+        """PostgreSQL: call `wake()` when another process creates a job, and `lost()` if the listening
+        connection ends (a database restart): listen again then. Returns a closer, or None where there
+        is nothing to listen to (SQLite: one process). NOTIFY is not replayed to a listener that was
+        disconnected, and does not pass PgBouncer in transaction mode: callers keep polling."""
         if self._async is None:
             return None
-        conn = await self._async.connect()
+        try:
+            conn = await self._async.connect()
+        except Exception as exc:
+            if db.cut_off(exc):
+                raise db.DatabaseUnreachable(db.reason(exc)) from exc
+            raise
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
+        closing = False
 
         def on_notify(*_: object) -> None:
             wake()
 
+        def on_end(*_: object) -> None:
+            if lost is not None and not closing:
+                lost()
+
         await driver.add_listener(NEW_JOBS_CHANNEL, on_notify)  # type: ignore[union-attr]
+        driver.add_termination_listener(on_end)  # type: ignore[union-attr]
 
         async def close() -> None:
+            nonlocal closing
+            closing = True
             with contextlib.suppress(Exception):
                 await driver.remove_listener(NEW_JOBS_CHANNEL, on_notify)  # type: ignore[union-attr]
-            await conn.close()
+            with contextlib.suppress(Exception):
+                await conn.close()
 
         return close
 

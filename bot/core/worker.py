@@ -185,6 +185,7 @@ class Worker:
         self._outage = Outage(log, "worker")
         self._sender = asyncio.Event()
         self._unlisten: Callable[[], Awaitable[None]] | None = None
+        self._relisten = False  # the listening connection ended: listen again
         self.crashed: BaseException | None = None
         self.submitted: list[str] = []  # the latest jobs submitted here, oldest first (tests, tooling)
         self.submitted_count = 0  # all of them since start
@@ -195,12 +196,30 @@ class Worker:
         """Start the heartbeat: become the sender when the lease is free, claim and run jobs. On
         PostgreSQL, a job created by another replica wakes it at once (else: the next poll)."""
         try:
-            self._unlisten = await self.store.listen(self._wake.set)
+            self._unlisten = await self.store.listen(self._wake.set, self._listen_lost)
         except Exception:
             log.warning(
                 "cannot listen for new jobs; polling every %.1f s instead", self.poll_seconds, exc_info=True
             )
         self._runner = asyncio.create_task(self._run(), name="sms-worker")
+
+    def _listen_lost(self) -> None:
+        """The listening connection ended (a database restart): the heartbeat listens again once the
+        database answers; meanwhile new jobs are found by polling."""
+        self._relisten = True
+        self._wake.set()
+
+    async def _listen_again(self) -> None:
+        self._relisten = False
+        if self._unlisten is not None:
+            await self._unlisten()
+            self._unlisten = None
+        try:
+            self._unlisten = await self.store.listen(self._wake.set, self._listen_lost)
+        except Exception:
+            self._relisten = True  # tried again at the next heartbeat
+            raise
+        log.info("listening for new jobs again")
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming; let running jobs finish for up to `grace` seconds, then cancel them (their
@@ -291,6 +310,8 @@ class Worker:
                 # Woken by a job just created: Slack's answer to that request goes out first.
                 await self.busy.wait_idle()
                 await self._tick()
+                if self._relisten:
+                    await self._listen_again()
             except Exception as exc:
                 if not self._outage.failed(exc):
                     log.exception("worker heartbeat failed; trying again")
