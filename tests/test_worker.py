@@ -114,6 +114,43 @@ def test_a_database_that_cannot_be_reached_for_a_while_loses_nothing(
     assert [m for m in logged if "the database answers again; the send goes on" in m], logged
 
 
+def test_a_finish_whose_answer_was_lost_is_still_reported_once(provider, sms_settings, database):
+    """The job's completion commits, but the connection drops before its answer (a restart at that
+    moment): once the database answers, the finish is reported, once, and the job's waiters get it."""
+    finished: list[str] = []
+
+    class Observer(NullObserver):
+        async def job_finished(self, job, summary, recipients):
+            finished.append(job.id)
+
+    async def go():
+        store = await open_store(database)
+        complete = store.complete_job
+        calls = {"complete": 0}
+
+        async def answer_lost(job_id):
+            calls["complete"] += 1
+            done = await complete(job_id)
+            if calls["complete"] == 1:
+                raise DatabaseUnreachable("ConnectionResetError: [Errno 104] Connection reset by peer")
+            return done
+
+        store.complete_job = answer_lost
+        job, _ = await store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=people(3))
+        async with SmsClient(sms_settings) as client:
+            worker = Worker(store, client, Observer(), poll_seconds=0.05)
+            await worker.start()
+            worker.submit(job.id)
+            summary = await asyncio.wait_for(worker.wait(job.id), 10)
+            await worker.stop()
+        await store.close()
+        return job.id, summary
+
+    job_id, summary = run(go())
+    assert summary.accepted == 3 and len(provider.sent()) == 3
+    assert finished == [job_id]
+
+
 def test_a_job_submitted_twice_runs_once(provider, sms_settings, database):
     async def go():
         store = await open_store(database)

@@ -445,6 +445,9 @@ class Worker:
                 "stopped before it could", job_id, start.copied,
             )  # fmt: skip
         if start.job.state == JobState.DONE:
+            if run.announced is not None:  # it finished here, but the database's answer never came
+                await self._finish(job_id)  # so nobody was told: tell them now
+                return
             self._resolve(job_id, await self.store.summary(job_id))
             return
         try:
