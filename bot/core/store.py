@@ -36,7 +36,7 @@ from .schema import draft_rows, drafts, jobs, leases, suppressions
 from .schema import recipients as rtab
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 class JobKind(StrEnum):
@@ -436,10 +436,10 @@ class Store:
 
         The recipients are copied by one INSERT … SELECT inside the database: in this transaction, or,
         with `hold=(owner, seconds)`, by `copy_draft_rows` once Slack has its answer (the copy grows
-        with the list; with `count` given, nothing in this transaction does). Meanwhile the job is leased to `owner`, so no sender
-        starts it without its recipients; if the copy never comes (that process died), the sender that
-        takes the job over when the lease ends copies them itself (`start_job`). The draft's own rows
-        are deleted when the job completes (`complete_job`)."""
+        with the list; with `count` given, nothing in this transaction does). Meanwhile the job is
+        leased to `owner`, so no sender starts it without its recipients; if the copy never comes (that
+        process died), the sender that takes the job over when the lease ends copies them itself
+        (`start_job`). The draft's own rows are deleted when the job completes (`complete_job`)."""
         now = self.clock()
 
         def tx(conn: sa.Connection) -> tuple[str, bool]:
@@ -542,14 +542,6 @@ class Store:
         disconnected, and does not pass PgBouncer in transaction mode: callers keep polling."""
         if self._async is None:
             return None
-        try:
-            conn = await self._async.connect()
-        except Exception as exc:
-            if db.cut_off(exc):
-                raise db.DatabaseUnreachable(db.reason(exc)) from exc
-            raise
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
         closing = False
 
         def on_notify(*_: object) -> None:
@@ -559,8 +551,20 @@ class Store:
             if lost is not None and not closing:
                 lost()
 
-        await driver.add_listener(NEW_JOBS_CHANNEL, on_notify)  # type: ignore[union-attr]
-        driver.add_termination_listener(on_end)  # type: ignore[union-attr]
+        conn: AsyncConnection | None = None
+        try:
+            conn = await self._async.connect()
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            await driver.add_listener(NEW_JOBS_CHANNEL, on_notify)  # type: ignore[union-attr]
+            driver.add_termination_listener(on_end)  # type: ignore[union-attr]
+        except Exception as exc:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            if db.cut_off(exc):
+                raise db.DatabaseUnreachable(db.reason(exc)) from exc
+            raise
 
         async def close() -> None:
             nonlocal closing
