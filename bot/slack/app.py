@@ -95,9 +95,10 @@ async def unexpected(
     ref = reference()
     if unreachable(error):  # not a bug: say what it is, and that trying again later is the remedy
         log.warning("listener failed ref=%s: the database cannot be reached (%s)", ref, reason(error))
-        text = (
-            f"⚠️ The bot's database cannot be reached just now (reference {ref}); nothing more was done. "
-            "Try again in a minute; if it goes on, give this reference to whoever runs the bot."
+        text = (  # a commit whose answer was lost may have taken effect: "most likely", not "nothing"
+            f"⚠️ The bot's database cannot be reached just now (reference {ref}); this was most likely "
+            "not taken. Try again in a minute (`/sms history` shows what went out); if it goes on, give "
+            "this reference to whoever runs the bot."
         )
     else:
         log.error("listener failed ref=%s: %s: %s", ref, type(error).__name__, error, exc_info=error)
