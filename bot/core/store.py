@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -276,29 +276,21 @@ class Store:
         """`fn(conn)` in one transaction, committed when it returns (rolled back if it raises). Other layers
         use it for tables of their own (the Slack layer's, bot/slack/state.py). A database out of reach
         raises `db.DatabaseUnreachable` (whether a commit whose answer was lost took effect is unknown)."""
-        try:
+        with _reaching():
             if self._thread is not None:
                 return await self._thread.run(self._sync_write, fn)
             assert self._async is not None
             async with self._async.begin() as conn:
                 return await conn.run_sync(fn)
-        except Exception as exc:
-            if db.cut_off(exc):
-                raise db.DatabaseUnreachable(db.reason(exc)) from exc
-            raise
 
     async def read(self, fn: Callable[[sa.Connection], T]) -> T:
         """`fn(conn)` for reading (nothing it does is committed); `db.DatabaseUnreachable` as `write`."""
-        try:
+        with _reaching():
             if self._thread is not None:
                 return await self._thread.run(self._sync_read, fn)
             assert self._async is not None
             async with self._async.connect() as conn:
                 return await conn.run_sync(fn)
-        except Exception as exc:
-            if db.cut_off(exc):
-                raise db.DatabaseUnreachable(db.reason(exc)) from exc
-            raise
 
     def _sync_write(self, fn: Callable[[sa.Connection], T]) -> T:
         assert self._sync is not None
@@ -553,17 +545,16 @@ class Store:
 
         conn: AsyncConnection | None = None
         try:
-            conn = await self._async.connect()
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            await driver.add_listener(NEW_JOBS_CHANNEL, on_notify)  # type: ignore[union-attr]
-            driver.add_termination_listener(on_end)  # type: ignore[union-attr]
-        except Exception as exc:
+            with _reaching():
+                conn = await self._async.connect()
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                await driver.add_listener(NEW_JOBS_CHANNEL, on_notify)  # type: ignore[union-attr]
+                driver.add_termination_listener(on_end)  # type: ignore[union-attr]
+        except Exception:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-            if db.cut_off(exc):
-                raise db.DatabaseUnreachable(db.reason(exc)) from exc
             raise
 
         async def close() -> None:
@@ -1347,6 +1338,18 @@ DRAFT_CHUNK = 1000  # draft rows per INSERT (one statement per chunk, inside one
 
 
 ANSWERING: ContextVar[bool] = ContextVar("answering", default=False)
+
+
+@contextlib.contextmanager
+def _reaching() -> Iterator[None]:
+    """A driver's error that says the database is out of reach (`db.cut_off`), raised as
+    `db.DatabaseUnreachable` with it chained; any other error as it is."""
+    try:
+        yield
+    except Exception as exc:
+        if db.cut_off(exc):
+            raise db.DatabaseUnreachable(db.reason(exc)) from exc
+        raise
 
 
 def answering() -> None:
