@@ -55,7 +55,7 @@ class RecordedLate:
     """A `Late` that records what it was asked."""
 
     def __init__(self) -> None:
-        self.deadlines: list[str] = []
+        self.deadlines: list[tuple[str, str]] = []
         self.heard: list[dict] = []
         self.told = asyncio.Event()
 
