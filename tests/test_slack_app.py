@@ -665,6 +665,40 @@ def test_a_database_out_of_reach_is_named_in_the_answer_with_its_reference(provi
     assert logged.levelname == "WARNING" and logged.exc_info is None
 
 
+def test_a_send_that_waits_for_the_database_is_told_to_its_sender_and_so_is_its_end(provider, tmp_path):
+    """The database goes away as a send is about to leave: past the worker's notice time the sender
+    is told, without the database, that the send waits and goes on by itself; then that it goes on;
+    then the result comes as usual, in the thread."""
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            bot.runtime.worker.notice_after = 0.0  # the bot's own is NOTICE_AFTER seconds
+            store = bot.runtime.store
+            mark = store.mark_for_send
+            calls = {"mark": 0}
+
+            async def away_once(*args, **kwargs):
+                calls["mark"] += 1
+                if calls["mark"] == 1:
+                    raise DatabaseUnreachable("ConnectionRefusedError: [Errno 111] Connection refused")
+                return await mark(*args, **kwargs)
+
+            store.mark_for_send = away_once  # type: ignore[method-assign]
+            ack = await bot.command("+852 5123 4567 hello")
+            _, summary = await bot.job_done(1)
+            hooks = await bot.slack.wait_for_webhooks(2)
+            posts = [c.params for c in bot.slack.called("chat.postMessage")]
+            return ack.text, summary, [body["text"] for _, body in hooks], posts
+
+    ack, summary, said, posts = run(go())
+    assert ack.startswith("⏳ Sending to ") and summary.accepted == 1 and len(provider.sent()) == 1
+    waiting, going_on = said
+    assert waiting.startswith("⏸️ The bot's database cannot be reached, so your SMS is waiting.")
+    assert "goes on by itself" in waiting
+    assert going_on == "▶️ The bot's database is back, and your SMS goes on. The result comes as usual."
+    assert any("accepted" in str(p.get("text")) for p in posts)
+
+
 def test_a_command_held_up_past_slacks_deadline_is_answered_and_its_own_answer_follows(
     provider, tmp_path, monkeypatch, caplog
 ):

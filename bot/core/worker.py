@@ -51,6 +51,7 @@ FENCE = 2.0  # seconds before its lease ends that a process stops writing reques
 HANDOVER = 1.1  # after a clean stop, the next sender waits this long (> the 1 s batch interval, margin)
 MAX_JOBS = 8  # jobs one sender runs at once (they share the account's limiter)
 YIELD_EVERY = 200  # requests built before the event loop gets a turn (about 10 ms of work)
+NOTICE_AFTER = 5.0  # seconds a send waits for the database before its sender is told (a blip says nothing)
 
 
 class JobObserver(Protocol):
@@ -65,6 +66,13 @@ class JobObserver(Protocol):
         """`recipients`: a single send's one; of a larger job, those that did not get through
         (failed, unknown, not delivered), as `Store.not_delivered`."""
 
+    async def job_waiting(self, job: Job) -> None:
+        """The job's send has waited NOTICE_AFTER seconds for the database; it goes on by itself. Said
+        without the database (the observer cannot read it now)."""
+
+    async def job_going_on(self, job: Job) -> None:
+        """The database answers again, and the job said to be waiting goes on."""
+
 
 class NullObserver:
     async def job_started(self, job: Job, recipients: Sequence[RecipientRow]) -> None:
@@ -74,6 +82,12 @@ class NullObserver:
         return None
 
     async def job_finished(self, job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> None:
+        return None
+
+    async def job_waiting(self, job: Job) -> None:
+        return None
+
+    async def job_going_on(self, job: Job) -> None:
         return None
 
 
@@ -141,6 +155,7 @@ class _Run:
 
     unsent: set[int] = field(default_factory=set)  # marked or withdrawn without an answer: never written
     announced: asyncio.Task[None] | None = None  # its "job started" notice, given once
+    job: Job | None = None  # as it last started here (what a notice while the database is away names)
 
 
 def process_name() -> str:
@@ -161,6 +176,7 @@ class Worker:
         name: str | None = None,
         per_number_daily: int = 0,
         windows: WindowRules | None = None,
+        notice_after: float = NOTICE_AFTER,
     ) -> None:
         if lease_seconds <= FENCE * 2:
             raise ValueError(f"lease_seconds must be more than {FENCE * 2:g}")
@@ -171,6 +187,7 @@ class Worker:
         self.name = name or process_name()
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
+        self.notice_after = notice_after
         self.per_number_daily = per_number_daily
         self.windows = windows if windows is not None and windows.active else None
         self._fault = fault
@@ -378,18 +395,24 @@ class Worker:
                     "job %s: the database cannot be reached (%s); the send goes on when it can",
                     job_id, reason(exc),
                 )  # fmt: skip
-            if not await self._held_again(job_id):
+            if not await self._held_again(job_id, run):
                 return
             claim = Claim(job_id, recovered=False)
 
-    async def _held_again(self, job_id: str) -> bool:
+    async def _held_again(self, job_id: str, run: _Run) -> bool:
         """After the database could not be reached: wait until it answers, then whether this process
         still holds the job. The heartbeat renews the sender lease meanwhile, or stops this job if
-        another process has become the sender."""
+        another process has become the sender. A wait of NOTICE_AFTER seconds or more is told to the
+        job's sender, and so is its end."""
         delay = 0.1
+        loop = asyncio.get_running_loop()
+        notice_at = loop.time() + self.notice_after
+        told: asyncio.Task[Any] | None = None
         while True:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+            if told is None and run.job is not None and loop.time() >= notice_at:
+                told = self._spawn(self._notify("job_waiting", run.job))  # Slack calls: not in the way
             if not self.is_sender:
                 continue
             try:
@@ -400,9 +423,17 @@ class Worker:
                 raise
             if job_id in kept:
                 log.info("job %s: the database answers again; the send goes on", job_id)
+                if told is not None:
+                    self._spawn(self._after(told, lambda job=run.job: self._notify("job_going_on", job)))
                 return True
             log.warning("job %s: another process holds it now; it goes on there", job_id)
             return False
+
+    @staticmethod
+    async def _after(first: asyncio.Task[Any], then: Callable[[], Awaitable[None]]) -> None:
+        """`then()`, once `first` has ended (two notices, in the order they were given)."""
+        await asyncio.wait([first])
+        await then()
 
     async def _stored(self, job_id: str, write: Callable[[], Awaitable[None]]) -> None:
         """`write` (idempotent: outcomes of requests that left), tried again while the database cannot
@@ -433,6 +464,7 @@ class Worker:
         start = await self.store.start_job(job_id)
         if start is None:
             return
+        run.job = start.job
         if start.lost:
             log.warning(
                 "job %s: %d request(s) were in flight at the last stop; reported unknown", job_id, start.lost

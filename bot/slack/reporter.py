@@ -197,6 +197,21 @@ class SlackReporter:
             f"SMS to {r.number.masked}: {views.delivery_word(r)}",
         )
 
+    async def job_waiting(self, job: Job) -> None:
+        """The send waits for the bot's database: the sender alone is told (the channel's messages are
+        found through the database, which cannot be read now)."""
+        what = "your SMS" if job.total == 1 else f"your send to {views.counted(job.total, 'recipient')}"
+        text = (
+            f"⏸️ The bot's database cannot be reached, so {what} is waiting. Nothing is lost or sent "
+            "twice: it goes on by itself when the database is back."
+        )
+        await tell_person(self.client, user_id=job.created_by, response_url=job.response_url, text=text)
+
+    async def job_going_on(self, job: Job) -> None:
+        what = "your SMS" if job.total == 1 else f"your send to {views.counted(job.total, 'recipient')}"
+        text = f"▶️ The bot's database is back, and {what} goes on. The result comes as usual."
+        await tell_person(self.client, user_id=job.created_by, response_url=job.response_url, text=text)
+
     async def tell_sender(self, job: Job, blocks: list, text: str) -> None:
         """The thread could not carry the outcome: the sender alone, through the one fallback chain."""
         await tell_person(
