@@ -19,7 +19,7 @@ from ..metadata import OverrideRequest, SendModalMetadata
 from ..tell import open_view, tell_person
 from .audit import audit_command
 from .bulk import open_bulk_form
-from .optout import optout_command, refusal_for_send
+from .optout import optout_command, refusal_for_send, refusal_text
 from .outage import groups_command, open_outage_form
 
 log = logging.getLogger("bot.slack.commands")
@@ -165,7 +165,7 @@ async def sms_command_callback(
             response_url=command.get("response_url"),
         )
         await respond(
-            text=f"Nothing was sent: {exc.optout.describe(views.escape)}.",
+            text=refusal_text(exc),
             blocks=await refusal_for_send(deps, exc, user_id, request),
         )
         return

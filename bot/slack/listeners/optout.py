@@ -199,7 +199,13 @@ async def refusal_for_send(deps: Deps, exc: OptedOut, user_id: str, request: Ove
             user_id, {"override": request.model_dump()}, state=DraftState.OPEN
         )
     hint = "" if draft_id else " Ask someone allowed to manage opt-outs (`ACCESS_OPTOUT`) if it must go."
-    return optout_views.refused_blocks(f"Nothing was sent: {exc.optout.describe(escape)}.{hint}", draft_id)
+    return optout_views.refused_blocks(refusal_text(exc) + hint, draft_id)
+
+
+def refusal_text(exc: OptedOut) -> str:
+    """A single send refused for an opt-out, in words for Slack: the reason (someone's own words)
+    escaped, the mention of who added it kept."""
+    return f"Nothing was sent: {exc.optout.describe(escape)}."
 
 
 async def _override_request(deps: Deps, draft_id: str, user_id: str) -> tuple[OverrideRequest | None, str]:
