@@ -33,7 +33,7 @@ def load(dump: str, path: Path) -> Path:
 def test_todays_main_upgrades_without_loss_and_the_bot_sends_from_it(provider, tmp_path):
     """Made by commit 29db38b (the last version without migrations): a finished send with its thread, a
     queued one, a bulk job part-way (one accepted, one in flight, three not yet written as rows) and an
-    open draft. After the upgrade: the finished send is as it was, the queued one is sent, the bulk job
+    open draft. After the upgrade: the finished send is as it was (and counts as reported), the queued one is sent, the bulk job
     reports its in-flight recipient unknown and sends the three others, the draft can still be confirmed."""
     path = load("db-29db38b.sql", tmp_path / "bot.sqlite3")
     old = sqlite3.connect(path)
@@ -50,6 +50,11 @@ def test_todays_main_upgrades_without_loss_and_the_bot_sends_from_it(provider, t
             for job in [*queued, await store.get_job(bulk_id)]:
                 await asyncio.wait_for(bot.runtime.worker.wait(job.id), 20)
             done = await store.get_job(done_id)
+            reported = await store.read(
+                lambda conn: conn.exec_driver_sql(
+                    "SELECT reported_at FROM jobs WHERE id = ?", (done_id,)
+                ).scalar()
+            )
             done_post = await bot.posted(done_id)
             thread = await bot.runtime.slack_state.thread_for("C0SUPPORT", "+85251234567")
             (kept,) = await store.recipients(done_id)
@@ -58,10 +63,11 @@ def test_todays_main_upgrades_without_loss_and_the_bot_sends_from_it(provider, t
             job_id, note = await confirm(store, draft_id, dry_run=False)
             await asyncio.wait_for(bot.runtime.worker.wait(job_id), 20)
             from_draft = await store.recipients(job_id)
-            return done, done_post, kept, bulk_rows, thread, draft, note, from_draft
+            return done, reported, done_post, kept, bulk_rows, thread, draft, note, from_draft
 
-    done, done_post, kept, bulk_rows, thread, draft, note, from_draft = run(go())
+    done, reported, done_post, kept, bulk_rows, thread, draft, note, from_draft = run(go())
     assert done.state == JobState.DONE and done_post.thread_ts == done_post.parent_ts == "1700000000.000100"
+    assert reported == done.finished_at  # reported when it finished: never reported again
     assert "thread_ts" not in done.meta
     assert (kept.state, kept.message_id, kept.country) == (RecipientState.ACCEPTED, "100000001", "Hong Kong")
     assert thread == "1700000000.000100"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,7 +20,7 @@ from bot.slack.app import _said
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.sms.simulator import Fault
 
-from .conftest import run
+from .conftest import Clock, run
 from .harness import Bot, sign
 
 HK = "85251234567"
@@ -208,6 +209,50 @@ def test_when_the_channel_and_the_response_url_fail_the_sender_gets_a_direct_mes
     assert dm["channel"] == "U0AGENT"  # the app's own DM with the sender
     outcome = json.dumps(dm, ensure_ascii=False)
     assert "Accepted" in outcome and "/invite" in outcome
+
+
+def test_an_outcome_nobody_could_be_told_is_told_when_slack_answers_again(provider, tmp_path, caplog):
+    """At the finish the channel, the response_url and the DM all fail: nobody learns the outcome then.
+    The sending replica tells it once Slack answers again: a direct message."""
+    from bot.core.worker import REPORT_EVERY
+
+    clock = Clock(time.time())
+
+    async def go():
+        async with Bot(provider, tmp_path, clock=clock, WORKER_LEASE_SECONDS=4.5) as bot:
+            bot.slack.fail("chat.postMessage", "not_in_channel", channel="C0SUPPORT")
+            bot.slack.fail("chat.postMessage", "fatal_error", channel="U0AGENT")
+            bot.slack.expired_webhooks.add("1")
+            await bot.command("+852 5123 4567 hello", response_url="1")
+            _, summary = await bot.job_done()
+            nobody = [r.getMessage() for r in caplog.records if "could not tell" in r.getMessage()]
+            before = len(bot.slack.called("chat.postMessage"))  # the refused parent and DM
+            clock.now += 4.5 + REPORT_EVERY + 0.1  # its process's hold ends; the next look is due
+            posts = await bot.slack.wait_for("chat.postMessage", before + 1)
+            return summary, nobody, before, posts
+
+    summary, nobody, before, posts = run(go())
+    assert summary.accepted == 1 and len(nobody) == 1
+    assert before == 2
+    dm = posts[-1].params
+    assert dm["channel"] == "U0AGENT" and "Accepted" in json.dumps(dm, ensure_ascii=False)
+
+
+def test_a_finish_reported_again_after_its_outcome_was_posted_posts_nothing_more(provider, tmp_path):
+    """The process posted the outcome in the thread and stopped before recording that the finish was
+    told: the sending replica's report of it finds the outcome there and posts nothing."""
+
+    async def go():
+        async with Bot(provider, tmp_path) as bot:
+            await bot.command("+852 5123 4567 hello")
+            job, _ = await bot.job_done()
+            before = len(bot.slack.called("chat.postMessage"))  # the parent and the outcome
+            job, summary, recipients = await bot.runtime.store.finish_report(job.id)
+            await bot.runtime.reporter.job_finished(job, summary, recipients)
+            return before, len(bot.slack.called("chat.postMessage"))
+
+    before, after = run(go())
+    assert before == 2 and after == before
 
 
 @pytest.mark.parametrize("response_url", ["live", "expired"])

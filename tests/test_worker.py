@@ -6,11 +6,12 @@ import time
 
 from bot.core.db import DatabaseUnreachable
 from bot.core.store import JobKind, NewRecipient, RecipientState
-from bot.core.worker import Busy, NullObserver, Worker
+from bot.core.worker import Busy, NotReported, NullObserver, Worker
 from bot.sms import SmsClient
 from bot.sms.phone import parse_number
 
 from .conftest import Clock, open_store, run
+from .processes import until
 
 
 class Boom(Exception):
@@ -149,6 +150,113 @@ def test_a_finish_whose_answer_was_lost_is_still_reported_once(provider, sms_set
     job_id, summary = run(go())
     assert summary.accepted == 3 and len(provider.sent()) == 3
     assert finished == [job_id]
+
+
+async def reported_at(store, job_id: str) -> float | None:
+    import sqlalchemy as sa
+
+    from bot.core.schema import jobs
+
+    query = sa.select(jobs.c.reported_at).where(jobs.c.id == job_id)
+    return await store.read(lambda conn: conn.execute(query).scalar())
+
+
+def test_a_finish_nobody_could_be_told_is_reported_again_once_it_can_be(provider, sms_settings, database):
+    """The observer cannot tell anyone when the job finishes (Slack unreachable): the job stays
+    unreported, held by its process until that lease ends; then the sender's next look reports it,
+    once, and records it."""
+    told: list[str] = []
+    refusals = {"left": 1}
+    clock = Clock(time.time())
+
+    class Observer(NullObserver):
+        async def job_finished(self, job, summary, recipients):
+            if refusals["left"]:
+                refusals["left"] -= 1
+                raise NotReported("Slack could not be reached")
+            told.append(job.id)
+
+    async def go():
+        store = await open_store(database)
+        store.clock = clock
+        job, _ = await store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=people(2))
+        async with SmsClient(sms_settings) as client:
+            worker = Worker(store, client, Observer(), lease_seconds=4.5, poll_seconds=0.02, report_every=0.5)
+            await worker.start()
+            worker.submit(job.id)
+            summary = await asyncio.wait_for(worker.wait(job.id), 10)
+            unreported = await reported_at(store, job.id)
+            # While the lease it finished under lasts, nobody may take it (a probe claims nothing).
+            held = await store.claim_unreported("probe", clock.now + 10, since=0, limit=5)
+            clock.now += 4.6  # that lease ends, and the next look is due
+            await until(lambda: reported_at(store, job.id), 10, "the finish reported")
+            again = await store.claim_unreported("probe", clock.now + 10, since=0, limit=5)
+            await worker.stop()
+        await store.close()
+        return job.id, summary, unreported, held, again
+
+    job_id, summary, unreported, held, again = run(go())
+    assert summary.accepted == 2 and len(provider.sent()) == 2
+    assert unreported is None and held == []
+    assert told == [job_id]  # told once, after the refusal
+    assert again == []  # recorded: nobody reports it again
+
+
+def test_a_finish_whose_process_stopped_before_telling_is_reported_by_the_sender(
+    provider, sms_settings, database
+):
+    """A process completes a job and stops before telling anyone (killed between the two). Once its
+    lease ends, the sending replica reports the finish, once, whichever replicas run; a finish older
+    than a day is left alone. (A's lease is shorter than the replicas' own: when the test moves the
+    clock past it, B stays the sender.)"""
+    told: list[str] = []
+    clock = Clock(time.time())
+
+    class Observer(NullObserver):
+        async def job_finished(self, job, summary, recipients):
+            told.append(job.id)
+
+    async def go():
+        a_store, b_store = await open_store(database), await open_store(database)
+        a_store.clock = b_store.clock = clock
+        old, _ = await a_store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=people(1))
+        (claim,) = await a_store.claim_jobs("A", clock.now + 4.5, limit=1)
+        await a_store.complete_job(old.id)  # a day and more ago
+        clock.now += 86_400 + 60
+        job, _ = await a_store.create_job(
+            kind=JobKind.FANOUT, created_by="U1", recipients=people(2, "+65 8200")
+        )
+        (claim,) = await a_store.claim_jobs("A", clock.now + 1.0, limit=1)
+        assert claim.job_id == job.id
+        await a_store.complete_job(job.id)  # A stops here: nobody was told
+        async with SmsClient(sms_settings) as client:
+            b, c = (
+                Worker(
+                    store,
+                    client,
+                    Observer(),
+                    lease_seconds=4.5,
+                    poll_seconds=0.02,
+                    name=name,
+                    report_every=0.5,
+                )
+                for store, name in ((b_store, "B"), (a_store, "C"))
+            )
+            await b.start()
+            await asyncio.wait_for(b.wait_sender(), 5)
+            await c.start()
+            clock.now += 1.1  # A's lease ends; the next look comes within half a second
+            await until(lambda: reported_at(b_store, job.id), 10, "the finish reported")
+            await b.stop()
+            await c.stop()
+        old_reported = await reported_at(b_store, old.id)
+        await a_store.close()
+        await b_store.close()
+        return job.id, old_reported
+
+    job_id, old_reported = run(go())
+    assert told == [job_id]
+    assert old_reported is None
 
 
 def test_a_job_submitted_twice_runs_once(provider, sms_settings, database):

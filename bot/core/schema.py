@@ -41,9 +41,13 @@ jobs = sa.Table(
     # Nobody claims the job before this moment: a send scheduled for later, or one whose remaining
     # recipients wait for their send window (None: now).
     sa.Column("run_at", sa.Double),
+    # When the job's finish was told to someone (the observer: Slack). A finished job without it is
+    # reported again by the sending replica (None also for jobs not finished yet).
+    sa.Column("reported_at", sa.Double),
     sa.Index("jobs_task_id", "task_id"),
     sa.Index("jobs_by_user", "created_by", "created_at"),
     sa.Index("jobs_unfinished", "state"),
+    sa.Index("jobs_unreported", "reported_at"),
 )
 
 recipients = sa.Table(

@@ -718,11 +718,47 @@ class Store:
                     == sa.select(drafts.c.id).where(drafts.c.job_id == job_id).scalar_subquery()
                 )
             )
-            job = _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
-            named = _rows(conn, job_id) if job.total == 1 else _not_delivered(conn, job_id)
-            return job, _summary(conn, job_id, now), named
+            return _finish_report(conn, job_id, now)
 
         return await self.write(tx)
+
+    async def finish_report(self, job_id: str) -> tuple[Job, Summary, list[RecipientRow]]:
+        """What `complete_job` returned for a finished job, read again (its finish is reported again)."""
+        now = self.clock()
+        return await self.read(lambda conn: _finish_report(conn, job_id, now))
+
+    async def mark_reported(self, job_id: str) -> None:
+        """The job's finish was told to someone: nobody reports it again."""
+        stmt = sa.update(jobs).where(jobs.c.id == job_id).values(reported_at=self.clock())
+        await self.write(lambda conn: conn.execute(stmt))
+
+    async def claim_unreported(self, owner: str, until: float, *, since: float, limit: int) -> list[str]:
+        """Finished jobs whose finish nobody was told (`reported_at` unset), finished after `since`, that
+        nobody holds (the process that finished it holds it while it reports): now ours until `until`.
+        Read first, so that a sweep that finds nothing writes nothing."""
+        now = self.clock()
+        free = sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until < now)
+        query = (
+            sa.select(jobs.c.id)
+            .where(
+                jobs.c.reported_at.is_(None),
+                jobs.c.state == str(JobState.DONE),
+                jobs.c.finished_at > since,
+                free,
+            )
+            .order_by(jobs.c.finished_at)
+            .limit(limit)
+        )
+        found = [r[0] for r in await self.read(lambda conn: conn.execute(query).fetchall())]
+        if not found:
+            return []
+        take = (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(found), jobs.c.reported_at.is_(None), free)
+            .values(owner=owner, lease_until=until)
+            .returning(jobs.c.id)
+        )
+        return await self.write(lambda conn: [r[0] for r in conn.execute(take)])
 
     async def mark_in_flight(
         self, job_id: str, indices: Iterable[int], *, owner: str | None = None, fence: float = 0.0
@@ -1174,6 +1210,13 @@ class Store:
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         return self.dialect_insert(table).on_conflict_do_nothing()
+
+
+def _finish_report(conn: sa.Connection, job_id: str, now: float) -> tuple[Job, Summary, list[RecipientRow]]:
+    """A finished job, its summary and the recipients its report names (see `complete_job`)."""
+    job = _job(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
+    named = _rows(conn, job_id) if job.total == 1 else _not_delivered(conn, job_id)
+    return job, _summary(conn, job_id, now), named
 
 
 def _rows(

@@ -52,6 +52,14 @@ HANDOVER = 1.1  # after a clean stop, the next sender waits this long (> the 1 s
 MAX_JOBS = 8  # jobs one sender runs at once (they share the account's limiter)
 YIELD_EVERY = 200  # requests built before the event loop gets a turn (about 10 ms of work)
 NOTICE_AFTER = 5.0  # seconds a send waits for the database before its sender is told (a blip says nothing)
+REPORT_EVERY = 5.0  # seconds between the sending replica's looks for finishes nobody was told
+REPORT_FOR = 86_400.0  # a finish nobody was told is reported again for up to a day after it
+REPORT_BATCH = 20  # finishes reported again at one look
+
+
+class NotReported(Exception):
+    """Raised by an observer's `job_finished` when nobody could be told (Slack could not be reached, or
+    refused every way): the job stays unreported, and the sending replica reports it again later."""
 
 
 class JobObserver(Protocol):
@@ -64,7 +72,9 @@ class JobObserver(Protocol):
 
     async def job_finished(self, job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> None:
         """`recipients`: a single send's one; of a larger job, those that did not get through
-        (failed, unknown, not delivered), as `Store.not_delivered`."""
+        (failed, unknown, not delivered), as `Store.not_delivered`. Returns once someone was told; an
+        exception (`NotReported`, or any other) leaves the finish to be reported again later, so the
+        same finish can come more than once (a stop between telling and recording it)."""
 
     async def job_waiting(self, job: Job) -> None:
         """The job's send has waited NOTICE_AFTER seconds for the database; it goes on by itself. Said
@@ -154,7 +164,7 @@ class _Run:
     """What one job's run in this process keeps when the database cannot be reached for a while."""
 
     unsent: set[int] = field(default_factory=set)  # marked or withdrawn without an answer: never written
-    announced: asyncio.Task[None] | None = None  # its "job started" notice, given once
+    announced: asyncio.Task[bool] | None = None  # its "job started" notice, given once
     job: Job | None = None  # as it last started here (what a notice while the database is away names)
 
 
@@ -177,6 +187,7 @@ class Worker:
         per_number_daily: int = 0,
         windows: WindowRules | None = None,
         notice_after: float = NOTICE_AFTER,
+        report_every: float = REPORT_EVERY,
     ) -> None:
         if lease_seconds <= FENCE * 2:
             raise ValueError(f"lease_seconds must be more than {FENCE * 2:g}")
@@ -188,6 +199,7 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.notice_after = notice_after
+        self.report_every = report_every
         self.per_number_daily = per_number_daily
         self.windows = windows if windows is not None and windows.active else None
         self._fault = fault
@@ -199,6 +211,8 @@ class Worker:
         self._runner: asyncio.Task[None] | None = None
         self._lease_until = 0.0
         self._renew_at = 0.0
+        self._report_at = 0.0  # the next look for finishes nobody was told
+        self._reporting: dict[str, asyncio.Task[None]] = {}
         self._outage = Outage(log, "worker")
         self._sender = asyncio.Event()
         self._unlisten: Callable[[], Awaitable[None]] | None = None
@@ -370,6 +384,34 @@ class Worker:
                 task = asyncio.create_task(self._run_job(claim), name=f"job-{claim.job_id}")
                 self._jobs[claim.job_id] = task
                 task.add_done_callback(lambda _t, j=claim.job_id: self._jobs.pop(j, None))
+        if now >= self._report_at:
+            self._report_at = now + self.report_every
+            await self._report_unreported(now)
+
+    async def _report_unreported(self, now: float) -> None:
+        """Finishes nobody was told (the process that finished them stopped first, or Slack or the
+        database could not be reached then): reported now, each held by this process meanwhile. One that
+        fails again is tried at a later look, once that hold has ended."""
+        job_ids = await self.store.claim_unreported(
+            self.name, self._lease_until, since=now - REPORT_FOR, limit=REPORT_BATCH
+        )
+        for job_id in job_ids:
+            if job_id in self._reporting or job_id in self._jobs:
+                continue
+            task = self._spawn(self._report_again(job_id))
+            self._reporting[job_id] = task
+            task.add_done_callback(lambda _t, j=job_id: self._reporting.pop(j, None))
+
+    async def _report_again(self, job_id: str) -> None:
+        try:
+            job, summary, recipients = await self.store.finish_report(job_id)
+        except Exception as exc:
+            if not unreachable(exc):
+                log.exception("job %s: could not read its finish to report it", job_id)
+            return
+        log.info("job %s: nobody was told of its finish; reporting it now", job_id)
+        if await self._notify("job_finished", job, summary, recipients):
+            await self._reported(job_id)
 
     # ------------------------------------------------------------------ one job
     async def _run_job(self, claim: Claim) -> None:
@@ -430,7 +472,7 @@ class Worker:
             return False
 
     @staticmethod
-    async def _after(first: asyncio.Task[Any], then: Callable[[], Awaitable[None]]) -> None:
+    async def _after(first: asyncio.Task[Any], then: Callable[[], Awaitable[object]]) -> None:
         """`then()`, once `first` has ended (two notices, in the order they were given)."""
         await asyncio.wait([first])
         await then()
@@ -670,7 +712,8 @@ class Worker:
 
     async def _finish(self, job_id: str) -> None:
         job, summary, recipients = await self.store.complete_job(job_id)
-        await self._notify("job_finished", job, summary, recipients)
+        if await self._notify("job_finished", job, summary, recipients):
+            await self._reported(job_id)
         self._resolve(job_id, summary)
         if not set(self._jobs) - {job_id}:  # no other job sending: a quiet moment for the checkpoint
             await self.store.checkpoint()
@@ -701,11 +744,28 @@ class Worker:
             return
         await self._notify("job_progress", job, summary)
 
-    async def _notify(self, event: str, *args: object) -> None:
+    async def _reported(self, job_id: str) -> None:
+        try:
+            await self.store.mark_reported(job_id)
+        except Exception as exc:  # told, but not recorded: the sending replica tells it again later
+            if unreachable(exc):
+                log.warning(
+                    "job %s: its finish was told, but that could not be recorded (%s)", job_id, reason(exc)
+                )
+            else:
+                log.exception("job %s: its finish was told, but that could not be recorded", job_id)
+
+    async def _notify(self, event: str, *args: object) -> bool:
+        """Whether the observer took it; its errors are logged and never stop a job."""
         try:
             await getattr(self.observer, event)(*args)
+        except NotReported as exc:
+            log.warning("reporting %s failed: %s; it is reported again later", event, exc)
+            return False
         except Exception:
             log.exception("reporting %s failed (the send itself is unaffected)", event)
+            return False
+        return True
 
     def _hit(self, point: str) -> None:
         if self._fault is not None:

@@ -16,11 +16,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.db import reason, unreachable
 from bot.core.store import Job, JobState, RecipientRow, Store, Summary
+from bot.core.worker import NotReported
 from bot.sms import RateLimiter
 
 from . import bulk_views, views
 from .state import Post, SlackState
-from .tell import tell_person
+from .tell import Told, tell_person
 
 log = logging.getLogger("bot.slack.reporter")
 
@@ -147,6 +148,8 @@ class SlackReporter:
         blocks = bulk_views.summary_blocks(job, summary, recipients)
         text = f"Bulk SMS done: {summary.accepted:,} accepted, {summary.failed:,} failed, {summary.unknown:,} unknown"
         post = await self.state.post(job.id)
+        if post.outcome_ts:  # its summary is in the thread already (a stop came before that was recorded)
+            return
         error = post.post_error or "channel_not_found"
         if post.parent_ts and job.channel_id:
             with contextlib.suppress(SlackApiError):
@@ -178,6 +181,8 @@ class SlackReporter:
         r = recipients[0]
         dry_run = bool(job.meta.get("dry_run"))
         post = await self.state.post(job.id)
+        if post.outcome_ts:  # its outcome is in the thread already (a stop came before that was recorded)
+            return
         error = post.post_error or "channel_not_found"
         if post.thread_ts and job.channel_id:
             try:
@@ -213,10 +218,13 @@ class SlackReporter:
         await tell_person(self.client, user_id=job.created_by, response_url=job.response_url, text=text)
 
     async def tell_sender(self, job: Job, blocks: list, text: str) -> None:
-        """The thread could not carry the outcome: the sender alone, through the one fallback chain."""
-        await tell_person(
+        """The thread could not carry the outcome: the sender alone, through the one fallback chain.
+        Raises NotReported when that fails too: the worker reports the finish again later."""
+        told = await tell_person(
             self.client, user_id=job.created_by, response_url=job.response_url, text=text, blocks=blocks
         )
+        if told is Told.NOBODY:
+            raise NotReported(f"neither the channel nor the sender of job {job.id} could be told")
 
     # ------------------------------------------------------------------ delivery receipts
     async def deliveries_changed(self, job_ids: Sequence[str]) -> None:
