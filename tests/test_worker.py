@@ -6,7 +6,7 @@ import time
 
 from bot.core.db import DatabaseUnreachable
 from bot.core.store import JobKind, NewRecipient, RecipientState
-from bot.core.worker import Busy, NotReported, NullObserver, Worker
+from bot.core.worker import REPORT_RETRY, Busy, NotReported, NullObserver, Worker
 from bot.sms import SmsClient
 from bot.sms.phone import parse_number
 
@@ -163,10 +163,10 @@ async def reported_at(store, job_id: str) -> float | None:
 
 def test_a_finish_nobody_could_be_told_is_reported_again_once_it_can_be(provider, sms_settings, database):
     """The observer cannot tell anyone when the job finishes (Slack unreachable): the job stays
-    unreported, held by its process until that lease ends; then the sender's next look reports it,
-    once, and records it."""
+    unreported, held by its process until that lease ends; the sender's next look reports it again.
+    That fails too, so it is held REPORT_RETRY seconds; then it is told, once, and recorded."""
     told: list[str] = []
-    refusals = {"left": 1}
+    refusals = {"left": 2}
     clock = Clock(time.time())
 
     class Observer(NullObserver):
@@ -187,8 +187,17 @@ def test_a_finish_nobody_could_be_told_is_reported_again_once_it_can_be(provider
             summary = await asyncio.wait_for(worker.wait(job.id), 10)
             unreported = await reported_at(store, job.id)
             # While the lease it finished under lasts, nobody may take it (a probe claims nothing).
-            held = await store.claim_unreported("probe", clock.now + 10, since=0, limit=5)
-            clock.now += 4.6  # that lease ends, and the next look is due
+            held = [await store.claim_unreported("probe", clock.now + 10, since=0, limit=5)]
+            clock.now += 4.6  # that lease ends, and the next look is due: refused again
+
+            async def held_for_the_retry():  # refused again, and held REPORT_RETRY seconds
+                job_now = await store.get_job(job.id)
+                return (job_now.lease_until or 0) >= clock.now + REPORT_RETRY or None
+
+            await until(held_for_the_retry, 10, "the second refusal")
+            clock.now += 4.6  # a lease later: still held for REPORT_RETRY
+            held.append(await store.claim_unreported("probe", clock.now + 10, since=0, limit=5))
+            clock.now += REPORT_RETRY
             await until(lambda: reported_at(store, job.id), 10, "the finish reported")
             again = await store.claim_unreported("probe", clock.now + 10, since=0, limit=5)
             await worker.stop()
@@ -197,8 +206,8 @@ def test_a_finish_nobody_could_be_told_is_reported_again_once_it_can_be(provider
 
     job_id, summary, unreported, held, again = run(go())
     assert summary.accepted == 2 and len(provider.sent()) == 2
-    assert unreported is None and held == []
-    assert told == [job_id]  # told once, after the refusal
+    assert unreported is None and held == [[], []]
+    assert told == [job_id]  # told once, after the two refusals
     assert again == []  # recorded: nobody reports it again
 
 

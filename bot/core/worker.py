@@ -55,6 +55,7 @@ NOTICE_AFTER = 5.0  # seconds a send waits for the database before its sender is
 REPORT_EVERY = 5.0  # seconds between the sending replica's looks for finishes nobody was told
 REPORT_FOR = 86_400.0  # a finish nobody was told is reported again for up to a day after it
 REPORT_BATCH = 20  # finishes reported again at one look
+REPORT_RETRY = 300.0  # seconds before a finish that could not be told again is tried once more
 
 
 class NotReported(Exception):
@@ -391,7 +392,7 @@ class Worker:
     async def _report_unreported(self, now: float) -> None:
         """Finishes nobody was told (the process that finished them stopped first, or Slack or the
         database could not be reached then): reported now, each held by this process meanwhile. One that
-        fails again is tried at a later look, once that hold has ended."""
+        fails again is held for REPORT_RETRY seconds, then tried at the next look."""
         job_ids = await self.store.claim_unreported(
             self.name, self._lease_until, since=now - REPORT_FOR, limit=REPORT_BATCH
         )
@@ -412,6 +413,11 @@ class Worker:
         log.info("job %s: nobody was told of its finish; reporting it now", job_id)
         if await self._notify("job_finished", job, summary, recipients):
             await self._reported(job_id)
+            return
+        # Twice untold: Slack may be down for a while, or refuse this sender for good (an account
+        # deactivated since): tried every REPORT_RETRY seconds rather than at every look.
+        with contextlib.suppress(Exception):  # else at the next look after its hold: no harm
+            await self.store.renew_jobs(self.name, self.store.clock() + REPORT_RETRY, [job_id])
 
     # ------------------------------------------------------------------ one job
     async def _run_job(self, claim: Claim) -> None:
