@@ -4,6 +4,8 @@ import asyncio
 import logging
 import time
 
+import pytest
+
 from bot.core.db import DatabaseUnreachable
 from bot.core.store import JobKind, NewRecipient, RecipientState
 from bot.core.worker import REPORT_RETRY, Busy, NotReported, NullObserver, Worker
@@ -161,10 +163,14 @@ async def reported_at(store, job_id: str) -> float | None:
     return await store.read(lambda conn: conn.execute(query).scalar())
 
 
-def test_a_finish_nobody_could_be_told_is_reported_again_once_it_can_be(provider, sms_settings, database):
-    """The observer cannot tell anyone when the job finishes (Slack unreachable): the job stays
-    unreported, held by its process until that lease ends; the sender's next look reports it again.
-    That fails too, so it is held REPORT_RETRY seconds; then it is told, once, and recorded."""
+@pytest.mark.parametrize("refusal", ["slack", "database"])
+def test_a_finish_nobody_could_be_told_is_reported_again_once_it_can_be(
+    provider, sms_settings, database, caplog, refusal
+):
+    """The observer cannot tell anyone when the job finishes (Slack unreachable, or the database it
+    reads the channel's messages from): the job stays unreported, held by its process until that lease
+    ends; the sender's next look reports it again. That fails too, so it is held REPORT_RETRY seconds;
+    then it is told, once, and recorded. Each failure is one warning line, without a traceback."""
     told: list[str] = []
     refusals = {"left": 2}
     clock = Clock(time.time())
@@ -173,7 +179,9 @@ def test_a_finish_nobody_could_be_told_is_reported_again_once_it_can_be(provider
         async def job_finished(self, job, summary, recipients):
             if refusals["left"]:
                 refusals["left"] -= 1
-                raise NotReported("Slack could not be reached")
+                if refusal == "slack":
+                    raise NotReported("Slack could not be reached")
+                raise DatabaseUnreachable("ConnectionRefusedError: [Errno 111] Connection refused")
             told.append(job.id)
 
     async def go():
@@ -205,6 +213,8 @@ def test_a_finish_nobody_could_be_told_is_reported_again_once_it_can_be(provider
         return job.id, summary, unreported, held, again
 
     job_id, summary, unreported, held, again = run(go())
+    failures = [r for r in caplog.records if "reporting job_finished failed" in r.getMessage()]
+    assert len(failures) == 2 and all(r.levelname == "WARNING" and not r.exc_info for r in failures)
     assert summary.accepted == 2 and len(provider.sent()) == 2
     assert unreported is None and held == [[], []]
     assert told == [job_id]  # told once, after the two refusals

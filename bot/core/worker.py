@@ -766,10 +766,13 @@ class Worker:
         try:
             await getattr(self.observer, event)(*args)
         except NotReported as exc:
-            log.warning("reporting %s failed: %s; it is reported again later", event, exc)
+            log.warning("reporting %s failed: %s", event, exc)
             return False
-        except Exception:
-            log.exception("reporting %s failed (the send itself is unaffected)", event)
+        except Exception as exc:
+            if unreachable(exc):  # the observer reads the database too (Slack's own state)
+                log.warning("reporting %s failed: the database cannot be reached (%s)", event, reason(exc))
+            else:
+                log.exception("reporting %s failed (the send itself is unaffected)", event)
             return False
         return True
 
