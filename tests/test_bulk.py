@@ -196,6 +196,47 @@ def test_bulk_end_to_end_from_a_csv_file(provider, tmp_path):
     )
 
 
+def test_a_bulk_that_waits_for_the_database_says_so_in_the_channel(provider, tmp_path):
+    """The database goes away as a bulk's first batch is about to leave: past the worker's notice time
+    the progress message in the channel says the send waits for the database and goes on by itself
+    (the reporter cannot read the channel's messages from the database then); once it goes on, the
+    note goes, and the finish shows as usual."""
+    from bot.core.db import DatabaseUnreachable
+    from bot.slack.reporter import WAITING_NOTE
+
+    async def go():
+        async with Bot(provider, tmp_path, ACCESS_BULK=LEAD) as bot:
+            bot.runtime.worker.notice_after = 0.0  # the bot's own is NOTICE_AFTER seconds
+            store = bot.runtime.store
+            mark = store.mark_for_send
+            calls = {"mark": 0}
+
+            async def away_once(*args, **kwargs):
+                calls["mark"] += 1
+                if calls["mark"] == 1:
+                    raise DatabaseUnreachable("ConnectionRefusedError: [Errno 111] Connection refused")
+                return await mark(*args, **kwargs)
+
+            store.mark_for_send = away_once  # type: ignore[method-assign]
+            view = await review(bot, bulk_values(recipients=f"{sg(1)}\n{sg(2)}", message="Hello"))
+            assert await confirm(bot, view) == {"response_action": "clear"}
+            job, summary = await bot.job_done(1)
+            parent = (await bot.posted(job.id)).parent_ts
+            hooks = await bot.slack.wait_for_webhooks(2)
+            updates = [c.params for c in bot.slack.called("chat.update") if c.params["ts"] == parent]
+            return summary, [u["blocks"] for u in updates], [b["text"] for _, b in hooks]
+
+    summary, updates, told = run(go())
+    assert summary.accepted == 2
+    shown = [text_of(blocks) for blocks in updates]
+    noted = [i for i, text in enumerate(shown) if WAITING_NOTE in text]
+    assert len(noted) == 1 and "sending *2 SMS*" in shown[noted[0]]  # the progress, with the note under it
+    (k,) = noted
+    assert updates[k + 1] == updates[k][:-1]  # going on: the same progress, without the note
+    assert all(WAITING_NOTE not in text for text in shown[k + 1 :]) and "2 accepted" in shown[-1]
+    assert any(t.startswith("⏸️ The bot's database cannot be reached") for t in told)
+
+
 def test_two_confirmations_of_one_draft_start_one_job(provider, tmp_path):
     async def go():
         async with Bot(provider, tmp_path, ACCESS_BULK=LEAD) as bot:

@@ -29,6 +29,11 @@ log = logging.getLogger("bot.slack.reporter")
 PROGRESS_EVERY = 2.0  # seconds between chat.update calls for one job
 UPDATES_PER_MINUTE = 40.0  # chat.update for the whole workspace (Slack: Tier 3, about 50 a minute)
 KEEP_RENDERED = 10_000  # jobs whose last shown delivery state is remembered (no update that changes nothing)
+KEEP_SHOWN = 1_000  # running jobs whose progress message this process remembers (for a wait's notice)
+WAITING_NOTE = (
+    "⏸️ Waiting for the bot's database, which cannot be reached just now. Nothing is lost or sent twice: "
+    "this send goes on by itself when it is back."
+)
 
 
 class SlackReporter:
@@ -56,6 +61,10 @@ class SlackReporter:
         self._last_refresh: dict[str, float] = {}
         self._rendered: dict[str, tuple[Any, ...]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        # A running bulk's progress message as this process last showed it (channel, ts, text,
+        # blocks): what the channel is shown while the job waits for the database, which the reporter
+        # cannot read then.
+        self._shown: dict[str, tuple[str, str, str, list[Any]]] = {}
 
     async def _chat_update(self, **kwargs: Any) -> None:
         """chat.update within the workspace's budget (waits for its turn)."""
@@ -103,13 +112,11 @@ class SlackReporter:
         if not post.parent_ts or not job.channel_id:
             return
         self._last_update[job.id] = now
+        text = f"Bulk SMS: {summary.accepted + summary.failed + summary.unknown:,}/{job.total:,} done"
+        blocks = bulk_views.progress_blocks(job, summary, done=False)
         with contextlib.suppress(SlackApiError):
-            await self._chat_update(
-                channel=job.channel_id,
-                ts=post.parent_ts,
-                text=f"Bulk SMS: {summary.accepted + summary.failed + summary.unknown:,}/{job.total:,} done",
-                blocks=bulk_views.progress_blocks(job, summary, done=False),
-            )
+            await self._chat_update(channel=job.channel_id, ts=post.parent_ts, text=text, blocks=blocks)
+            self._show(job.id, job.channel_id, post.parent_ts, text, blocks)
 
     async def _single_held(self, job: Job, summary: Summary) -> None:
         """A marketing text waiting for its recipient's send window: said in its thread (else to the
@@ -129,22 +136,28 @@ class SlackReporter:
     async def _bulk_started(self, job: Job) -> None:
         if not job.channel_id or (await self.state.post(job.id)).parent_ts:  # resumed: posted already
             return
+        text = f"Bulk SMS to {views.counted(job.total, 'recipient')} by <@{job.created_by}>"
+        blocks = bulk_views.progress_blocks(job, await self.store.summary(job.id), done=False)
         try:
-            resp = await self.client.chat_postMessage(
-                channel=job.channel_id,
-                text=f"Bulk SMS to {views.counted(job.total, 'recipient')} by <@{job.created_by}>",
-                blocks=bulk_views.progress_blocks(job, await self.store.summary(job.id), done=False),
-            )
+            resp = await self.client.chat_postMessage(channel=job.channel_id, text=text, blocks=blocks)
         except SlackApiError as exc:
             error = str(exc.response.get("error", "unknown_error"))
             log.info("cannot post bulk parent message in %s: %s", job.channel_id, error)
             await self.state.save_post(job.id, post_error=error)
             return
         ts = str(resp["ts"])
+        self._show(job.id, job.channel_id, ts, text, blocks)
         await self.state.save_post(job.id, parent_ts=ts, thread_ts=ts)
+
+    def _show(self, job_id: str, channel: str, ts: str, text: str, blocks: list[Any]) -> None:
+        self._shown.pop(job_id, None)
+        self._shown[job_id] = (channel, ts, text, blocks)
+        while len(self._shown) > KEEP_SHOWN:  # oldest first
+            del self._shown[next(iter(self._shown))]
 
     async def _bulk_finished(self, job: Job, summary: Summary, recipients: Sequence[RecipientRow]) -> None:
         self._last_update.pop(job.id, None)
+        self._shown.pop(job.id, None)
         blocks = bulk_views.summary_blocks(job, summary, recipients)
         text = f"Bulk SMS done: {summary.accepted:,} accepted, {summary.failed:,} failed, {summary.unknown:,} unknown"
         post = await self.state.post(job.id)
@@ -203,19 +216,39 @@ class SlackReporter:
         )
 
     async def job_waiting(self, job: Job) -> None:
-        """The send waits for the bot's database: the sender alone is told (the channel's messages are
-        found through the database, which cannot be read now)."""
+        """The send waits for the bot's database: the sender is told, and a bulk's progress message in
+        the channel says so, as this process last showed it (the channel's messages are found through
+        the database, which cannot be read now)."""
         what = "your SMS" if job.total == 1 else f"your send to {views.counted(job.total, 'recipient')}"
         text = (
             f"⏸️ The bot's database cannot be reached, so {what} is waiting. Nothing is lost or sent "
             "twice: it goes on by itself when the database is back."
         )
         await tell_person(self.client, user_id=job.created_by, response_url=job.response_url, text=text)
+        await self._show_again(job.id, WAITING_NOTE)
 
     async def job_going_on(self, job: Job) -> None:
         what = "your SMS" if job.total == 1 else f"your send to {views.counted(job.total, 'recipient')}"
         text = f"▶️ The bot's database is back, and {what} goes on. The result comes as usual."
         await tell_person(self.client, user_id=job.created_by, response_url=job.response_url, text=text)
+        await self._show_again(job.id, None)
+
+    async def _show_again(self, job_id: str, note: str | None) -> None:
+        """The progress message as last shown, with `note` under it (None: without)."""
+        if job_id not in self._shown:  # posted by another process, or not a bulk: the sender alone was told
+            return
+        await self.updates.acquire()
+        shown = self._shown.get(job_id)  # looked at after the wait: a progress or the finish may have come
+        if shown is None:
+            return
+        channel, ts, text, blocks = shown
+        with contextlib.suppress(SlackApiError):
+            await self.client.chat_update(
+                channel=channel,
+                ts=ts,
+                text=f"{text} (waiting for the bot's database)" if note else text,
+                blocks=[*blocks, *views.fallback_context(note)] if note else blocks,
+            )
 
     async def tell_sender(self, job: Job, blocks: list, text: str) -> None:
         """The thread could not carry the outcome: the sender alone, through the one fallback chain.
