@@ -51,6 +51,29 @@ def test_a_single_sends_outcome_is_edited_when_its_receipt_comes(provider, tmp_p
     assert all("51234567" not in text for text in by_ts.values())
 
 
+def test_a_receipt_edit_slack_refuses_for_now_is_made_again(provider, tmp_path, caplog):
+    """Slack fails the edit that would show "Delivered" (a 503, then `service_unavailable`): the
+    single send's one receipt has come, so nothing else would edit the message again. The edit is
+    tried again after a growing wait, and shows the delivery."""
+
+    async def go():
+        async with Bot(provider, tmp_path, RECEIPTS_TOKEN=TOKEN) as bot:
+            await pushing(bot, provider)
+            bot.runtime.reporter.edit_retry_first = 0.1  # the bot's own is EDIT_RETRY_FIRST
+            bot.slack.fail("chat.update", "service_unavailable", status=503)
+            bot.slack.fail("chat.update", "service_unavailable")
+            await bot.command("+852 5123 4567 hello")
+            job, _ = await bot.job_done(1)
+            updates = await bot.slack.wait_for("chat.update", 3, limit=15)
+            return updates, await bot.posted(job.id)
+
+    updates, post = run(go())
+    assert [u.params["ts"] for u in updates] == [post.outcome_ts] * 3
+    assert "✓ *Delivered* <!date^" in json.dumps(updates[-1].params["blocks"], ensure_ascii=False)
+    waits = [r.getMessage() for r in caplog.records if "trying again in" in r.getMessage()]
+    assert len(waits) == 2 and waits[0].endswith("trying again in 0.1 s") and waits[1].endswith("in 0.2 s")
+
+
 def test_a_bulk_summary_shows_delivery_and_sends_again_to_those_not_reached(provider, tmp_path):
     async def go():
         async with Bot(provider, tmp_path, ACCESS_BULK=LEAD, RECEIPTS_TOKEN=TOKEN) as bot:

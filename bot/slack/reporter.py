@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -30,6 +31,11 @@ PROGRESS_EVERY = 2.0  # seconds between chat.update calls for one job
 UPDATES_PER_MINUTE = 40.0  # chat.update for the whole workspace (Slack: Tier 3, about 50 a minute)
 KEEP_RENDERED = 10_000  # jobs whose last shown delivery state is remembered (no update that changes nothing)
 KEEP_SHOWN = 1_000  # running jobs whose progress message this process remembers (for a wait's notice)
+EDIT_RETRY_FIRST = 1.0  # seconds before a failed receipt edit is tried again; doubling each time
+EDIT_RETRY_MAX = 300.0
+EDIT_ATTEMPTS = 20  # about an hour of Slack or the database away, then that edit is given up
+# Slack errors that say "not now" (the SDK itself waits out `ratelimited`): an edit is tried again.
+SLACK_NOT_NOW = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 WAITING_NOTE = (
     "⏸️ Waiting for the bot's database, which cannot be reached just now. Nothing is lost or sent twice: "
     "this send goes on by itself when it is back."
@@ -65,6 +71,8 @@ class SlackReporter:
         # blocks): what the channel is shown while the job waits for the database, which the reporter
         # cannot read then.
         self._shown: dict[str, tuple[str, str, str, list[Any]]] = {}
+        self._edit_failures: dict[str, int] = {}  # jobs whose last receipt edits failed, how many times
+        self.edit_retry_first = EDIT_RETRY_FIRST
 
     async def _chat_update(self, **kwargs: Any) -> None:
         """chat.update within the workspace's budget (waits for its turn)."""
@@ -291,17 +299,38 @@ class SlackReporter:
                 continue
             del self._dirty[ready]
             try:
-                if await self._refresh(ready):  # the spacing is between edits: a look that changed nothing
-                    self._last_refresh[ready] = now  # (e.g. right after posting) does not delay the next
-            except SlackApiError as exc:
-                log.info("cannot update job %s's messages: %s", ready, exc.response.get("error"))
+                edited = await self._refresh(ready)
             except Exception as exc:
-                if unreachable(exc):  # the next receipt, or the next look, updates them
-                    log.warning("cannot update job %s's messages now: %s", ready, reason(exc))
-                else:
-                    log.exception("updating job %s's messages with its receipts failed", ready)
+                self._edit_failed(ready, exc, now)
+                continue
+            self._edit_failures.pop(ready, None)
+            if edited:  # the spacing is between edits: a look that changed nothing (e.g. right after
+                self._last_refresh[ready] = now  # posting) does not delay the next
         while len(self._last_refresh) > KEEP_RENDERED:
             self._last_refresh.pop(next(iter(self._last_refresh)))
+
+    def _edit_failed(self, job_id: str, exc: Exception, now: float) -> None:
+        """A receipt edit failed. If Slack or the database said "not now", it is tried again after a
+        growing wait (else a single send's "Delivered" would never show: its one receipt has come)."""
+        if isinstance(exc, SlackApiError):
+            error = str(exc.response.get("error") or "")
+            again = error in SLACK_NOT_NOW or exc.response.status_code >= 500
+            why = f"Slack answered {error or exc.response.status_code}"
+        elif unreachable(exc) or isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
+            again, why = True, reason(exc) if unreachable(exc) else f"{type(exc).__name__}: {exc}"
+        else:
+            log.exception("updating job %s's messages with its receipts failed", job_id)
+            return
+        attempts = self._edit_failures.get(job_id, 0) + 1
+        if not again or attempts > EDIT_ATTEMPTS:
+            self._edit_failures.pop(job_id, None)
+            log.info("cannot update job %s's messages: %s", job_id, why)
+            return
+        self._edit_failures[job_id] = attempts
+        wait = min(self.edit_retry_first * 2 ** (attempts - 1), EDIT_RETRY_MAX)
+        log.warning("cannot update job %s's messages now (%s); trying again in %.1f s", job_id, why, wait)
+        self._last_refresh[job_id] = now + wait - self.progress_every  # when _flush next takes it
+        self._dirty[job_id] = None
 
     def _remember(self, job_id: str, shown: tuple[Any, ...]) -> None:
         self._rendered[job_id] = shown
@@ -320,7 +349,6 @@ class SlackReporter:
             summary = await self.store.summary(job_id)
             if self._rendered.get(job_id) == _shown(summary):
                 return False
-            self._remember(job_id, _shown(summary))
             text = f"{summary.delivered:,} of {summary.accepted:,} delivered"
             if post.parent_ts:
                 await self._chat_update(
@@ -337,14 +365,15 @@ class SlackReporter:
                     text=text,
                     blocks=bulk_views.summary_blocks(job, summary, missed),
                 )
+            self._remember(job_id, _shown(summary))  # once shown: an edit that failed is made again
             return bool(post.parent_ts or post.outcome_ts)
         if job.total != 1 or not post.outcome_ts:
             return False
         (r,) = await self.store.recipients(job_id)
         if self._rendered.get(job_id) == (r.delivery,):
             return False
-        self._remember(job_id, (r.delivery,))
         await self._chat_update(channel=job.channel_id, ts=post.outcome_ts, **_outcome(job, post, r))
+        self._remember(job_id, (r.delivery,))
         return True
 
 
