@@ -25,6 +25,10 @@ from bot.sms.simulator import Fault
 
 from .conftest import run, settings_for
 
+# Measures the limiter's pacing and the pool's timing: runs alone, after the parallel pass (README,
+# "Run the tests").
+pytestmark = pytest.mark.serial
+
 HK = "+852 5123 4567"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from bot.core.store import JobKind, JobState, NewRecipient, RecipientState
 from bot.slack.ids import ActionId, BlockId
 from bot.sms.phone import parse_number
@@ -13,6 +15,10 @@ from .conftest import run
 from .harness import Bot
 from .processes import wait_provider
 from .test_bulk import LEAD
+
+# Bounds how soon after a click the last request left: runs alone, after the parallel pass (README,
+# "Run the tests").
+pytestmark = pytest.mark.serial
 
 TOTAL = 3000
 

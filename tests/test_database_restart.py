@@ -19,6 +19,10 @@ from .pg import PostgresServer
 from .processes import until, wait_done, wait_provider
 from .test_kill import bots, numbers, reaping
 
+# A 2,000-a-second send under a database restart, bounded in time: runs alone, after the parallel
+# pass (README, "Run the tests").
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture
 def own_server() -> Iterator[PostgresServer]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from bot.core.store import JobKind, NewRecipient, RecipientState, Store
 from bot.sms.phone import parse_number
 from bot.sms.simulator import Fault, numbers_accepted
@@ -15,6 +17,10 @@ from bot.sms.simulator import Fault, numbers_accepted
 from .conftest import open_store, run
 from .fake_slack import FakeSlack
 from .processes import BotProcess, reap, until, wait_done, wait_provider
+
+# Counts the requests on the wire at a kill, which grow with the machine's load: runs alone, after
+# the parallel pass (README, "Run the tests").
+pytestmark = pytest.mark.serial
 
 
 def numbers(n: int) -> list[NewRecipient]:

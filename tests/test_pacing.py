@@ -12,6 +12,10 @@ from bot.sms.simulator import Fault
 from .conftest import run, settings_for
 from .harness import fast_batches
 
+# Measures pacing against the provider's limits: runs alone, after the parallel pass (README,
+# "Run the tests").
+pytestmark = pytest.mark.serial
+
 
 def numbers(n: int, prefix: str = "658123") -> list[str]:
     return [f"{prefix}{i:04d}" for i in range(n)]

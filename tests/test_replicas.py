@@ -10,6 +10,7 @@ import json
 from collections import Counter
 
 import httpx
+import pytest
 
 from bot.core.store import JobKind, NewRecipient, RecipientState
 from bot.slack.ids import ActionId, BlockId
@@ -21,6 +22,10 @@ from .harness import Bot
 from .processes import BotProcess, first_sender, reap, wait_done, wait_provider
 from .test_bulk import LEAD, bulk_values, csv_list, review, sg
 from .test_outage import ONCALL, open_outage, outage_values
+
+# Kills and paces replicas at the provider's limits, bounded in time: runs alone, after the parallel
+# pass (README, "Run the tests").
+pytestmark = pytest.mark.serial
 
 MEMBERS = 2000
 BULK = 5000
