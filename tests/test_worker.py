@@ -8,7 +8,7 @@ import pytest
 
 from bot.core.db import DatabaseUnreachable
 from bot.core.store import JobKind, NewRecipient, RecipientState
-from bot.core.worker import REPORT_RETRY, Busy, NotReported, NullObserver, Worker
+from bot.core.worker import MAX_JOBS, REPORT_RETRY, Busy, NotReported, NullObserver, Worker
 from bot.sms import SmsClient
 from bot.sms.phone import parse_number
 
@@ -276,6 +276,34 @@ def test_a_finish_whose_process_stopped_before_telling_is_reported_by_the_sender
     job_id, old_reported = run(go())
     assert told == [job_id]
     assert old_reported is None
+
+
+def test_a_burst_of_jobs_goes_on_as_places_free_up_not_at_the_next_poll(provider, sms_settings, database):
+    """Three times MAX_JOBS single sends at once: the sender runs MAX_JOBS of them together, and each
+    that ends lets the next start then (with a 30 s poll, waiting for it would time the test out)."""
+
+    async def go():
+        store = await open_store(database)
+        jobs = [
+            (
+                await store.create_job(
+                    kind=JobKind.SINGLE, created_by="U1", recipients=people(1, f"+65 82{k:02d}")
+                )
+            )[0]
+            for k in range(3 * MAX_JOBS)
+        ]
+        async with SmsClient(sms_settings) as client:
+            worker = Worker(store, client, poll_seconds=30.0)
+            await worker.start()
+            for job in jobs:
+                worker.submit(job.id)
+            summaries = await asyncio.wait_for(asyncio.gather(*(worker.wait(j.id) for j in jobs)), 10)
+            await worker.stop()
+        await store.close()
+        return summaries
+
+    summaries = run(go())
+    assert [s.accepted for s in summaries] == [1] * (3 * MAX_JOBS) and len(provider.sent()) == 3 * MAX_JOBS
 
 
 def test_a_job_submitted_twice_runs_once(provider, sms_settings, database):

@@ -384,10 +384,16 @@ class Worker:
             for claim in claims:
                 task = asyncio.create_task(self._run_job(claim), name=f"job-{claim.job_id}")
                 self._jobs[claim.job_id] = task
-                task.add_done_callback(lambda _t, j=claim.job_id: self._jobs.pop(j, None))
+                task.add_done_callback(lambda _t, j=claim.job_id: self._job_ended(j))
         if now >= self._report_at:
             self._report_at = now + self.report_every
             await self._report_unreported(now)
+
+    def _job_ended(self, job_id: str) -> None:
+        """A place among MAX_JOBS is free: the heartbeat looks for the next job now, not at its next poll
+        (a burst of single sends would otherwise go MAX_JOBS a poll)."""
+        self._jobs.pop(job_id, None)
+        self._wake.set()
 
     async def _report_unreported(self, now: float) -> None:
         """Finishes nobody was told (the process that finished them stopped first, or Slack or the
