@@ -43,6 +43,23 @@ def fast_batches(provider: Any, settings: Any) -> AccountLimiter:
     )
 
 
+def database_away_once(store: Any, method: str = "mark_for_send") -> None:
+    """`store.<method>` finds the database unreachable at its first call (as after a restart), then
+    works: the worker's wait for the database, without stopping a real server."""
+    from bot.core.db import DatabaseUnreachable
+
+    real = getattr(store, method)
+    calls = {"n": 0}
+
+    async def away_once(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise DatabaseUnreachable("ConnectionRefusedError: [Errno 111] Connection refused")
+        return await real(*args, **kwargs)
+
+    setattr(store, method, away_once)
+
+
 class Bot:
     def __init__(self, provider: Any, tmp_path: Path, **overrides: Any) -> None:
         self.provider = provider

@@ -17,7 +17,7 @@ from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.sms.simulator import Fault
 
 from .conftest import Clock, run
-from .harness import Bot
+from .harness import Bot, database_away_once
 
 LEAD = "U0LEAD"
 _views = itertools.count(1)
@@ -201,23 +201,12 @@ def test_a_bulk_that_waits_for_the_database_says_so_in_the_channel(provider, tmp
     the progress message in the channel says the send waits for the database and goes on by itself
     (the reporter cannot read the channel's messages from the database then); once it goes on, the
     note goes, and the finish shows as usual."""
-    from bot.core.db import DatabaseUnreachable
     from bot.slack.reporter import WAITING_NOTE
 
     async def go():
         async with Bot(provider, tmp_path, ACCESS_BULK=LEAD) as bot:
             bot.runtime.worker.notice_after = 0.0  # the bot's own is NOTICE_AFTER seconds
-            store = bot.runtime.store
-            mark = store.mark_for_send
-            calls = {"mark": 0}
-
-            async def away_once(*args, **kwargs):
-                calls["mark"] += 1
-                if calls["mark"] == 1:
-                    raise DatabaseUnreachable("ConnectionRefusedError: [Errno 111] Connection refused")
-                return await mark(*args, **kwargs)
-
-            store.mark_for_send = away_once  # type: ignore[method-assign]
+            database_away_once(bot.runtime.store)
             view = await review(bot, bulk_values(recipients=f"{sg(1)}\n{sg(2)}", message="Hello"))
             assert await confirm(bot, view) == {"response_action": "clear"}
             job, summary = await bot.job_done(1)

@@ -21,7 +21,7 @@ from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.sms.simulator import Fault
 
 from .conftest import Clock, run
-from .harness import Bot, sign
+from .harness import Bot, database_away_once, sign
 
 HK = "85251234567"
 FULL_NUMBER_PIECES = ("51234567", "5123 4567", "5123-4567")
@@ -718,17 +718,7 @@ def test_a_send_that_waits_for_the_database_is_told_to_its_sender_and_so_is_its_
     async def go():
         async with Bot(provider, tmp_path) as bot:
             bot.runtime.worker.notice_after = 0.0  # the bot's own is NOTICE_AFTER seconds
-            store = bot.runtime.store
-            mark = store.mark_for_send
-            calls = {"mark": 0}
-
-            async def away_once(*args, **kwargs):
-                calls["mark"] += 1
-                if calls["mark"] == 1:
-                    raise DatabaseUnreachable("ConnectionRefusedError: [Errno 111] Connection refused")
-                return await mark(*args, **kwargs)
-
-            store.mark_for_send = away_once  # type: ignore[method-assign]
+            database_away_once(bot.runtime.store)
             ack = await bot.command("+852 5123 4567 hello")
             _, summary = await bot.job_done(1)
             hooks = await bot.slack.wait_for_webhooks(2)
