@@ -665,3 +665,32 @@ def test_a_database_out_of_reach_is_told_apart_from_a_wrong_statement():
     refused = run(go())
     assert isinstance(refused, db.DatabaseUnreachable) and db.unreachable(refused), repr(refused)
     assert "ConnectionRefusedError" in str(refused) and isinstance(refused.__cause__, OSError)
+
+
+def test_the_look_for_untold_finishes_reads_only_the_unreported_rows(tmp_path):
+    """The sending replica looks every few seconds for finishes nobody was told. On SQLite that look
+    must search the index of unreported rows (a handful), not the index on `state`, where `done` is
+    nearly every row of the table: the plan SQLite makes for the statement `claim_unreported` runs."""
+    path = tmp_path / "plan.sqlite3"
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        seen.append((statement, params))
+
+    async def go():
+        store = await open_store(f"sqlite:///{path}")
+        for _ in range(3):
+            job, _ = await store.create_job(kind=JobKind.SINGLE, created_by="U1", recipients=people(1))
+            await store.complete_job(job.id)
+        sa.event.listen(store.engine, "before_cursor_execute", record)
+        claimed = await store.claim_unreported("me", time.time() + 10, since=0, limit=5)
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+        await store.close()
+        return claimed
+
+    claimed = run(go())
+    select, params = next((s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT"))
+    with sqlite3.connect(path) as conn:
+        found = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + select, params))
+    assert len(claimed) == 3
+    assert "USING INDEX jobs_unreported" in found and "jobs_unfinished" not in found, found
