@@ -112,10 +112,7 @@ async def unexpected(
             body=json.dumps({"response_type": "ephemeral", "text": text}),
             headers={"content-type": "application/json"},
         )
-    user_id = body.get("user_id") or (body.get("user") or {}).get("id")
-    response_url = _response_url(body)
-    if user_id:
-        await tell_person(client, user_id=user_id, response_url=response_url, text=text)
+    await _tell_requester(client, body, text)
     return BoltResponse(status=200, body="") if response is not None else None
 
 
@@ -145,14 +142,16 @@ class LateAnswers:
             self._tell(body, client, text)
 
     def _tell(self, body: dict[str, Any], client: AsyncWebClient, text: str) -> None:
-        user_id = body.get("user_id") or (body.get("user") or {}).get("id")
-        if not user_id:
-            return
-        task = asyncio.get_running_loop().create_task(
-            tell_person(client, user_id=user_id, response_url=_response_url(body), text=text)
-        )
+        task = asyncio.get_running_loop().create_task(_tell_requester(client, body, text))
         self._telling.add(task)
         task.add_done_callback(self._telling.discard)
+
+
+async def _tell_requester(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
+    """`text` to the person whose request `body` is: its response_url, else a direct message."""
+    user_id = body.get("user_id") or (body.get("user") or {}).get("id")
+    if user_id:
+        await tell_person(client, user_id=user_id, response_url=_response_url(body), text=text)
 
 
 def _said(ack: dict[str, Any]) -> str:
