@@ -227,17 +227,15 @@ class SlackReporter:
         """The send waits for the bot's database: the sender is told, and a bulk's progress message in
         the channel says so, as this process last showed it (the channel's messages are found through
         the database, which cannot be read now)."""
-        what = "your SMS" if job.total == 1 else f"your send to {views.counted(job.total, 'recipient')}"
         text = (
-            f"⏸️ The bot's database cannot be reached, so {what} is waiting. Nothing is lost or sent "
+            f"⏸️ The bot's database cannot be reached, so {_yours(job)} is waiting. Nothing is lost or sent "
             "twice: it goes on by itself when the database is back."
         )
         await tell_person(self.client, user_id=job.created_by, response_url=job.response_url, text=text)
         await self._show_again(job.id, WAITING_NOTE)
 
     async def job_going_on(self, job: Job) -> None:
-        what = "your SMS" if job.total == 1 else f"your send to {views.counted(job.total, 'recipient')}"
-        text = f"▶️ The bot's database is back, and {what} goes on. The result comes as usual."
+        text = f"▶️ The bot's database is back, and {_yours(job)} goes on. The result comes as usual."
         await tell_person(self.client, user_id=job.created_by, response_url=job.response_url, text=text)
         await self._show_again(job.id, None)
 
@@ -375,6 +373,11 @@ class SlackReporter:
         await self._chat_update(channel=job.channel_id, ts=post.outcome_ts, **_outcome(job, post, r))
         self._remember(job_id, (r.delivery,))
         return True
+
+
+def _yours(job: Job) -> str:
+    """The job as its sender calls it: "your SMS", "your send to 2,000 recipients"."""
+    return "your SMS" if job.total == 1 else f"your send to {views.counted(job.total, 'recipient')}"
 
 
 def _outcome(job: Job, post: Post, r: RecipientRow) -> dict[str, Any]:
