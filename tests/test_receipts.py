@@ -233,6 +233,70 @@ def test_crossed_batch_ids_are_put_right_by_the_receipts_numbers(database):
     ]  # fmt: skip
 
 
+def test_receipts_not_shown_are_offered_again_until_the_observer_shows_them(database):
+    """A match records, in its own transaction, which jobs' messages should change. They are offered to
+    the observer again (by a new process, or the next sending replica) until it says it showed them as
+    they were when it read the job; a receipt matched in between keeps the job offered. Given up, or
+    changed more than a day ago: no longer offered."""
+
+    class Observer:
+        def __init__(self) -> None:
+            self.offered: list[list[str]] = []
+
+        async def deliveries_changed(self, job_ids):
+            self.offered.append(list(job_ids))
+
+    async def go():
+        store = await open_store(database)
+        clock = Clock()
+        observer = Observer()
+        deliveries = Deliveries(store, None, observer, clock=clock)
+        made = []
+        for n in (2, 1, 1):
+            job, _ = await store.create_job(kind=JobKind.FANOUT, created_by="U1", recipients=numbers(n))
+            await store.mark_in_flight(job.id, range(n))
+            await store.record_outcomes(
+                job.id,
+                [
+                    Outcome(i, f"6581000{i:03d}", Status.ACCEPTED, message_id=f"{job.id}-{i}")
+                    for i in range(n)
+                ],
+            )
+            made.append(job)
+        a, b, c = made
+        await deliveries.accept([receipt(0, Delivery.DELIVERED, task=j.task_id) for j in (a, b)], "push")
+        await deliveries.match_now()
+        matched = observer.offered[-1]
+        restarted = Deliveries(store, None, observer, clock=clock)  # what a new process finds
+        await restarted.offer_unshown()
+        offered = [set(observer.offered[-1])]
+        read_a, read_b = await store.get_job(a.id), await store.get_job(b.id)  # as the observer reads them
+        clock.now += 1
+        await deliveries.accept([receipt(1, Delivery.DELIVERED, task=a.task_id)], "push")  # meanwhile
+        await deliveries.match_now()
+        await store.receipts_shown(a.id, read_a.receipts_changed)  # shown as read: before the second
+        await store.receipts_shown(b.id, read_b.receipts_changed)
+        await restarted.offer_unshown()
+        offered.append(set(observer.offered[-1]))
+        await store.receipts_shown(a.id, (await store.get_job(a.id)).receipts_changed)
+        quiet = await restarted.offer_unshown()
+        await deliveries.accept([receipt(0, Delivery.DELIVERED, task=c.task_id)], "push")
+        await deliveries.match_now()
+        clock.now += deliveries_module.OFFER_FOR + 1
+        stale = await restarted.offer_unshown()
+        await store.receipts_shown(c.id, None)  # given up
+        jobs = [await store.get_job(j.id) for j in made]
+        await store.close()
+        return matched, offered, quiet, stale, jobs
+
+    matched, offered, quiet, stale, jobs = run(go())
+    a, b, c = jobs
+    assert sorted(matched) == sorted([a.id, b.id]) and offered == [{a.id, b.id}, {a.id}]
+    assert quiet == 0 and stale == 0
+    assert (a.receipts_changed, b.receipts_changed, c.receipts_changed) == (2, 1, 1)
+    assert a.receipts_unshown is None and b.receipts_unshown is None and c.receipts_unshown is None
+
+
 def test_unmatched_receipts_are_dropped_after_the_hold(database):
     async def go():
         store = await open_store(database)

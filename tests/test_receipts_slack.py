@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import json
 
-from bot.core.store import RecipientState
-from bot.slack.ids import ActionId, BlockId
+from slack_sdk.web.async_client import AsyncWebClient
 
-from .conftest import run
+from bot.core.deliveries import Deliveries
+from bot.core.store import Job, JobKind, NewRecipient, RecipientState
+from bot.slack.ids import ActionId, BlockId
+from bot.slack.reporter import SlackReporter
+from bot.slack.state import SlackState
+from bot.sms import Delivery, Outcome, Receipt, Status
+from bot.sms.phone import parse_number
+
+from .conftest import open_store, run
+from .fake_slack import FakeSlack
 from .harness import Bot
 from .test_bulk import LEAD, bulk_values, confirm, review, text_of
 from .test_outage import ONCALL, open_outage, outage_values, submit_and_confirm, write_groups
@@ -72,6 +80,95 @@ def test_a_receipt_edit_slack_refuses_for_now_is_made_again(provider, tmp_path, 
     assert "✓ *Delivered* <!date^" in json.dumps(updates[-1].params["blocks"], ensure_ascii=False)
     waits = [r.getMessage() for r in caplog.records if "trying again in" in r.getMessage()]
     assert len(waits) == 2 and waits[0].endswith("trying again in 0.1 s") and waits[1].endswith("in 0.2 s")
+
+
+def test_a_receipt_edit_cut_short_by_a_restart_is_made_by_the_next_process(provider, tmp_path):
+    """Slack refuses the edit that would show "Delivered", and the process stops before trying again
+    (those retries live in its memory). The next process finds in the database that the job's receipt
+    was never shown, and edits the outcome."""
+
+    async def go():
+        async with Bot(provider, tmp_path, RECEIPTS_TOKEN=TOKEN) as bot:
+            await pushing(bot, provider)
+            bot.runtime.reporter.edit_retry_first = 60.0  # no second try before the stop
+            bot.slack.fail("chat.update", "service_unavailable")
+            await bot.command("+852 5123 4567 hello")
+            job, _ = await bot.job_done(1)
+            await bot.slack.wait_for("chat.update", 1, limit=15)  # the refused edit
+            before = await bot.runtime.store.get_job(job.id)
+            await bot.restart()
+            updates = await bot.slack.wait_for("chat.update", 2, limit=15)
+            await bot.runtime.reporter.aclose(grace=5)  # its look is over: what it recorded is in
+            after = await bot.runtime.store.get_job(job.id)
+            return updates, await bot.posted(job.id), before, after
+
+    updates, post, before, after = run(go())
+    assert before.receipts_unshown is not None and before.receipts_changed == 1
+    assert [u.params["ts"] for u in updates] == [post.outcome_ts] * 2
+    assert "✓ *Delivered* <!date^" in json.dumps(updates[-1].params["blocks"], ensure_ascii=False)
+    assert after.receipts_changed == 1
+
+
+def test_receipts_stay_offered_until_shown_in_the_thread_or_given_up(database):
+    """A receipt is matched while the job's finish is not told yet (no outcome in the thread, nobody
+    told): the finish shows the receipts as they are when it is told, and the job stays offered, so
+    that what comes between is shown. Once the outcome is in the thread, the next offer edits it. An
+    edit Slack refuses for good (the message is gone) is given up: not offered again."""
+
+    async def go():
+        slack = FakeSlack()
+        await slack.start()
+        store = await open_store(database)
+        state = SlackState(store)
+        client = AsyncWebClient("xoxb-test", base_url=slack.url + "/api/")
+        reporter = SlackReporter(client, store, state, updates_per_minute=6000)
+        deliveries = Deliveries(store, None, reporter)
+
+        async def finished(number: str) -> Job:
+            job, _ = await store.create_job(
+                kind=JobKind.FANOUT,
+                created_by="U1",
+                channel_id="C1",
+                recipients=[NewRecipient(parse_number(number), "hi")],
+            )
+            await store.mark_in_flight(job.id, [0])
+            await store.record_outcomes(job.id, [Outcome(0, number, Status.ACCEPTED, message_id=job.id)])
+            await store.complete_job(job.id)
+            await state.save_post(job.id, thread_ts="1.1", parent_ts="1.1")
+            return job
+
+        async def receipt_for(job: Job) -> None:
+            number = (await store.recipients(job.id))[0].number.e164[1:]
+            await deliveries.accept(
+                [Receipt(job.id, number, Delivery.DELIVERED, task_id=job.task_id)], "push"
+            )
+            await deliveries.match_now()
+            await reporter.aclose(grace=5)  # its look at the job is over
+
+        job = await finished("+65 8100 0001")
+        await receipt_for(job)
+        waiting = await store.get_job(job.id)
+        await state.save_post(job.id, outcome_ts="1.2")  # the finish, told
+        await store.mark_reported(job.id)
+        await deliveries.offer_unshown()
+        await reporter.aclose(grace=5)
+        shown = await store.get_job(job.id)
+        gone = await finished("+65 8100 0002")
+        await state.save_post(gone.id, outcome_ts="2.2")
+        await store.mark_reported(gone.id)
+        slack.fail("chat.update", "message_not_found")
+        await receipt_for(gone)
+        offered = await deliveries.offer_unshown()
+        gone = await store.get_job(gone.id)
+        await store.close()
+        await slack.stop()
+        return waiting, shown, gone, offered, slack.called("chat.update")
+
+    waiting, shown, gone, offered, updates = run(go())
+    assert waiting.receipts_unshown is not None and shown.receipts_unshown is None
+    assert [u.params["ts"] for u in updates] == ["1.2", "2.2"]
+    assert "Delivered" in json.dumps(updates[0].params["blocks"])
+    assert gone.receipts_changed == 1 and gone.receipts_unshown is None and offered == 0
 
 
 def test_a_bulk_summary_shows_delivery_and_sends_again_to_those_not_reached(provider, tmp_path):

@@ -53,9 +53,12 @@ log = logging.getLogger("bot.core.deliveries")
 
 DEFAULT_CHECK_AFTER = (120.0, 900.0, 7200.0, 86400.0)
 PAGE = 200  # inbox receipts per matching transaction (short: pushes are stored between pages)
-IN_CHUNK = 500
+IN_CHUNK = 500  # values per IN (…) list
 QUEUE_RETRY = 5.0  # seconds before the queue is tried again after a failure
-BATCH_WAIT = 0.5  # seconds the matcher lets receipts gather after a wake-up  # values per IN (…) list
+BATCH_WAIT = 0.5  # seconds the matcher lets receipts gather after a wake-up
+OFFER_EVERY = 30.0  # seconds between looks for receipts matched but not shown (and at start)
+OFFER_FOR = 86_400.0  # receipts not shown are offered again for up to a day after they changed a job
+OFFER_BATCH = 200  # jobs offered again at one look
 
 
 class QueueSource(Protocol):
@@ -68,7 +71,9 @@ class QueueSource(Protocol):
 
 class DeliveryObserver(Protocol):
     async def deliveries_changed(self, job_ids: Sequence[str]) -> None:
-        """Receipts changed these jobs' recipients (the Slack layer edits its messages)."""
+        """Receipts changed these jobs' recipients (the Slack layer edits its messages). Once it has
+        shown a job's receipts, the observer says so with `Store.receipts_shown`; until then the job is
+        offered again (after a restart, or when its edits failed)."""
 
 
 @dataclass
@@ -122,6 +127,7 @@ class Deliveries:
         self._outage = Outage(log, "delivery receipts")
         self._task: asyncio.Task[None] | None = None
         self._consumer: asyncio.Task[None] | None = None
+        self._next_offer = 0.0  # time.monotonic() of the next look for receipts not shown
 
     # ------------------------------------------------------------------ intake
     async def accept(self, items: Sequence[Receipt], source: str) -> int:
@@ -183,6 +189,9 @@ class Deliveries:
                     await self.match_now()
                     # about a second of QueryMessage calls per turn: matching never waits long behind it
                     await self.sweep_now(limit=max(1, int(self.query_limiter.rate)))
+                    if time.monotonic() >= self._next_offer:
+                        await self.offer_unshown()
+                        self._next_offer = time.monotonic() + OFFER_EVERY
                 except Exception as exc:
                     if not self._outage.failed(exc):
                         log.exception("matching delivery receipts failed; trying again")
@@ -217,6 +226,17 @@ class Deliveries:
             except Exception:
                 log.exception("reporting deliveries failed (they are stored)")
         return total
+
+    async def offer_unshown(self) -> int:
+        """Offer the observer again the jobs whose receipts were matched and not shown: the process
+        stopped before its edits, the sending replica changed, or the edits kept failing. Returns how
+        many."""
+        if self.observer is None:
+            return 0
+        job_ids = await self.store.unshown_receipts(since=self.clock() - OFFER_FOR, limit=OFFER_BATCH)
+        if job_ids:
+            await self.observer.deliveries_changed(job_ids)
+        return len(job_ids)
 
     async def sweep_now(self, limit: int = 1000) -> int:
         """Ask the provider about accepted messages whose receipt has not come by their next check."""
@@ -429,6 +449,18 @@ def _match(conn: sa.Connection, after: int, now: float, hold: float) -> tuple[Ma
         conn.execute(_SETTLE, settle)
     for chunk in _chunks(done):
         conn.execute(sa.delete(receipts).where(receipts.c.id.in_(chunk)))
+    # The jobs whose messages should change, recorded with the change: the observer's edits are made
+    # again after a restart, or by the next sending replica (`offer_unshown`). The job's row last, as
+    # in `Store.start_job`, the other transaction that writes both: no lock order to deadlock on.
+    for chunk in _chunks(result.jobs):
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(chunk))
+            .values(
+                receipts_changed=jobs.c.receipts_changed + 1,
+                receipts_unshown=sa.func.coalesce(jobs.c.receipts_unshown, now),
+            )
+        )
     return result, inbox[-1].id, len(inbox) == PAGE
 
 

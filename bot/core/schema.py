@@ -44,10 +44,15 @@ jobs = sa.Table(
     # When the job's finish was told to someone (the observer: Slack). A finished job without it is
     # reported again by the sending replica (None also for jobs not finished yet).
     sa.Column("reported_at", sa.Double),
+    # Delivery receipts matched for the job (a count), and when the first change the observer has not
+    # shown yet was matched (None: all shown). The sending replica offers such jobs again.
+    sa.Column("receipts_changed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("receipts_unshown", sa.Double),
     sa.Index("jobs_task_id", "task_id"),
     sa.Index("jobs_by_user", "created_by", "created_at"),
     sa.Index("jobs_unfinished", "state"),
     sa.Index("jobs_unreported", "reported_at"),
+    sa.Index("jobs_receipts_unshown", "receipts_unshown"),
 )
 
 recipients = sa.Table(

@@ -121,6 +121,9 @@ class Job:
     control: Control | None = None  # what someone asked of it while it runs (pause, cancel)
     control_by: str | None = None  # who (a Slack user id) paused, resumed or cancelled it last
     run_at: float | None = None  # nobody claims it before then (scheduled, or waiting for send windows)
+    reported_at: float | None = None  # when its finish was told to someone (None: not yet, or running)
+    receipts_changed: int = 0  # delivery receipts matched for it (Store.receipts_shown names the last shown)
+    receipts_unshown: float | None = None  # since when receipts changed it and were not shown (None: shown)
 
 
 @dataclass
@@ -757,6 +760,26 @@ class Store:
             .returning(jobs.c.id)
         )
         return await self.write(lambda conn: [r[0] for r in conn.execute(take)])
+
+    async def receipts_shown(self, job_id: str, changed: int | None) -> None:
+        """The observer showed the job's receipts as they were when `changed` was read with the job
+        (`Job.receipts_changed`): nobody offers them again, unless a receipt matched since (its change
+        is counted, so the job stays offered). None: given up, whatever came since."""
+        stmt = sa.update(jobs).where(jobs.c.id == job_id, jobs.c.receipts_unshown.is_not(None))
+        if changed is not None:
+            stmt = stmt.where(jobs.c.receipts_changed == changed)
+        await self.write(lambda conn: conn.execute(stmt.values(receipts_unshown=None)))
+
+    async def unshown_receipts(self, *, since: float, limit: int) -> list[str]:
+        """Jobs whose receipts changed after `since` and were not shown yet, the longest waiting first
+        (a range of the index `jobs_receipts_unshown`: the shown, NULL, are not read)."""
+        query = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.receipts_unshown > since)
+            .order_by(jobs.c.receipts_unshown)
+            .limit(limit)
+        )
+        return await self.read(lambda conn: [r[0] for r in conn.execute(query)])
 
     async def mark_in_flight(
         self, job_id: str, indices: Iterable[int], *, owner: str | None = None, fence: float = 0.0
@@ -1655,6 +1678,9 @@ def _job(row: Any) -> Job:
         control=Control(row.control) if row.control else None,
         control_by=row.control_by,
         run_at=row.run_at,
+        reported_at=row.reported_at,
+        receipts_changed=row.receipts_changed,
+        receipts_unshown=row.receipts_unshown,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ KEEP_RENDERED = 10_000  # jobs whose last shown delivery state is remembered (no
 KEEP_SHOWN = 1_000  # running jobs whose progress message this process remembers (for a wait's notice)
 EDIT_RETRY_FIRST = 1.0  # seconds before a failed receipt edit is tried again; doubling each time
 EDIT_RETRY_MAX = 300.0
-EDIT_ATTEMPTS = 20  # about an hour of Slack or the database away, then that edit is given up
+EDIT_ATTEMPTS = 20  # about an hour of Slack or the database away, then the core offers that edit again
 # Slack errors that say "not now" (the SDK itself waits out `ratelimited`): an edit is tried again.
 SLACK_NOT_NOW = {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 WAITING_NOTE = (
@@ -299,7 +300,7 @@ class SlackReporter:
             try:
                 edited = await self._refresh(ready)
             except Exception as exc:
-                self._edit_failed(ready, exc, now)
+                await self._edit_failed(ready, exc, now)
                 continue
             self._edit_failures.pop(ready, None)
             if edited:  # the spacing is between edits: a look that changed nothing (e.g. right after
@@ -307,9 +308,11 @@ class SlackReporter:
         while len(self._last_refresh) > KEEP_RENDERED:
             self._last_refresh.pop(next(iter(self._last_refresh)))
 
-    def _edit_failed(self, job_id: str, exc: Exception, now: float) -> None:
+    async def _edit_failed(self, job_id: str, exc: Exception, now: float) -> None:
         """A receipt edit failed. If Slack or the database said "not now", it is tried again after a
-        growing wait (else a single send's "Delivered" would never show: its one receipt has come)."""
+        growing wait (else a single send's "Delivered" would never show: its one receipt has come), and
+        after EDIT_ATTEMPTS the core offers it again (`Deliveries.offer_unshown`). Any other failure
+        gives the edit up."""
         if isinstance(exc, SlackApiError):
             error = str(exc.response.get("error") or "")
             again = error in SLACK_NOT_NOW or exc.response.status_code >= 500
@@ -318,11 +321,18 @@ class SlackReporter:
             again, why = True, reason(exc) if unreachable(exc) else f"{type(exc).__name__}: {exc}"
         else:
             log.exception("updating job %s's messages with its receipts failed", job_id)
+            again, why = False, ""
+        attempts = self._edit_failures.pop(job_id, 0) + 1
+        if not again:
+            if why:
+                log.info("cannot update job %s's messages: %s", job_id, why)
+            try:  # nobody offers them again
+                await self.store.receipts_shown(job_id, None)
+            except Exception as gone:
+                log.info("job %s's receipts stay offered: %s", job_id, reason(gone))
             return
-        attempts = self._edit_failures.get(job_id, 0) + 1
-        if not again or attempts > EDIT_ATTEMPTS:
-            self._edit_failures.pop(job_id, None)
-            log.info("cannot update job %s's messages: %s", job_id, why)
+        if attempts > EDIT_ATTEMPTS:
+            log.info("cannot update job %s's messages now (%s); they are offered again later", job_id, why)
             return
         self._edit_failures[job_id] = attempts
         wait = min(self.edit_retry_first * 2 ** (attempts - 1), EDIT_RETRY_MAX)
@@ -336,17 +346,30 @@ class SlackReporter:
             self._rendered.pop(next(iter(self._rendered)))
 
     async def _refresh(self, job_id: str) -> bool:
-        """Edit what was posted for the job to show its receipts (nothing when nothing changed). Whether
-        it edited."""
+        """Edit what was posted for the job to show its receipts (nothing when nothing changed), and say
+        so to the store once they are shown. Whether it edited."""
         job = await self.store.get_job(job_id)
-        if job is None or not job.channel_id or job.state != JobState.DONE:
-            # a running bulk's progress updates show its receipts; a single send posts at the end
+        if job is None:
             return False
-        post = await self.state.post(job_id)
+        shown = await self._show_receipts(job)
+        if shown is not _Shown.NOT_YET and job.receipts_unshown is not None:
+            await self.store.receipts_shown(job.id, job.receipts_changed)
+        return shown is _Shown.EDITED
+
+    async def _show_receipts(self, job: Job) -> _Shown:
+        if not job.channel_id or job.state != JobState.DONE:
+            # a running bulk's progress updates show its receipts, and its finish; a single send posts
+            # its outcome at the end
+            return _Shown.NOTHING
+        post = await self.state.post(job.id)
+        if not post.outcome_ts and job.reported_at is None:
+            # its finish is being told (or will be, see the worker), with the receipts as they are then;
+            # what comes between is shown at the next offer
+            return _Shown.NOT_YET
         if job.meta.get("bulk"):
-            summary = await self.store.summary(job_id)
-            if self._rendered.get(job_id) == _shown(summary):
-                return False
+            summary = await self.store.summary(job.id)
+            if self._rendered.get(job.id) == _shown(summary):
+                return _Shown.NOTHING
             text = f"{summary.delivered:,} of {summary.accepted:,} delivered"
             if post.parent_ts:
                 await self._chat_update(
@@ -356,23 +379,31 @@ class SlackReporter:
                     blocks=bulk_views.progress_blocks(job, summary, done=True),
                 )
             if post.outcome_ts:
-                missed = await self.store.not_delivered(job_id)
+                missed = await self.store.not_delivered(job.id)
                 await self._chat_update(
                     channel=job.channel_id,
                     ts=post.outcome_ts,
                     text=text,
                     blocks=bulk_views.summary_blocks(job, summary, missed),
                 )
-            self._remember(job_id, _shown(summary))  # once shown: an edit that failed is made again
-            return bool(post.parent_ts or post.outcome_ts)
+            self._remember(job.id, _shown(summary))  # once shown: an edit that failed is made again
+            return _Shown.EDITED if post.parent_ts or post.outcome_ts else _Shown.NOTHING
         if job.total != 1 or not post.outcome_ts:
-            return False
-        (r,) = await self.store.recipients(job_id)
-        if self._rendered.get(job_id) == (r.delivery,):
-            return False
+            return _Shown.NOTHING  # told to the sender alone: nothing in the channel to edit
+        (r,) = await self.store.recipients(job.id)
+        if self._rendered.get(job.id) == (r.delivery,):
+            return _Shown.NOTHING
         await self._chat_update(channel=job.channel_id, ts=post.outcome_ts, **_outcome(job, post, r))
-        self._remember(job_id, (r.delivery,))
-        return True
+        self._remember(job.id, (r.delivery,))
+        return _Shown.EDITED
+
+
+class _Shown(enum.Enum):
+    """What a look at a job's receipts did."""
+
+    EDITED = "edited"
+    NOTHING = "nothing to edit"  # (or nothing that changed): the receipts count as shown
+    NOT_YET = "not yet"  # its finish is not told yet: the receipts stay offered
 
 
 def _yours(job: Job) -> str:
