@@ -111,9 +111,10 @@ def test_a_receipt_edit_cut_short_by_a_restart_is_made_by_the_next_process(provi
 
 def test_receipts_stay_offered_until_shown_in_the_thread_or_given_up(database):
     """A receipt is matched while the job's finish is not told yet (no outcome in the thread, nobody
-    told): the finish shows the receipts as they are when it is told, and the job stays offered, so
-    that what comes between is shown. Once the outcome is in the thread, the next offer edits it. An
-    edit Slack refuses for good (the message is gone) is given up: not offered again."""
+    told): the finish shows the receipts as they are when it is told, and the job stays unshown, so
+    that what comes between is shown; it is offered again once the finish is told, and that offer
+    edits the outcome in the thread. An edit Slack refuses for good (the message is gone) is given
+    up: not offered again."""
 
     async def go():
         slack = FakeSlack()
@@ -148,6 +149,7 @@ def test_receipts_stay_offered_until_shown_in_the_thread_or_given_up(database):
         job = await finished("+65 8100 0001")
         await receipt_for(job)
         waiting = await store.get_job(job.id)
+        untold = await deliveries.offer_unshown()  # until its finish is told
         await state.save_post(job.id, outcome_ts="1.2")  # the finish, told
         await store.mark_reported(job.id)
         await deliveries.offer_unshown()
@@ -162,10 +164,10 @@ def test_receipts_stay_offered_until_shown_in_the_thread_or_given_up(database):
         gone = await store.get_job(gone.id)
         await store.close()
         await slack.stop()
-        return waiting, shown, gone, offered, slack.called("chat.update")
+        return waiting, untold, shown, gone, offered, slack.called("chat.update")
 
-    waiting, shown, gone, offered, updates = run(go())
-    assert waiting.receipts_unshown is not None and shown.receipts_unshown is None
+    waiting, untold, shown, gone, offered, updates = run(go())
+    assert waiting.receipts_unshown is not None and untold == 0 and shown.receipts_unshown is None
     assert [u.params["ts"] for u in updates] == ["1.2", "2.2"]
     assert "Delivered" in json.dumps(updates[0].params["blocks"])
     assert gone.receipts_changed == 1 and gone.receipts_unshown is None and offered == 0

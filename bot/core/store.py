@@ -772,10 +772,13 @@ class Store:
 
     async def unshown_receipts(self, *, since: float, limit: int) -> list[str]:
         """Jobs whose receipts changed after `since` and were not shown yet, the longest waiting first
-        (a range of the index `jobs_receipts_unshown`: the shown, NULL, are not read)."""
+        (a range of the index `jobs_receipts_unshown`: the shown, NULL, are not read). Not a finished
+        job whose finish nobody was told yet: the finish shows its receipts when it is told, and the
+        job is offered from then on (finishes Slack refuses for a day do not fill every look)."""
+        told = sa.or_(jobs.c.finished_at.is_(None), jobs.c.reported_at.is_not(None))
         query = (
             sa.select(jobs.c.id)
-            .where(jobs.c.receipts_unshown > since)
+            .where(jobs.c.receipts_unshown > since, told)
             .order_by(jobs.c.receipts_unshown)
             .limit(limit)
         )
