@@ -351,25 +351,25 @@ class SlackReporter:
         job = await self.store.get_job(job_id)
         if job is None:
             return False
-        shown = await self._show_receipts(job)
-        if shown is not _Shown.NOT_YET and job.receipts_unshown is not None:
+        look = await self._show_receipts(job)
+        if look is not _Look.NOT_YET and job.receipts_unshown is not None:
             await self.store.receipts_shown(job.id, job.receipts_changed)
-        return shown is _Shown.EDITED
+        return look is _Look.EDITED
 
-    async def _show_receipts(self, job: Job) -> _Shown:
+    async def _show_receipts(self, job: Job) -> _Look:
         if not job.channel_id or job.state != JobState.DONE:
             # a running bulk's progress updates show its receipts, and its finish; a single send posts
             # its outcome at the end
-            return _Shown.NOTHING
+            return _Look.NOTHING
         post = await self.state.post(job.id)
         if not post.outcome_ts and job.reported_at is None:
             # its finish is being told (or will be, see the worker), with the receipts as they are then;
-            # what comes between is shown at the next offer
-            return _Shown.NOT_YET
+            # what comes between is shown when the job is offered again, once its finish is told
+            return _Look.NOT_YET
         if job.meta.get("bulk"):
             summary = await self.store.summary(job.id)
             if self._rendered.get(job.id) == _shown(summary):
-                return _Shown.NOTHING
+                return _Look.NOTHING
             text = f"{summary.delivered:,} of {summary.accepted:,} delivered"
             if post.parent_ts:
                 await self._chat_update(
@@ -387,23 +387,23 @@ class SlackReporter:
                     blocks=bulk_views.summary_blocks(job, summary, missed),
                 )
             self._remember(job.id, _shown(summary))  # once shown: an edit that failed is made again
-            return _Shown.EDITED if post.parent_ts or post.outcome_ts else _Shown.NOTHING
+            return _Look.EDITED if post.parent_ts or post.outcome_ts else _Look.NOTHING
         if job.total != 1 or not post.outcome_ts:
-            return _Shown.NOTHING  # told to the sender alone: nothing in the channel to edit
+            return _Look.NOTHING  # told to the sender alone: nothing in the channel to edit
         (r,) = await self.store.recipients(job.id)
         if self._rendered.get(job.id) == (r.delivery,):
-            return _Shown.NOTHING
+            return _Look.NOTHING
         await self._chat_update(channel=job.channel_id, ts=post.outcome_ts, **_outcome(job, post, r))
         self._remember(job.id, (r.delivery,))
-        return _Shown.EDITED
+        return _Look.EDITED
 
 
-class _Shown(enum.Enum):
+class _Look(enum.Enum):
     """What a look at a job's receipts did."""
 
     EDITED = "edited"
     NOTHING = "nothing to edit"  # (or nothing that changed): the receipts count as shown
-    NOT_YET = "not yet"  # its finish is not told yet: the receipts stay offered
+    NOT_YET = "not yet"  # its finish is not told yet: the receipts stay unshown (offered once it is)
 
 
 def _yours(job: Job) -> str:
